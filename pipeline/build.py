@@ -1,0 +1,27 @@
+"""Builds the featurize graph. No I/O here: only the graph."""
+import apache_beam as beam
+
+from pipeline.config import JobConfig, describe
+from transforms.decode import DecodeImages
+from transforms.extract import ExtractFeatures
+from transforms.read import ReadImageShards
+from transforms.write import WriteOutputs
+
+
+def build_pipeline(pipeline: beam.Pipeline, job: JobConfig):
+  """Adds read -> decode -> VGG16 -> write to ``pipeline``.
+
+  Every stage streams: no step holds a shard, the dataset or more than a
+  batch of activations, and nothing groups the feature records.
+
+  Returns:
+    The PCollection holding the manifest (one element, after ``_SUCCESS``).
+  """
+  read = pipeline | 'ReadImageShards' >> ReadImageShards(job.read)
+  decoded = read.images | 'DecodeImages' >> DecodeImages(job.decode)
+  extracted = decoded.decoded | 'ExtractFeatures' >> ExtractFeatures(job.model)
+  errors = ((read.errors, decoded.errors, extracted['errors'])
+            | 'GatherErrors' >> beam.Flatten())
+  return ({'features': extracted['features'], 'errors': errors,
+           'counts': read.counts}
+          | 'WriteOutputs' >> WriteOutputs(job.output, describe(job)))

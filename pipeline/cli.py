@@ -1,0 +1,63 @@
+"""The ``featurize`` console script.
+
+``featurize run ...`` runs a job; ``featurize demo`` runs the same job on a
+small dataset of real photos that it writes first.
+"""
+import argparse
+import logging
+import sys
+from typing import Optional, Sequence
+
+from pipeline import demo, options
+from pipeline.run import RunSummary, run_job
+from transforms.write import RunRefused, TooManyErrors
+
+
+def _print_summary(summary: RunSummary) -> None:
+  counts = summary.counts
+  print(f'featurize: {counts["images_in"]} images in, '
+        f'{counts["features"]} feature records, {counts["errors"]} errors')
+  print(f'featurize: output in {summary.output} '
+        f'({len(summary.manifest["feature_shards"])} feature shards; '
+        'manifest.json, errors-*.jsonl, _SUCCESS)')
+
+
+def _parser():
+  """The top-level parser and the parser of each sub-command."""
+  parser = argparse.ArgumentParser(
+      prog='featurize',
+      description='Extract VGG16 features from image shards with Beam. '
+      'Flags featurize does not know go to Beam (--runner, ...).')
+  commands = parser.add_subparsers(dest='command', required=True)
+  run_parser = commands.add_parser(
+      'run', help='Extract features from --input into --output.')
+  options.add_job_arguments(run_parser)
+  demo_parser = commands.add_parser(
+      'demo', help='Write a demo dataset of real photos and run on it.')
+  options.add_job_arguments(demo_parser, require_io=False)
+  demo_parser.set_defaults(weights='random', config=demo.LOCAL_CONFIG)
+  return parser, {'run': run_parser, 'demo': demo_parser}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  """Entry point of the console script; returns the exit status."""
+  logging.basicConfig(level=logging.WARNING,
+                      format='%(levelname)s %(name)s: %(message)s')
+  argv = list(sys.argv[1:] if argv is None else argv)
+  parser, sub_parsers = _parser()
+  command = parser.parse_known_args(argv[:1])[0].command
+  rest = argv[1:]
+  try:
+    if command == 'demo':
+      rest = demo.prepare_demo_args(rest, sub_parsers[command])
+    job, beam_args = options.parse_run_args(rest, sub_parsers[command])
+    summary = run_job(job, beam_args)
+  except (RunRefused, TooManyErrors, FileNotFoundError, ValueError) as e:
+    print(f'featurize: error: {e}', file=sys.stderr)
+    return 1
+  _print_summary(summary)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

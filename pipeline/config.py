@@ -1,0 +1,63 @@
+"""The job's configuration: one frozen object per concern, built once.
+
+Runner settings (``--runner``, ``--direct_num_workers`` ...) are not here:
+they go untouched to Beam's ``PipelineOptions``.
+"""
+import dataclasses
+import importlib.metadata
+import os
+
+from transforms import imaging, vgg16
+from transforms.read import ReadConfig
+from transforms.write import OutputConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class JobConfig:
+  """Everything one featurize job needs, per concern."""
+  read: ReadConfig
+  decode: imaging.DecodeConfig
+  model: vgg16.ModelConfig
+  output: OutputConfig
+
+  def __post_init__(self):
+    if self.model.image_size != self.decode.image_size:
+      raise ValueError('model and decoding must agree on the image size')
+
+
+def _version(package: str) -> str:
+  try:
+    return importlib.metadata.version(package)
+  except importlib.metadata.PackageNotFoundError:
+    return 'not installed'
+
+
+def describe(job: JobConfig) -> dict:
+  """What produces the features, for the manifest (no I/O)."""
+  model = job.model
+  if model.weights in ('imagenet', 'random'):
+    weights_file = (model.official_weights_file
+                    if model.weights == 'imagenet' else None)
+  else:
+    weights_file = os.path.basename(model.weights)
+  return {
+      'model': 'VGG16',
+      'layer': model.layer,
+      'pooling': model.pooling,
+      'precision': model.precision,
+      'feature_shape': list(vgg16.feature_shape(model)),
+      'batch_size': vgg16.effective_batch_size(model),
+      'weights': {
+          'source': model.weights,
+          'file': weights_file,
+          'sha256': model.weights_sha256,
+          'seed': model.seed if model.weights == 'random' else None,
+      },
+      'preprocessing': imaging.describe(job.decode),
+      'input': {'pattern': job.read.pattern, 'format': job.read.format},
+      'versions': {
+          package: _version(package)
+          for package in ('featurize', 'apache-beam', 'tensorflow-cpu',
+                          'keras', 'pillow', 'numpy')
+      },
+  }

@@ -1,0 +1,74 @@
+"""Parse, check, build and run a featurize job."""
+import dataclasses
+import json
+import logging
+from typing import NamedTuple, Optional, Sequence
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipeline.build import build_pipeline
+from pipeline.config import JobConfig
+from pipeline.options import parse_run_args
+from transforms import vgg16
+from transforms.write import MANIFEST_FILE, SUCCESS_FILE, RunRefused
+
+
+class RunSummary(NamedTuple):
+  """What a finished run did, read back from its manifest."""
+  output: str
+  manifest: dict
+
+  @property
+  def counts(self) -> dict:
+    return self.manifest['counts']
+
+
+def preflight(job: JobConfig) -> JobConfig:
+  """Checks that fail fast, before any image is read.
+
+  * The input pattern matches at least one file.
+  * The output folder does not hold a finished run.
+  * A weight file exists; its sha256 is recorded so that every worker can
+    verify its copy and the manifest can name exactly what was used.
+
+  Returns:
+    The job configuration with ``weights_sha256`` filled in.
+  """
+  matched = FileSystems.match([job.read.pattern])[0].metadata_list
+  if not matched:
+    raise FileNotFoundError(f'--input {job.read.pattern!r} matches no files')
+  success = job.output.path(SUCCESS_FILE)
+  if FileSystems.exists(success):
+    raise RunRefused(
+        f'{job.output.directory} already holds a finished run ({success} '
+        'exists); choose a new --output or delete that folder')
+  weights = job.model.weights
+  if weights not in ('imagenet', 'random'):
+    if not FileSystems.exists(weights):
+      raise FileNotFoundError(f'--weights {weights!r}: no such file')
+    digest = vgg16.sha256_of(weights)
+    job = dataclasses.replace(
+        job, model=dataclasses.replace(job.model, weights_sha256=digest))
+  return job
+
+
+def run_job(job: JobConfig, beam_args: Sequence[str]) -> RunSummary:
+  """Runs a parsed job to completion and reads back its manifest."""
+  job = preflight(job)
+  options = PipelineOptions(list(beam_args))
+  pipeline = beam.Pipeline(options=options)
+  build_pipeline(pipeline, job)
+  result = pipeline.run()
+  result.wait_until_finish()
+  with FileSystems.open(job.output.path(MANIFEST_FILE)) as f:
+    manifest = json.load(f)
+  return RunSummary(job.output.directory, manifest)
+
+
+def run(argv: Optional[Sequence[str]] = None) -> RunSummary:
+  """``featurize run``: parses ``argv`` and runs the job."""
+  job, beam_args = parse_run_args(argv)
+  logging.info('Beam options: %s', beam_args)
+  return run_job(job, beam_args)

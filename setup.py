@@ -1,0 +1,39 @@
+"""Packaging for featurize.
+
+Dataflow stages this file with ``--setup_file``; the pins below are versions
+verified to install together on Python 3.11.
+"""
+import setuptools
+
+INSTALL_REQUIRES = [
+    'apache-beam[gcp]==2.77.0',
+    'tensorflow-cpu==2.21.0',
+    'keras==3.15.1',
+    'numpy==2.4.6',
+    'pillow==12.3.0',
+    'tfrecord==1.14.6',
+    'google-cloud-storage==3.17.1',
+    'google-crc32c==1.9.0',
+    'h5py==3.14.0',
+    'PyYAML==6.0.4',
+    # Carries the real photos of the bundled demo dataset in its wheel.
+    'scikit-image==0.26.0',
+]
+
+TEST_REQUIRES = [
+    'pytest==9.2.0',
+    'psutil==7.2.2',
+]
+
+setuptools.setup(
+    name='featurize',
+    version='0.1.0',
+    description=(
+        'Apache Beam pipeline: image shards in, VGG16 features out as '
+        'sharded TFRecords, with bounded memory per worker.'),
+    python_requires='>=3.11,<3.12',
+    packages=['pipeline', 'transforms'],
+    install_requires=INSTALL_REQUIRES,
+    extras_require={'test': TEST_REQUIRES},
+    entry_points={'console_scripts': ['featurize=pipeline.cli:main']},
+)

@@ -1,0 +1,1 @@
+"""Composite PTransforms of featurize and the pure functions they call."""

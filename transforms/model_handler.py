@@ -1,0 +1,56 @@
+"""A RunInference model handler for VGG16 feature extraction.
+
+Beam's RunInference supplies the per-worker model cache (``shared.Shared``:
+one model per process; ``large_model`` for one per machine through
+``multi_process_shared``), the batching (``BatchElements``), metrics and the
+dead-letter output. This handler only says how to load VGG16 and how to run
+one batch.
+"""
+import logging
+import os
+from typing import Any, Dict, Iterable, Optional, Sequence
+
+import numpy as np
+from apache_beam.ml.inference.base import ModelHandler
+
+from transforms import vgg16
+from transforms.records import DecodedImage, FeatureRecord
+
+# Counted per process so tests (and operators, in the logs) can see that the
+# model was loaded once per worker process, not once per bundle.
+MODEL_LOADS = {'count': 0}
+
+
+class VGG16FeatureHandler(ModelHandler[DecodedImage, FeatureRecord, Any]):
+  """Loads VGG16 cut at a layer; turns batches of images into features."""
+
+  def __init__(self, config: vgg16.ModelConfig):
+    size = vgg16.effective_batch_size(config)
+    # Fixed-size batches: min == max, so BatchElements does not start at 1
+    # and grow; the last batch of a bundle may be smaller.
+    super().__init__(min_batch_size=size, max_batch_size=size,
+                     large_model=config.large_model)
+    self._config = config
+
+  def load_model(self):
+    MODEL_LOADS['count'] += 1
+    logging.info('Loading VGG16 in process %d (load %d in this process)',
+                 os.getpid(), MODEL_LOADS['count'])
+    return vgg16.build_feature_model(self._config)
+
+  def run_inference(
+      self,
+      batch: Sequence[DecodedImage],
+      model,
+      inference_args: Optional[Dict[str, Any]] = None
+  ) -> Iterable[FeatureRecord]:
+    inputs = vgg16.to_model_input([image.pixels for image in batch])
+    outputs = np.asarray(model.predict_on_batch(inputs), dtype=np.float32)
+    for image, features in zip(batch, outputs):
+      yield FeatureRecord(image.key, features, image.label)
+
+  def get_num_bytes(self, batch: Sequence[DecodedImage]) -> int:
+    return sum(image.pixels.nbytes for image in batch)
+
+  def get_metrics_namespace(self) -> str:
+    return 'featurize_vgg16'

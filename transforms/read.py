@@ -1,0 +1,148 @@
+"""``ReadImageShards``: file pattern in, one result per image out.
+
+Shards are matched, spread across workers (a ``Reshuffle`` of the file
+names only), and each is streamed by one of the pure readers of
+``shard_readers``. Every image comes out as an ``ImageRecord`` on the main
+output or an ``ErrorRecord`` on ``errors``; each shard also reports its
+image count on ``counts``, so that the final step can prove nothing was lost.
+"""
+import dataclasses
+import logging
+import re
+from typing import Iterator
+
+import apache_beam as beam
+from apache_beam.io import fileio
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from transforms import shard_readers
+from transforms.records import ErrorRecord, ImageRecord, ShardRead
+
+INPUT_FORMATS = ('auto',) + shard_readers.SHARD_FORMATS
+
+ERRORS_TAG = 'errors'
+COUNTS_TAG = 'counts'
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadConfig:
+  """Where the images are and how they are stored.
+
+  Attributes:
+    pattern: File pattern (local, ``gs://`` or any Beam filesystem).
+    format: ``auto`` (per shard, from its first bytes), ``tfrecord``,
+      ``webdataset`` or ``files``.
+    image_feature: TFRecord feature holding the encoded image.
+    key_feature: TFRecord feature naming the image.
+    label_feature: TFRecord feature passed through as the label.
+    max_image_bytes: Largest encoded image (or record, or tar member).
+  """
+  pattern: str
+  format: str = 'auto'
+  image_feature: str = 'image/encoded'
+  key_feature: str = 'image/filename'
+  label_feature: str = 'image/class/label'
+  max_image_bytes: int = 256 * 1024 * 1024
+
+  def __post_init__(self):
+    if self.format not in INPUT_FORMATS:
+      raise ValueError(f'format must be one of {INPUT_FORMATS}, '
+                       f'not {self.format!r}')
+
+
+def pattern_base(pattern: str) -> str:
+  """The directory part of ``pattern`` before its first wildcard.
+
+  Keys of plain image files are their paths relative to it, so that
+  ``photos/**/*.jpg`` gives keys like ``cats/1.jpg``.
+  """
+  wildcard = re.search(r'[*?\[]', pattern)
+  prefix = pattern[:wildcard.start()] if wildcard else pattern
+  return prefix[:prefix.rfind('/') + 1]
+
+
+def file_key(path: str, pattern: str) -> str:
+  """Key of a plain image file: its path relative to the pattern base."""
+  base = pattern_base(pattern)
+  if base and path.startswith(base) and len(path) > len(base):
+    return path[len(base):]
+  return path.rsplit('/', 1)[-1]
+
+
+def iter_shard(path: str, config: ReadConfig):
+  """Opens one shard and yields its images (pure apart from the open)."""
+  shard_format = config.format
+  if shard_format == 'auto':
+    with FileSystems.open(path, compression_type=CompressionTypes.AUTO) as f:
+      shard_format = shard_readers.sniff_shard_format(f.read(512))
+  with FileSystems.open(path, compression_type=CompressionTypes.AUTO) as f:
+    if shard_format == 'tfrecord':
+      yield from shard_readers.iter_tfrecord_images(
+          f, path, image_feature=config.image_feature,
+          key_feature=config.key_feature,
+          label_feature=config.label_feature,
+          max_record_bytes=config.max_image_bytes)
+    elif shard_format == 'webdataset':
+      yield from shard_readers.iter_webdataset_images(
+          f, path, max_member_bytes=config.max_image_bytes)
+    else:
+      yield shard_readers.read_image_file(
+          f, path, file_key(path, config.pattern),
+          max_file_bytes=config.max_image_bytes)
+
+
+class _ReadShardFn(beam.DoFn):
+  """Streams one shard; routes images, errors and the shard's count."""
+
+  def __init__(self, config: ReadConfig):
+    self._config = config
+    self._images = beam.metrics.Metrics.counter('featurize', 'images_read')
+    self._errors = beam.metrics.Metrics.counter('featurize', 'read_errors')
+
+  def process(self, path: str) -> Iterator:
+    count = 0
+    try:
+      for result in iter_shard(path, self._config):
+        count += 1
+        if isinstance(result, ErrorRecord):
+          self._errors.inc()
+          yield beam.pvalue.TaggedOutput(ERRORS_TAG, result)
+        else:
+          self._images.inc()
+          yield result
+    except (OSError, IOError) as e:
+      # The shard could not be opened or read at all mid-way (permissions,
+      # vanished object, network). Record it rather than fail the run.
+      logging.warning('Cannot read shard %s: %s', path, e)
+      count += 1
+      yield beam.pvalue.TaggedOutput(
+          ERRORS_TAG,
+          ErrorRecord(key=f'{path}:{count - 1}', source=path, stage='read',
+                      error_type='unreadable_shard', message=str(e)))
+    yield beam.pvalue.TaggedOutput(COUNTS_TAG, ShardRead(path, count))
+
+
+class ReadImageShards(beam.PTransform):
+  """Reads every image of the shards matching ``config.pattern``.
+
+  Returns a ``DoOutputsTuple`` with the main output ``images``
+  (``ImageRecord``), ``errors`` (``ErrorRecord``) and ``counts``
+  (``ShardRead``).
+  """
+
+  def __init__(self, config: ReadConfig):
+    super().__init__()
+    self.config = config
+
+  def expand(self, pbegin):
+    return (
+        pbegin
+        | 'MatchShards' >> fileio.MatchFiles(
+            self.config.pattern,
+            empty_match_treatment=fileio.EmptyMatchTreatment.DISALLOW)
+        | 'ShardPaths' >> beam.Map(lambda metadata: metadata.path)
+        # Spreads shards over workers; only file names are shuffled.
+        | 'SpreadShards' >> beam.Reshuffle()
+        | 'StreamShards' >> beam.ParDo(_ReadShardFn(self.config)).with_outputs(
+            ERRORS_TAG, COUNTS_TAG, main='images'))

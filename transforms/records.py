@@ -1,0 +1,90 @@
+"""Typed elements that flow between the pipeline's stages.
+
+Every input image becomes exactly one ``FeatureRecord`` or one
+``ErrorRecord``; the small bookkeeping records (``ShardRead``,
+``ShardWritten``) let the final step prove that nothing was lost.
+"""
+from typing import NamedTuple, Optional, Union
+
+import numpy as np
+
+# A label passes through unchanged: an integer class (``.cls``, int64
+# feature) or raw bytes (``.json``, bytes feature).
+Label = Optional[Union[int, bytes]]
+
+
+class ImageRecord(NamedTuple):
+  """One encoded image as read from a shard.
+
+  Attributes:
+    key: Unique name of the image (file name, tar sample key, ...).
+    source: Path of the shard or file it came from.
+    data: The encoded image bytes, undecoded.
+    label: Label carried through from the input, if any.
+  """
+  key: str
+  source: str
+  data: bytes
+  label: Label = None
+
+
+class DecodedImage(NamedTuple):
+  """One image decoded and resized, ready for the model.
+
+  Attributes:
+    key: Same as ``ImageRecord.key``.
+    source: Same as ``ImageRecord.source``.
+    pixels: ``uint8`` array of shape ``(height, width, 3)``, RGB. Kept as
+      ``uint8`` (4x smaller than float) until the batch is built.
+    label: Same as ``ImageRecord.label``.
+  """
+  key: str
+  source: str
+  pixels: np.ndarray
+  label: Label = None
+
+
+class FeatureRecord(NamedTuple):
+  """VGG16 activations of one image.
+
+  Attributes:
+    key: Same as ``ImageRecord.key``.
+    features: ``float32`` array of the chosen layer (after pooling).
+    label: Same as ``ImageRecord.label``.
+  """
+  key: str
+  features: np.ndarray
+  label: Label = None
+
+
+class ErrorRecord(NamedTuple):
+  """Why one image could not be turned into features.
+
+  Attributes:
+    key: Key of the image (or ``<shard>:<index>`` where none was readable).
+    source: Path of the shard or file it came from.
+    stage: Which stage failed: ``read``, ``decode`` or ``inference``.
+    error_type: Short machine-readable class of the failure.
+    message: Human-readable explanation.
+  """
+  key: str
+  source: str
+  stage: str
+  error_type: str
+  message: str
+
+
+class ShardRead(NamedTuple):
+  """How many images (good or bad) one input shard held."""
+  source: str
+  images: int
+
+
+class ShardWritten(NamedTuple):
+  """One finished temporary output file and its record count."""
+  kind: str
+  temp_path: str
+  records: int
+
+
+ReadResult = Union[ImageRecord, ErrorRecord]

@@ -1,0 +1,207 @@
+"""Pure readers: one shard stream in, one ``ImageRecord`` or ``ErrorRecord``
+per image out, streamed (never a whole shard in memory).
+
+Tested without Beam. The Beam side (``read.py``) only opens the stream and
+routes the results.
+"""
+import posixpath
+import tarfile
+from typing import BinaryIO, Iterator, Optional
+
+from transforms import tfrecord_framing
+from transforms.records import ErrorRecord, ImageRecord, Label, ReadResult
+
+SHARD_FORMATS = ('tfrecord', 'webdataset', 'files')
+
+IMAGE_EXTENSIONS = ('jpg', 'jpeg', 'png', 'webp', 'gif', 'bmp', 'tif',
+                    'tiff', 'ppm', 'pgm', 'pnm')
+
+
+def sniff_shard_format(head: bytes) -> str:
+  """Guesses a shard's format from its first bytes (512 are enough).
+
+  A POSIX/GNU tar has ``ustar`` at offset 257; a TFRecord starts with a
+  length header whose checksum matches. Anything else is taken to be one
+  image file (whose own decoding then says what is wrong with it).
+  """
+  if len(head) >= 262 and head[257:262] == b'ustar':
+    return 'webdataset'
+  if tfrecord_framing.looks_like_tfrecord(head):
+    return 'tfrecord'
+  return 'files'
+
+
+def _error(key: str, source: str, error_type: str, message: str) -> ErrorRecord:
+  return ErrorRecord(key=key, source=source, stage='read',
+                     error_type=error_type, message=message)
+
+
+# --------------------------------------------------------------------------
+# TFRecord shards of tf.train.Example.
+
+
+def _parse_example(data: bytes):
+  # Imported here: TensorFlow is heavy, and only TFRecord input needs it
+  # at read time. Workers have it loaded for the model anyway.
+  from tensorflow.core.example import example_pb2
+  example = example_pb2.Example()
+  example.ParseFromString(data)
+  return example.features.feature
+
+
+def _feature_bytes(feature) -> Optional[bytes]:
+  values = feature.bytes_list.value
+  return bytes(values[0]) if values else None
+
+
+def _feature_label(feature) -> Label:
+  if feature.int64_list.value:
+    return int(feature.int64_list.value[0])
+  if feature.bytes_list.value:
+    return bytes(feature.bytes_list.value[0])
+  if feature.float_list.value:
+    return str(feature.float_list.value[0]).encode()
+  return None
+
+
+def iter_tfrecord_images(stream: BinaryIO, source: str, *, image_feature: str,
+                         key_feature: str, label_feature: str,
+                         max_record_bytes: int) -> Iterator[ReadResult]:
+  """Reads ``tf.train.Example`` records holding encoded images.
+
+  Args:
+    stream: The shard, opened for binary reading.
+    source: Shard path, for keys and error lines.
+    image_feature: Feature with the encoded image (``image/encoded``).
+    key_feature: Feature naming the image (``image/filename``); when absent
+      the key is ``<shard>:<index>``.
+    label_feature: Feature passed through as the label, when present.
+    max_record_bytes: Largest record accepted.
+
+  Yields:
+    One ``ImageRecord`` or ``ErrorRecord`` per record.
+  """
+  for record in tfrecord_framing.iter_records(stream, max_record_bytes):
+    fallback_key = f'{source}:{record.index}'
+    if record.data is None:
+      yield _error(fallback_key, source, record.error_type, record.message)
+      continue
+    try:
+      features = _parse_example(record.data)
+    except Exception as e:  # protobuf DecodeError and friends.
+      yield _error(fallback_key, source, 'bad_example',
+                   f'record {record.index} is not a tf.train.Example: {e}')
+      continue
+    key = fallback_key
+    if key_feature in features:
+      name = _feature_bytes(features[key_feature])
+      if name:
+        key = name.decode('utf-8', errors='replace')
+    if image_feature not in features:
+      yield _error(key, source, 'missing_image',
+                   f'record {record.index} has no feature {image_feature!r}')
+      continue
+    data = _feature_bytes(features[image_feature]) or b''
+    label = (_feature_label(features[label_feature])
+             if label_feature in features else None)
+    yield ImageRecord(key=key, source=source, data=data, label=label)
+
+
+# --------------------------------------------------------------------------
+# WebDataset tar shards.
+
+
+def _split_member_name(name: str):
+  """WebDataset convention: key up to the first dot of the base name."""
+  directory, base = posixpath.split(name)
+  stem, dot, extension = base.partition('.')
+  key = posixpath.join(directory, stem) if directory else stem
+  return key, extension.lower() if dot else ''
+
+
+def _sample_to_result(key: str, parts: dict, source: str) -> ReadResult:
+  image_extension = next((e for e in IMAGE_EXTENSIONS if e in parts), None)
+  if image_extension is None:
+    return _error(key, source, 'missing_image',
+                  f'sample has no image member (members: {sorted(parts)})')
+  label: Label = None
+  if 'cls' in parts:
+    text = parts['cls'].decode('utf-8', errors='replace').strip()
+    try:
+      label = int(text)
+    except ValueError:
+      label = parts['cls']
+  elif 'json' in parts:
+    label = parts['json']
+  return ImageRecord(key=key, source=source, data=parts[image_extension],
+                     label=label)
+
+
+def iter_webdataset_images(stream: BinaryIO, source: str, *,
+                           max_member_bytes: int) -> Iterator[ReadResult]:
+  """Reads a WebDataset tar shard member by member.
+
+  Members of one sample (``<key>.jpg``, ``<key>.cls``, ``<key>.json``, ...)
+  are consecutive, as WebDataset writes them; a sample is emitted as soon as
+  the next key starts, so only one sample is held at a time. The image is
+  the first member with an image extension; ``.cls`` (an integer) or else
+  ``.json`` (bytes) passes through as the label.
+
+  Args:
+    stream: The tar shard, opened for binary reading (not seekable is fine).
+    source: Shard path, for error lines.
+    max_member_bytes: Largest member read into memory.
+
+  Yields:
+    One ``ImageRecord`` or ``ErrorRecord`` per sample.
+  """
+  key: Optional[str] = None
+  parts: dict = {}
+  failure: Optional[ErrorRecord] = None
+  complete = 0
+  try:
+    archive = tarfile.open(fileobj=stream, mode='r|*')
+  except (tarfile.TarError, EOFError, OSError) as e:
+    yield _error(f'{source}:0', source, 'bad_tar', f'not a readable tar: {e}')
+    return
+  try:
+    for member in archive:
+      if not member.isfile():
+        continue
+      member_key, extension = _split_member_name(member.name)
+      if member_key != key:
+        if key is not None:
+          yield failure or _sample_to_result(key, parts, source)
+          complete += 1
+        key, parts, failure = member_key, {}, None
+      if failure is not None:
+        continue
+      if member.size > max_member_bytes:
+        failure = _error(key, source, 'member_too_large',
+                         f'{member.name} is {member.size} bytes, over the '
+                         f'limit of {max_member_bytes}')
+        continue
+      handle = archive.extractfile(member)
+      parts[extension] = handle.read() if handle else b''
+  except (tarfile.TarError, EOFError, OSError) as e:
+    yield _error(key or f'{source}:{complete}', source, 'truncated_tar',
+                 f'tar shard is truncated or corrupt after {complete} '
+                 f'complete samples: {e}')
+    return
+  if key is not None:
+    yield failure or _sample_to_result(key, parts, source)
+
+
+# --------------------------------------------------------------------------
+# Plain image files.
+
+
+def read_image_file(stream: BinaryIO, source: str, key: str, *,
+                    max_file_bytes: int) -> ReadResult:
+  """Reads one plain image file (one image) into an ``ImageRecord``."""
+  data = stream.read(max_file_bytes + 1)
+  if len(data) > max_file_bytes:
+    return _error(key, source, 'file_too_large',
+                  f'file is larger than the limit of {max_file_bytes} bytes')
+  return ImageRecord(key=key, source=source, data=data)
+

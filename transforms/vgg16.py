@@ -1,0 +1,280 @@
+"""VGG16 as a feature extractor: configuration, weights and model building.
+
+Keras 3 on TensorFlow. The model is cut at the requested layer, so the
+activations of later layers are never computed and those of earlier layers
+are freed as soon as the next layer has run.
+"""
+import contextlib
+import dataclasses
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+
+CONV_LAYERS = (
+    'block1_conv1', 'block1_conv2', 'block1_pool',
+    'block2_conv1', 'block2_conv2', 'block2_pool',
+    'block3_conv1', 'block3_conv2', 'block3_conv3', 'block3_pool',
+    'block4_conv1', 'block4_conv2', 'block4_conv3', 'block4_pool',
+    'block5_conv1', 'block5_conv2', 'block5_conv3', 'block5_pool',
+)
+TOP_LAYERS = ('flatten', 'fc1', 'fc2', 'predictions')
+LAYERS = CONV_LAYERS + TOP_LAYERS
+POOLINGS = ('none', 'avg', 'max')
+PRECISIONS = ('float32', 'bfloat16')
+
+# The official Keras weight files (keras.applications.vgg16).
+WEIGHTS_BASE_URL = ('https://storage.googleapis.com/tensorflow/'
+                    'keras-applications/vgg16/')
+WEIGHTS_FILE_TOP = 'vgg16_weights_tf_dim_ordering_tf_kernels.h5'
+WEIGHTS_FILE_NOTOP = 'vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5'
+
+# Keras's dtype policy is process-global; builds hold this lock while they
+# switch it, so that two threads never build under each other's policy.
+_POLICY_LOCK = threading.Lock()
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Which features to extract and how the model runs.
+
+  Attributes:
+    weights: ``imagenet`` (Keras cache or download), ``random`` (seeded, for
+      tests), or a path / ``gs://`` URL of an official Keras weight file.
+    weights_sha256: Expected sha256 of a weight file; checked after the
+      per-worker copy. Filled in by the launcher.
+    layer: VGG16 layer whose output is the feature.
+    pooling: ``none``, ``avg`` or ``max`` over the spatial axes.
+    precision: ``float32`` or ``bfloat16`` (Keras ``mixed_bfloat16``).
+    image_size: Side of the square input.
+    batch_size: Images per model call (upper bound).
+    max_batch_bytes: Upper bound on the activation memory of one batch;
+      lowers the batch size when needed (see ``effective_batch_size``).
+    large_model: One model per machine shared by all worker processes,
+      instead of one per process.
+    weights_cache_dir: Local folder for per-worker copies of remote weights.
+    seed: Seed of the ``random`` weights (same on every worker).
+  """
+  weights: str = 'imagenet'
+  weights_sha256: Optional[str] = None
+  layer: str = 'block5_pool'
+  pooling: str = 'none'
+  precision: str = 'float32'
+  image_size: int = 224
+  batch_size: int = 16
+  max_batch_bytes: int = 1024 * 1024 * 1024
+  large_model: bool = False
+  weights_cache_dir: str = os.path.join(tempfile.gettempdir(),
+                                        'featurize-weights')
+  seed: int = 0
+
+  def __post_init__(self):
+    if self.layer not in LAYERS:
+      raise ValueError(f'unknown VGG16 layer {self.layer!r}; choose one of '
+                       f'{", ".join(LAYERS)}')
+    if self.pooling not in POOLINGS:
+      raise ValueError(f'pooling must be one of {POOLINGS}')
+    if self.precision not in PRECISIONS:
+      raise ValueError(f'precision must be one of {PRECISIONS}')
+    if self.needs_top and self.pooling != 'none':
+      raise ValueError(f'--pooling applies to convolutional layers, not '
+                       f'{self.layer!r}')
+    if self.needs_top and self.image_size != 224:
+      raise ValueError('the fully connected layers need 224x224 input')
+    if self.batch_size < 1:
+      raise ValueError('batch size must be at least 1')
+
+  @property
+  def needs_top(self) -> bool:
+    """Whether the layer lies in the fully connected top of VGG16."""
+    return self.layer in TOP_LAYERS
+
+  @property
+  def official_weights_file(self) -> str:
+    """Name of the official weight file this configuration needs."""
+    return WEIGHTS_FILE_TOP if self.needs_top else WEIGHTS_FILE_NOTOP
+
+
+def effective_batch_size(config: ModelConfig) -> int:
+  """Batch size after applying the ``max_batch_bytes`` bound.
+
+  The largest activations of VGG16 are those of block 1: two tensors of
+  ``image_size^2 x 64`` values alive at once (a conv layer's input and
+  output), 2 bytes a value in bfloat16, 4 in float32.
+  """
+  value_bytes = 2 if config.precision == 'bfloat16' else 4
+  per_image = 2 * config.image_size * config.image_size * 64 * value_bytes
+  return max(1, min(config.batch_size, config.max_batch_bytes // per_image))
+
+
+def to_model_input(pixels: Sequence[np.ndarray]) -> np.ndarray:
+  """Stacks RGB ``uint8`` images into VGG16's preprocessed float input."""
+  from keras.applications import vgg16
+  batch = np.stack(pixels).astype(np.float32)
+  return vgg16.preprocess_input(batch)
+
+
+def sha256_of(path: str) -> str:
+  """sha256 of a file on any Beam filesystem, read in chunks."""
+  from apache_beam.io.filesystems import FileSystems
+  digest = hashlib.sha256()
+  with FileSystems.open(path) as f:
+    for chunk in iter(lambda: f.read(8 * 1024 * 1024), b''):
+      digest.update(chunk)
+  return digest.hexdigest()
+
+
+def local_weights_copy(config: ModelConfig) -> str:
+  """Returns a local path of the weight file, copying it once if remote.
+
+  The copy lands in ``weights_cache_dir`` under its sha256 (or name) and is
+  renamed into place only when complete, so concurrent workers on one
+  machine never read a half-written file, and later loads reuse it.
+
+  Raises:
+    FileNotFoundError: the weight file does not exist.
+    ValueError: the copy does not match ``weights_sha256``.
+  """
+  from apache_beam.io.filesystems import FileSystems
+  source = config.weights
+  if '://' not in source:
+    if not os.path.isfile(source):
+      raise FileNotFoundError(f'weight file not found: {source}')
+    if config.weights_sha256 and sha256_of(source) != config.weights_sha256:
+      raise ValueError(f'weight file {source} changed since the launch '
+                       '(sha256 mismatch)')
+    return source
+  name = os.path.basename(source)
+  folder = os.path.join(config.weights_cache_dir,
+                        config.weights_sha256 or 'unverified')
+  target = os.path.join(folder, name)
+  if os.path.isfile(target) and (not config.weights_sha256 or
+                                 sha256_of(target) == config.weights_sha256):
+    return target
+  os.makedirs(folder, exist_ok=True)
+  if not FileSystems.exists(source):
+    raise FileNotFoundError(f'weight file not found: {source}')
+  handle, partial = tempfile.mkstemp(dir=folder, suffix='.partial')
+  with os.fdopen(handle, 'wb') as out, FileSystems.open(source) as f:
+    shutil.copyfileobj(f, out, 8 * 1024 * 1024)
+  if config.weights_sha256 and sha256_of(partial) != config.weights_sha256:
+    os.remove(partial)
+    raise ValueError(f'copy of {source} does not match the expected sha256 '
+                     f'{config.weights_sha256}')
+  os.replace(partial, target)
+  return target
+
+
+def _weight_file_layers(path: str) -> Tuple[str, ...]:
+  import h5py
+  with h5py.File(path, 'r') as f:
+    group = f['model_weights'] if 'model_weights' in f else f
+    names = group.attrs.get('layer_names', [])
+    return tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
+
+
+def _set_random_weights(model, seed: int) -> None:
+  """He-normal kernels, zero biases, from a seeded numpy generator.
+
+  Done by hand rather than with Keras initialisers so that every worker
+  gets bit-identical weights whatever Keras's global seed state is.
+  """
+  rng = np.random.default_rng(seed)
+  for layer in model.layers:
+    weights = layer.get_weights()
+    if not weights:
+      continue
+    kernel, bias = weights
+    fan_in = int(np.prod(kernel.shape[:-1]))
+    kernel = rng.standard_normal(kernel.shape, dtype=np.float32)
+    kernel *= np.float32(np.sqrt(2.0 / fan_in))
+    layer.set_weights([kernel, np.zeros_like(bias)])
+
+
+@contextlib.contextmanager
+def _dtype_policy(name: str):
+  import keras
+  with _POLICY_LOCK:
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+      yield
+    finally:
+      keras.config.set_dtype_policy(previous)
+
+
+def _build_imagenet(config: ModelConfig):
+  import keras
+  try:
+    return keras.applications.VGG16(
+        include_top=config.needs_top, weights='imagenet',
+        input_shape=(config.image_size, config.image_size, 3))
+  except Exception as e:
+    cache = os.path.join(os.path.expanduser('~'), '.keras', 'models')
+    raise RuntimeError(
+        f'Could not load the ImageNet weights of VGG16 ({e}). Download '
+        f'{WEIGHTS_BASE_URL}{config.official_weights_file} and place it at '
+        f'{os.path.join(cache, config.official_weights_file)}, or pass '
+        f'--weights /path/to/{config.official_weights_file}.') from e
+
+
+def build_feature_model(config: ModelConfig):
+  """Builds VGG16 with its weights, cut at ``config.layer`` and pooled.
+
+  Returns:
+    A Keras model mapping preprocessed ``(n, size, size, 3)`` float input
+    to ``(n, ...)`` features.
+  """
+  import keras
+  policy = 'mixed_bfloat16' if config.precision == 'bfloat16' else 'float32'
+  with _dtype_policy(policy):
+    if config.weights == 'imagenet':
+      base = _build_imagenet(config)
+    else:
+      base = keras.applications.VGG16(
+          include_top=config.needs_top, weights=None,
+          input_shape=(config.image_size, config.image_size, 3))
+      if config.weights == 'random':
+        _set_random_weights(base, config.seed)
+      else:
+        path = local_weights_copy(config)
+        in_file = set(_weight_file_layers(path))
+        needed = [l.name for l in base.layers if l.weights]
+        missing = [n for n in needed if n not in in_file]
+        if missing:
+          raise ValueError(
+              f'weight file {config.weights} lacks layers {missing}; layer '
+              f'{config.layer!r} needs {config.official_weights_file}')
+        base.load_weights(path, by_name=True)
+    output = base.get_layer(config.layer).output
+    if config.pooling == 'avg':
+      output = keras.layers.GlobalAveragePooling2D(name='pool')(output)
+    elif config.pooling == 'max':
+      output = keras.layers.GlobalMaxPooling2D(name='pool')(output)
+    model = keras.Model(base.input, output, name=f'vgg16_{config.layer}')
+  logging.info('Built VGG16 to %s (pooling %s, %s, weights %s)', config.layer,
+               config.pooling, config.precision, config.weights)
+  return model
+
+
+def feature_shape(config: ModelConfig) -> Tuple[int, ...]:
+  """Shape of one image's features, computed without building the model."""
+  if config.layer in ('fc1', 'fc2'):
+    return (4096,)
+  if config.layer == 'predictions':
+    return (1000,)
+  if config.layer == 'flatten':
+    return (7 * 7 * 512,)
+  block = int(config.layer[5])
+  channels = (64, 128, 256, 512, 512)[block - 1]
+  side = config.image_size // 2**(block - 1)
+  if config.layer.endswith('pool'):
+    side //= 2
+  if config.pooling != 'none':
+    return (channels,)
+  return (side, side, channels)
