@@ -151,18 +151,15 @@ def _high_depth_to_l(image: Image.Image) -> Image.Image:
   return Image.fromarray(np.round(scaled).astype(np.uint8), mode='L')
 
 
-def decode_image(data: bytes, config: DecodeConfig) -> np.ndarray:
-  """Decodes and resizes one encoded image.
+def open_reduced(data: bytes, config: DecodeConfig) -> Image.Image:
+  """Opens an image lazily, checks its size, and sets up reduced decoding.
 
-  Args:
-    data: Encoded image bytes in any format Pillow reads.
-    config: Size and resize policy.
-
-  Returns:
-    ``uint8`` array of shape ``(image_size, image_size, 3)``, RGB.
+  Only the header is read here. For JPEGs larger than needed, ``draft``
+  makes the decoder scale by 1/2, 1/4 or 1/8 in the DCT, so the full-size
+  pixels are never allocated.
 
   Raises:
-    ImageError: for any image that cannot be used, with the reason.
+    ImageError: unknown format, unreadable header, or too many pixels.
   """
   image_format = sniff_format(data)
   try:
@@ -181,15 +178,31 @@ def decode_image(data: bytes, config: DecodeConfig) -> np.ndarray:
   if getattr(image, 'is_animated', False):
     image.seek(0)
   if image_format == 'JPEG':
-    # Orientation may swap axes, but the draft size only depends on which
-    # side is shorter in a symmetric way, so it holds either way.
+    # EXIF orientation may swap the axes later; the needed size is
+    # symmetric in them, so the draft size holds either way.
     image.draft(None, _draft_size(width, height, config))
+  return image
+
+
+def decode_image(data: bytes, config: DecodeConfig) -> np.ndarray:
+  """Decodes and resizes one encoded image.
+
+  Args:
+    data: Encoded image bytes in any format Pillow reads.
+    config: Size and resize policy.
+
+  Returns:
+    ``uint8`` array of shape ``(image_size, image_size, 3)``, RGB.
+
+  Raises:
+    ImageError: for any image that cannot be used, with the reason.
+  """
+  image = open_reduced(data, config)
+  image_format = image.format
   try:
     image.load()
     image = ImageOps.exif_transpose(image)
     image = _to_rgb(image)
-  except ImageError:
-    raise
   except Exception as e:
     raise ImageError('corrupt_image',
                      f'{image_format} data cannot be decoded: {e}') from e

@@ -120,7 +120,12 @@ def _split_member_name(name: str):
 
 
 def _sample_to_result(key: str, parts: dict, source: str) -> ReadResult:
+  # Exact extensions first (``jpg``), then multi-part ones (``left.jpg``).
   image_extension = next((e for e in IMAGE_EXTENSIONS if e in parts), None)
+  if image_extension is None:
+    image_extension = next(
+        (e for e in sorted(parts) if e.rsplit('.', 1)[-1] in IMAGE_EXTENSIONS),
+        None)
   if image_extension is None:
     return _error(key, source, 'missing_image',
                   f'sample has no image member (members: {sorted(parts)})')
