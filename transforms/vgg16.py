@@ -215,7 +215,10 @@ def _build_imagenet(config: ModelConfig):
         include_top=config.needs_top, weights='imagenet',
         input_shape=(config.image_size, config.image_size, 3))
   except Exception as e:
-    cache = os.path.join(os.path.expanduser('~'), '.keras', 'models')
+    cache = os.path.join(
+        os.environ.get('KERAS_HOME',
+                       os.path.join(os.path.expanduser('~'), '.keras')),
+        'models')
     raise RuntimeError(
         f'Could not load the ImageNet weights of VGG16 ({e}). Download '
         f'{WEIGHTS_BASE_URL}{config.official_weights_file} and place it at '
