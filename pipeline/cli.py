@@ -45,8 +45,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       format='%(levelname)s %(name)s: %(message)s')
   argv = list(sys.argv[1:] if argv is None else argv)
   parser, sub_parsers = _parser()
-  command = parser.parse_known_args(argv[:1])[0].command
-  rest = argv[1:]
+  if not argv or argv[0] not in sub_parsers:
+    parser.parse_args(argv)  # prints usage or help, and exits
+  command, rest = argv[0], argv[1:]
   try:
     if command == 'demo':
       rest = demo.prepare_demo_args(rest, sub_parsers[command])
