@@ -21,7 +21,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
 
-from transforms import tfrecord_framing
+from transforms import example_codec, tfrecord_framing
 from transforms.records import ErrorRecord, FeatureRecord, ShardRead, ShardWritten
 
 SUCCESS_FILE = '_SUCCESS'
@@ -59,25 +59,10 @@ class OutputConfig:
     return FileSystems.join(self.directory.rstrip('/'), name)
 
 
-def encode_feature_example(record: FeatureRecord) -> bytes:
-  """A ``tf.train.Example`` with ``key``, ``features``, ``shape``, ``label``."""
-  from tensorflow.core.example import example_pb2
-  example = example_pb2.Example()
-  feature = example.features.feature
-  feature['key'].bytes_list.value.append(record.key.encode('utf-8'))
-  feature['features'].float_list.value.extend(
-      record.features.reshape(-1).tolist())
-  feature['shape'].int64_list.value.extend(record.features.shape)
-  if isinstance(record.label, bytes):
-    feature['label'].bytes_list.value.append(record.label)
-  elif record.label is not None:
-    feature['label'].int64_list.value.append(int(record.label))
-  return example.SerializeToString()
-
-
 def encode_feature_record(record: FeatureRecord) -> bytes:
   """One framed TFRecord record holding the record's Example."""
-  return tfrecord_framing.encode_record(encode_feature_example(record))
+  return tfrecord_framing.encode_record(
+      example_codec.encode_feature_example(record))
 
 
 def encode_error_line(error: ErrorRecord) -> bytes:

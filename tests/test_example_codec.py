@@ -1,0 +1,45 @@
+"""The hand-written Example encoder against protobuf's own parser."""
+import numpy as np
+import pytest
+from tensorflow.core.example import example_pb2
+
+from transforms import example_codec
+from transforms.records import FeatureRecord
+
+
+def _parse(data: bytes):
+  example = example_pb2.Example()
+  example.ParseFromString(data)
+  return example.features.feature
+
+
+@pytest.mark.parametrize('label', [None, 7, -1, 2**40, b'{"a": 1}'])
+def test_encoded_example_parses_to_the_same_values(label):
+  features = np.random.default_rng(0).standard_normal((3, 4, 5)).astype(
+      np.float32)
+  record = FeatureRecord('cats/ü 1.jpg', features, label)
+  parsed = _parse(example_codec.encode_feature_example(record))
+  assert parsed['key'].bytes_list.value == ['cats/ü 1.jpg'.encode()]
+  np.testing.assert_array_equal(np.array(parsed['features'].float_list.value,
+                                         np.float32), features.reshape(-1))
+  assert list(parsed['shape'].int64_list.value) == [3, 4, 5]
+  if label is None:
+    assert 'label' not in parsed
+  elif isinstance(label, bytes):
+    assert parsed['label'].bytes_list.value == [label]
+  else:
+    assert list(parsed['label'].int64_list.value) == [label]
+  assert sorted(parsed) == sorted(
+      ['key', 'features', 'shape'] + ([] if label is None else ['label']))
+
+
+def test_matches_protobufs_own_encoding():
+  features = np.arange(6, dtype=np.float32).reshape(2, 3)
+  ours = example_codec.encode_feature_example(FeatureRecord('k', features, 3))
+  example = example_pb2.Example()
+  feature = example.features.feature
+  feature['key'].bytes_list.value.append(b'k')
+  feature['features'].float_list.value.extend(features.reshape(-1).tolist())
+  feature['shape'].int64_list.value.extend([2, 3])
+  feature['label'].int64_list.value.append(3)
+  assert _parse(ours) == _parse(example.SerializeToString())
