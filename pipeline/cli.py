@@ -39,10 +39,18 @@ def _parser():
   return parser, {'run': run_parser, 'demo': demo_parser}
 
 
+def _quiet_known_noise(record: logging.LogRecord) -> bool:
+  # Beam 2.77's RunInference imports torch to get at the resource module;
+  # without torch it warns on every model load that memory "cannot be
+  # fetched". Nothing is wrong, so keep it out of the user's terminal.
+  return 'Resource module is not available' not in record.getMessage()
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
   """Entry point of the console script; returns the exit status."""
   logging.basicConfig(level=logging.WARNING,
                       format='%(levelname)s %(name)s: %(message)s')
+  logging.getLogger().addFilter(_quiet_known_noise)
   argv = list(sys.argv[1:] if argv is None else argv)
   parser, sub_parsers = _parser()
   if not argv or argv[0] not in sub_parsers:

@@ -4,8 +4,6 @@ import os
 import numpy as np
 import pytest
 
-# Keep TensorFlow's start-up chatter out of test output.
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 
 def write_official_weights(path: str, include_top: bool = False,

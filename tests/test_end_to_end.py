@@ -249,3 +249,20 @@ def test_each_format_explicitly(tmp_path, notop_weights, input_format, extra):
     expected = reference_features(notop_weights, data, pooling='avg')
     np.testing.assert_allclose(records[key][0], expected, rtol=1e-4,
                                atol=1e-4 * max(1.0, np.abs(expected).max()))
+
+
+def test_one_model_per_process_shared_by_threads_and_bundles(tmp_path,
+                                                             notop_weights):
+  from transforms import model_handler
+  ds = datasets.write_dataset(str(tmp_path / 'in'), bad=False)
+  before = model_handler.MODEL_LOADS['count']
+  # Two worker threads in this process, many shards and small batches:
+  # many bundles and batches, yet the model must be built once.
+  assert featurize('--input', str(tmp_path / 'in' / '**'), '--output',
+                   str(tmp_path / 'out'), '--weights', notop_weights,
+                   '--pooling', 'max', '--batch-size', '3',
+                   '--direct_num_workers=2',
+                   '--direct_running_mode=multi_threading') == 0
+  assert model_handler.MODEL_LOADS['count'] - before == 1
+  records = read_outputs(str(tmp_path / 'out'))
+  assert set(records) == set(ds.images)
