@@ -1,9 +1,6 @@
 """Shared fixtures: a VGG16 weight file in the official Keras format."""
-import os
-
 import numpy as np
 import pytest
-
 
 
 def write_official_weights(path: str, include_top: bool = False,
