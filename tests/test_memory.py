@@ -1,7 +1,7 @@
 """Peak memory of a worker stays flat as the dataset grows.
 
-Each run is its own process, measured with ``os.wait4`` (that child's peak
-RSS only). The layer is block1_pool: 3.2 MB of features an image, so a
+Each run is its own process, which reports its own peak RSS
+(``tests/peak_rss.py``). The layer is block1_pool: 3.2 MB of features an image, so a
 step that held the records (a GroupByKey, a list, a whole shard) would add
 hundreds of MB between the two sizes; bounded streaming adds nothing.
 """
@@ -18,18 +18,18 @@ LOCAL = os.path.join(os.path.dirname(os.path.dirname(__file__)),
 
 
 def peak_rss_mb(shard: str, out: str) -> float:
-  command = [sys.executable, '-m', 'pipeline.cli', 'run', '--input', shard,
+  command = [sys.executable, '-m', 'tests.peak_rss', 'run', '--input', shard,
              '--output', out, '--weights', 'random', '--layer', 'block1_pool',
              '--precision', 'bfloat16', '--config', LOCAL,
              # Small batches, so that every run has full batches and the
              # peaks compare like with like.
              '--batch-size', '4']
-  process = subprocess.Popen(command, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE)
-  stderr = process.stderr.read()
-  _, status, usage = os.wait4(process.pid, 0)
-  assert os.waitstatus_to_exitcode(status) == 0, stderr.decode()[-3000:]
-  return usage.ru_maxrss / 1024  # Linux reports KiB
+  result = subprocess.run(command, capture_output=True, text=True,
+                          cwd=os.path.dirname(os.path.dirname(__file__)))
+  assert result.returncode == 0, result.stderr[-3000:]
+  last = result.stdout.strip().splitlines()[-1]
+  assert last.startswith('PEAK_RSS_KB ')
+  return int(last.split()[1]) / 1024
 
 
 @pytest.fixture(scope='module')
