@@ -22,7 +22,8 @@ INSTALL_REQUIRES = [
 
 TEST_REQUIRES = [
     'pytest==9.2.0',
-    'psutil==7.2.2',
+    # A real GCS JSON-API server on loopback, for the gs:// tests.
+    'gcp-storage-emulator==2026.7.19',
 ]
 
 setuptools.setup(

@@ -56,8 +56,11 @@ def preflight(job: JobConfig) -> JobConfig:
 
 def run_job(job: JobConfig, beam_args: Sequence[str]) -> RunSummary:
   """Runs a parsed job to completion and reads back its manifest."""
-  job = preflight(job)
   options = PipelineOptions(list(beam_args))
+  # The launcher's own file access (preflight, manifest) uses the same
+  # filesystem options as the workers (credentials, --no_auth, ...).
+  FileSystems.set_options(options)
+  job = preflight(job)
   pipeline = beam.Pipeline(options=options)
   build_pipeline(pipeline, job)
   result = pipeline.run()
