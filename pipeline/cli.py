@@ -17,6 +17,9 @@ def _print_summary(summary: RunSummary) -> None:
   counts = summary.counts
   print(f'featurize: {counts["images_in"]} images in, '
         f'{counts["features"]} feature records, {counts["errors"]} errors')
+  if summary.model_loads is not None:
+    print(f'featurize: VGG16 loaded {summary.model_loads} time(s) over all '
+          'workers')
   print(f'featurize: output in {summary.output} '
         f'({len(summary.manifest["feature_shards"])} feature shards; '
         'manifest.json, errors-*.jsonl, _SUCCESS)')

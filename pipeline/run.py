@@ -6,6 +6,7 @@ from typing import NamedTuple, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.build import build_pipeline
@@ -16,9 +17,18 @@ from transforms.write import MANIFEST_FILE, SUCCESS_FILE, RunRefused
 
 
 class RunSummary(NamedTuple):
-  """What a finished run did, read back from its manifest."""
+  """What a finished run did, read back from its manifest.
+
+  Attributes:
+    output: The output folder.
+    manifest: The run's ``manifest.json``.
+    model_loads: How many times VGG16 was loaded, over all workers (from
+      RunInference's load-latency metric), or None where the runner does
+      not report metrics.
+  """
   output: str
   manifest: dict
+  model_loads: Optional[int] = None
 
   @property
   def counts(self) -> dict:
@@ -67,7 +77,26 @@ def run_job(job: JobConfig, beam_args: Sequence[str]) -> RunSummary:
   result.wait_until_finish()
   with FileSystems.open(job.output.path(MANIFEST_FILE)) as f:
     manifest = json.load(f)
-  return RunSummary(job.output.directory, manifest)
+  return RunSummary(job.output.directory, manifest, model_loads(result))
+
+
+def model_loads(result: beam.runners.runner.PipelineResult) -> Optional[int]:
+  """Number of model loads, summed over workers, from Beam's metrics.
+
+  RunInference records one ``load_model_latency_milli_secs`` value per
+  load, so the distribution's count is the number of loads.
+  """
+  try:
+    query = result.metrics().query(
+        MetricsFilter().with_name('load_model_latency_milli_secs'))
+  except Exception:  # pylint: disable=broad-except
+    logging.info('This runner reports no metrics', exc_info=True)
+    return None
+  total = 0
+  for distribution in query['distributions']:
+    value = distribution.committed or distribution.attempted
+    total += value.count if value else 0
+  return total
 
 
 def run(argv: Optional[Sequence[str]] = None) -> RunSummary:

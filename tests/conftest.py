@@ -34,3 +34,10 @@ def notop_weights(tmp_path_factory) -> str:
   folder = tmp_path_factory.mktemp('weights')
   return write_official_weights(
       str(folder / 'vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5'))
+
+
+def pytest_configure(config):
+  # Keras 3.15 converts tensors with np.array(x, copy=False) semantics that
+  # numpy 2 deprecates; it is Keras's to fix and says nothing about ours.
+  config.addinivalue_line(
+      'filterwarnings', 'ignore:__array__ implementation:DeprecationWarning')

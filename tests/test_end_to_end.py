@@ -253,16 +253,41 @@ def test_each_format_explicitly(tmp_path, notop_weights, input_format, extra):
 
 def test_one_model_per_process_shared_by_threads_and_bundles(tmp_path,
                                                              notop_weights):
-  from transforms import model_handler
+  from pipeline import options
+  from pipeline.run import run_job
   ds = datasets.write_dataset(str(tmp_path / 'in'), bad=False)
-  before = model_handler.MODEL_LOADS['count']
   # Two worker threads in this process, many shards and small batches:
   # many bundles and batches, yet the model must be built once.
-  assert featurize('--input', str(tmp_path / 'in' / '**'), '--output',
-                   str(tmp_path / 'out'), '--weights', notop_weights,
-                   '--pooling', 'max', '--batch-size', '3',
-                   '--direct_num_workers=2',
-                   '--direct_running_mode=multi_threading') == 0
-  assert model_handler.MODEL_LOADS['count'] - before == 1
+  job, beam_args = options.parse_run_args([
+      '--input', str(tmp_path / 'in' / '**'), '--output',
+      str(tmp_path / 'out'), '--weights', notop_weights, '--pooling', 'max',
+      '--batch-size', '3', '--config', LOCAL, '--direct_num_workers=2',
+      '--direct_running_mode=multi_threading'])
+  summary = run_job(job, beam_args)
+  assert summary.model_loads == 1
+  assert set(read_outputs(str(tmp_path / 'out'))) == set(ds.images)
+
+
+@pytest.mark.parametrize('large_model, expected_loads', [(False, 2),
+                                                          (True, 1)])
+def test_model_loads_per_process_or_per_machine(tmp_path, notop_weights,
+                                                large_model, expected_loads):
+  from pipeline import options
+  from pipeline.run import run_job
+  ds = datasets.write_dataset(str(tmp_path / 'in'), bad=False)
+  job, beam_args = options.parse_run_args([
+      '--input', str(tmp_path / 'in' / '**'), '--output',
+      str(tmp_path / 'out'), '--weights', notop_weights, '--pooling', 'avg',
+      '--batch-size', '2', '--config', LOCAL, '--direct_num_workers=2',
+      '--direct_running_mode=multi_processing'] +
+      (['--large-model'] if large_model else []))
+  summary = run_job(job, beam_args)
+  # Two worker processes: one model each, or one for the machine.
+  assert summary.model_loads == expected_loads
   records = read_outputs(str(tmp_path / 'out'))
   assert set(records) == set(ds.images)
+  for key in ('files/coffee.jpg', 'webdataset/chelsea', 'tfrecord/rocket.jpg'):
+    expected = reference_features(notop_weights, ds.images[key],
+                                  pooling='avg')
+    np.testing.assert_allclose(records[key][0], expected, rtol=1e-4,
+                               atol=1e-4 * max(1.0, np.abs(expected).max()))
