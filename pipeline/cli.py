@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 
 from pipeline import demo, options
 from pipeline.run import RunSummary, run_job
-from transforms.write import RunRefused, TooManyErrors
+from transforms.output_files import RunRefused, TooManyErrors
 
 
 def _print_summary(summary: RunSummary) -> None:

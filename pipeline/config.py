@@ -9,7 +9,7 @@ import os
 
 from transforms import imaging, vgg16
 from transforms.read import ReadConfig
-from transforms.write import OutputConfig
+from transforms.output_files import OutputConfig
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,7 +13,7 @@ import yaml
 from pipeline.config import JobConfig
 from transforms import imaging, vgg16
 from transforms.read import INPUT_FORMATS, ReadConfig
-from transforms.write import OutputConfig
+from transforms.output_files import OutputConfig
 
 DEFAULT_RUNNER = 'FnApiRunner'
 

@@ -13,7 +13,7 @@ from pipeline.build import build_pipeline
 from pipeline.config import JobConfig
 from pipeline.options import parse_run_args
 from transforms import vgg16
-from transforms.write import MANIFEST_FILE, SUCCESS_FILE, RunRefused
+from transforms.output_files import MANIFEST_FILE, SUCCESS_FILE, RunRefused
 
 
 class RunSummary(NamedTuple):
