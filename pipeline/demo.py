@@ -11,7 +11,6 @@ import os
 import tarfile
 from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence
 
-import numpy as np
 from PIL import Image
 
 from transforms import tfrecord_framing

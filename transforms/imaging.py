@@ -20,7 +20,7 @@ Tested without Beam. One rule turns every image into 8-bit RGB:
 """
 import dataclasses
 import io
-from typing import Optional, Tuple
+from typing import Tuple
 
 import numpy as np
 from PIL import Image

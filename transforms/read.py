@@ -17,7 +17,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from transforms import shard_readers
-from transforms.records import ErrorRecord, ImageRecord, ShardRead
+from transforms.records import ErrorRecord, ShardRead
 
 INPUT_FORMATS = ('auto',) + shard_readers.SHARD_FORMATS
 
