@@ -2,6 +2,7 @@
 import dataclasses
 import json
 import logging
+import os
 from typing import NamedTuple, Optional, Sequence
 
 import apache_beam as beam
@@ -55,13 +56,19 @@ def preflight(job: JobConfig) -> JobConfig:
         f'{job.output.directory} already holds a finished run ({success} '
         'exists); choose a new --output or delete that folder')
   weights = job.model.weights
-  if weights not in ('imagenet', 'random'):
+  digest = None
+  if weights == 'imagenet':
+    # Workers use their own Keras cache or download; where this machine has
+    # the file cached, the manifest can still name exactly what it holds.
+    cached = vgg16.keras_cache_path(job.model.official_weights_file)
+    if os.path.isfile(cached):
+      digest = vgg16.sha256_of(cached)
+  elif weights != 'random':
     if not FileSystems.exists(weights):
       raise FileNotFoundError(f'--weights {weights!r}: no such file')
     digest = vgg16.sha256_of(weights)
-    job = dataclasses.replace(
-        job, model=dataclasses.replace(job.model, weights_sha256=digest))
-  return job
+  return dataclasses.replace(
+      job, model=dataclasses.replace(job.model, weights_sha256=digest))
 
 
 def run_job(job: JobConfig, beam_args: Sequence[str]) -> RunSummary:

@@ -80,12 +80,18 @@ def write_files(root: str, photos, ds: Dataset, zoo: bool) -> None:
       items[f'zoo/{name}'] = maker()
       if error:
         ds.errors[f'files/zoo/{name}'] = error
+  if zoo:
+    # A gzip header over garbage: the stream breaks as soon as it is read.
+    items['zoo/broken.tar.gz'] = b'\x1f\x8b\x08\x00' + b'\x00' * 6 + (
+        b'not deflate data' * 64)
+    ds.errors[os.path.join(root, 'files', 'zoo', 'broken.tar.gz') + ':0'] = (
+        'unreadable_shard')
   for name, data in items.items():
     path = os.path.join(root, 'files', name)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, 'wb') as f:
       f.write(data)
-    if f'files/{name}' not in ds.errors:
+    if f'files/{name}' not in ds.errors and not name.endswith('.gz'):
       ds.images[f'files/{name}'] = data
 
 

@@ -111,15 +111,18 @@ class _ReadShardFn(beam.DoFn):
         else:
           self._images.inc()
           yield result
-    except (OSError, IOError) as e:
-      # The shard could not be opened or read at all mid-way (permissions,
-      # vanished object, network). Record it rather than fail the run.
+    except Exception as e:  # pylint: disable=broad-except
+      # The shard could not be opened, or broke off mid-way in a way the
+      # readers do not recognise (permissions, a vanished object, a corrupt
+      # compressed stream). Its remaining images are unknown: one error line
+      # says so, and the run goes on.
       logging.warning('Cannot read shard %s: %s', path, e)
-      count += 1
       yield beam.pvalue.TaggedOutput(
           ERRORS_TAG,
-          ErrorRecord(key=f'{path}:{count - 1}', source=path, stage='read',
-                      error_type='unreadable_shard', message=str(e)))
+          ErrorRecord(key=f'{path}:{count}', source=path, stage='read',
+                      error_type='unreadable_shard',
+                      message=f'{type(e).__name__}: {e}'))
+      count += 1
     yield beam.pvalue.TaggedOutput(COUNTS_TAG, ShardRead(path, count))
 
 

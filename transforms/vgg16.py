@@ -208,6 +208,13 @@ def _dtype_policy(name: str):
       keras.config.set_dtype_policy(previous)
 
 
+def keras_cache_path(file_name: str) -> str:
+  """Where Keras keeps a downloaded application weight file."""
+  root = os.environ.get('KERAS_HOME',
+                        os.path.join(os.path.expanduser('~'), '.keras'))
+  return os.path.join(root, 'models', file_name)
+
+
 def _build_imagenet(config: ModelConfig):
   import keras
   try:
@@ -215,14 +222,10 @@ def _build_imagenet(config: ModelConfig):
         include_top=config.needs_top, weights='imagenet',
         input_shape=(config.image_size, config.image_size, 3))
   except Exception as e:
-    cache = os.path.join(
-        os.environ.get('KERAS_HOME',
-                       os.path.join(os.path.expanduser('~'), '.keras')),
-        'models')
     raise RuntimeError(
         f'Could not load the ImageNet weights of VGG16 ({e}). Download '
         f'{WEIGHTS_BASE_URL}{config.official_weights_file} and place it at '
-        f'{os.path.join(cache, config.official_weights_file)}, or pass '
+        f'{keras_cache_path(config.official_weights_file)}, or pass '
         f'--weights /path/to/{config.official_weights_file}.') from e
 
 
