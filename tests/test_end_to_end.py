@@ -87,6 +87,7 @@ def test_every_image_is_one_record_or_one_error_line(mixed_run):
   records = read_outputs(out)
   errors = read_errors(out)
   assert set(records) == set(ds.images)
+  assert len(errors) == len(ds.errors)  # one line per failed image
   assert {e['key']: e['error_type'] for e in errors} == ds.errors
   manifest = json.load(open(os.path.join(out, 'manifest.json')))
   assert manifest['counts'] == {'images_in': len(ds.images) + len(ds.errors),
