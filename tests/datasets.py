@@ -107,28 +107,3 @@ def write_dataset(root: str, formats=('tfrecord', 'webdataset', 'files'),
   if 'files' in formats:
     write_files(root, photos, ds, zoo=bad)
   return ds
-
-
-def imagenet_like_jpegs(count: int, size=(500, 375)):
-  """``count`` distinct ImageNet-sized JPEGs (~100 KB) cut from real photos.
-
-  Yields:
-    ``demo.Sample`` with keys ``img-00000.jpg`` ...
-  """
-  from PIL import Image
-  photos = [p.convert('RGB') for _, p in sorted(demo.real_photos().items())]
-  for index in range(count):
-    photo = photos[index % len(photos)]
-    # A different crop (and mirror) of a photo for every image.
-    shift = (index // len(photos)) * 7 % 60
-    box = (shift, shift // 2, photo.width - 60 + shift, photo.height - 30)
-    image = photo.crop(box).resize(size, Image.Resampling.BILINEAR)
-    if index % 2:
-      image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    yield demo.Sample(f'img-{index:05d}.jpg', demo.encode_jpeg(image, 92))
-
-
-def write_imagenet_like_shard(path: str, count: int, size=(500, 375)) -> None:
-  """One TFRecord shard of ``count`` ImageNet-sized JPEGs."""
-  demo.write_tfrecord_shard(
-      path, (demo.image_example(s) for s in imagenet_like_jpegs(count, size)))

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tests import datasets
+from benchmarks import dataset as bench_dataset
 
 LOCAL = os.path.join(os.path.dirname(os.path.dirname(__file__)),
                      'run_configs', 'local.yaml')
@@ -41,7 +41,7 @@ def peaks(tmp_path_factory):
   for name, (count, size) in runs.items():
     # All images in one shard: no step may hold a whole shard either.
     shard = str(root / f'{name}.tfrecord')
-    datasets.write_imagenet_like_shard(shard, count, size)
+    bench_dataset.write_tfrecord_shard(shard, count, size)
     result[name] = peak_rss_mb(shard, str(root / f'out-{name}'))
   print('peak RSS MB:', result)
   return result

@@ -1,0 +1,138 @@
+"""Targets (PASS/FAIL), the Markdown table and the plots of a benchmark."""
+import os
+from typing import List
+
+
+def _speed(summary, label):
+  entry = summary['throughput'].get(label)
+  return entry['images_per_s'] if entry else None
+
+
+def targets(summary: dict) -> List[dict]:
+  """Each target of the benchmark issue with its measured value."""
+  result = []
+  for precision in ('float32', 'bfloat16'):
+    ours = _speed(summary, f'featurize {precision}')
+    ceiling = _speed(summary, f'bare {precision}')
+    ratio = ours / ceiling if ours and ceiling else 0.0
+    result.append({
+        'target': f'throughput {precision} >= 0.9 x bare-model ceiling',
+        'value': f'{ratio:.2f} x ({ours:.1f} vs {ceiling:.1f} images/s)',
+        'pass': ratio >= 0.9})
+  by_count = summary['memory']['by_count']['featurize']
+  counts = sorted(by_count, key=int)
+  low, high = by_count[counts[0]], by_count[counts[-1]]
+  growth = high / low - 1
+  result.append({
+      'target': f'peak RSS growth {counts[0]} -> {counts[-1]} images <= 5 %',
+      'value': f'{growth:+.1%} ({low:.0f} -> {high:.0f} MB)',
+      'pass': growth <= 0.05})
+  by_res = summary['memory']['by_resolution']['featurize']
+  extra = by_res['24mp'] - by_res['imagenet']
+  result.append({
+      'target': 'peak RSS on 24 MP photos <= ImageNet-sized + 100 MB',
+      'value': f'{extra:+.0f} MB ({by_res["imagenet"]:.0f} -> '
+               f'{by_res["24mp"]:.0f} MB)',
+      'pass': extra <= 100})
+  cosine = summary['bfloat16_vs_float32_cosine']
+  result.append({
+      'target': 'bfloat16 vs float32 cosine similarity >= 0.999 per image',
+      'value': f'min {cosine["min"]:.5f}, median {cosine["median"]:.5f} '
+               f'over {cosine["images"]} images',
+      'pass': cosine['min'] >= 0.999})
+  first = summary['throughput']['featurize float32']['time_to_first_record_s']
+  result.append({
+      'target': 'time to first feature record (reported)',
+      'value': f'{first:.1f} s (float32, from process start)'
+               if first is not None else 'not observed',
+      'pass': True})
+  return result
+
+
+def markdown(summary: dict) -> str:
+  """RESULTS.md: machine, throughput table, memory tables, targets."""
+  m = summary['machine']
+  lines = ['# Benchmark results', '',
+           f'Machine: {m.get("cpu", "?")}, {m.get("cores")} cores, '
+           f'{m.get("memory_gb")} GB; flags: {" ".join(m.get("flags", []))}.',
+           f'Settings: {summary["settings"]}.', '',
+           'Images: ' + '; '.join(
+               f'{k} {v["resolution"][0]}x{v["resolution"][1]}, '
+               f'{v["mean_kb"]} KB mean'
+               for k, v in summary['dataset'].items()), '',
+           '## Throughput (images/s, median; marginal over two sizes)', '',
+           '| contender | images/s | x bare (same precision) | '
+           'first record (s) |', '|---|---|---|---|']
+  for label, entry in summary['throughput'].items():
+    ceiling = _speed(summary, f'bare {entry["precision"]}')
+    ratio = entry['images_per_s'] / ceiling if ceiling else float('nan')
+    first = entry['time_to_first_record_s']
+    lines.append(f'| {label} | {entry["images_per_s"]:.2f} | {ratio:.2f} | '
+                 f'{"" if first is None else f"{first:.1f}"} |')
+  lines += ['', '## Peak RSS (MB) against the number of images (bfloat16)',
+            '']
+  by_count = summary['memory']['by_count']
+  counts = sorted({int(c) for v in by_count.values() for c in v})
+  lines += ['| contender | ' + ' | '.join(str(c) for c in counts) + ' |',
+            '|---|' + '---|' * len(counts)]
+  for name, values in by_count.items():
+    cells = [f'{values[c]:.0f}' if c in values else
+             (f'{values[str(c)]:.0f}' if str(c) in values else '')
+             for c in counts]
+    lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
+  lines += ['', '## Peak RSS (MB) against image resolution (bfloat16, '
+            'batch 4)', '', '| contender | ImageNet-sized | 12 MP | 24 MP |',
+            '|---|---|---|---|']
+  for name, values in summary['memory']['by_resolution'].items():
+    lines.append(f'| {name} | {values["imagenet"]:.0f} | {values["12mp"]:.0f}'
+                 f' | {values["24mp"]:.0f} |')
+  lines += ['', '## Targets', '']
+  for t in summary['targets']:
+    lines.append(f'- {"PASS" if t["pass"] else "FAIL"}: {t["target"]}: '
+                 f'{t["value"]}')
+  return '\n'.join(lines) + '\n'
+
+
+def plots(summary: dict, folder: str) -> None:
+  """throughput.png, rss_vs_images.png, rss_vs_resolution.png."""
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+
+  labels = list(summary['throughput'])
+  speeds = [summary['throughput'][l]['images_per_s'] for l in labels]
+  fig, ax = plt.subplots(figsize=(8, 4))
+  ax.barh(labels, speeds, color=['#888' if l.startswith('bare') else
+                                 '#2a7' if l.startswith('featurize') else
+                                 '#c55' for l in labels])
+  ax.set_xlabel('images/s (median)')
+  ax.invert_yaxis()
+  ax.set_title('VGG16 feature extraction throughput')
+  fig.tight_layout()
+  fig.savefig(os.path.join(folder, 'throughput.png'), dpi=100)
+  plt.close(fig)
+
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for name, values in summary['memory']['by_count'].items():
+    points = sorted((int(c), v) for c, v in values.items())
+    ax.plot([p[0] for p in points], [p[1] for p in points], 'o-', label=name)
+  ax.set_xlabel('images in the run')
+  ax.set_ylabel('peak RSS per worker (MB)')
+  ax.set_xscale('log')
+  ax.legend()
+  ax.set_title('Peak memory against dataset size')
+  fig.tight_layout()
+  fig.savefig(os.path.join(folder, 'rss_vs_images.png'), dpi=100)
+  plt.close(fig)
+
+  fig, ax = plt.subplots(figsize=(6, 4))
+  order = ['imagenet', '12mp', '24mp']
+  for name, values in summary['memory']['by_resolution'].items():
+    ax.plot(order, [values[k] for k in order], 'o-', label=name)
+  ax.set_xlabel('image resolution')
+  ax.set_ylabel('peak RSS per worker (MB)')
+  ax.legend()
+  ax.set_title('Peak memory against image resolution')
+  fig.tight_layout()
+  fig.savefig(os.path.join(folder, 'rss_vs_resolution.png'), dpi=100)
+  plt.close(fig)

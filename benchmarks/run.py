@@ -1,0 +1,228 @@
+"""``python -m benchmarks.run``: the benchmark, with PASS/FAIL per target.
+
+Makes its own images, runs every contender in a process of its own, and
+writes ``benchmarks/results/``: ``measurements.jsonl`` (every run),
+``summary.json``, ``RESULTS.md`` (the table and the targets) and PNG plots.
+Every figure is the median of ``--repeats`` runs; every comparison is a
+ratio of figures measured in this one invocation on this machine.
+
+Throughput is marginal: (N_large - N_small) / (T_large - T_small) from two
+runs of the same contender, which removes every fixed cost (imports, model
+load, graph building) the same way for all of them. The ceiling (``bare``)
+times its own loop over tensors already in memory.
+"""
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from typing import Dict, List, Optional
+
+from benchmarks import dataset, measure, report
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class Bench:
+  """Runs and records measurements; one per (contender, setting, repeat)."""
+
+  def __init__(self, work: str, results: str, images: Dict[str, str]):
+    self.work = work
+    self.results = results
+    self.images = images
+    self.log = os.path.join(results, 'measurements.jsonl')
+    self.rows: List[dict] = []
+
+  def run(self, name: str, *, count: int, images: str = 'imagenet',
+          precision: str = 'float32', workers: int = 1,
+          batch_size: int = 16, repeat: int = 0) -> dict:
+    out = os.path.join(self.work, f'out-{name}-{count}-{time.time_ns()}')
+    command = measure.python_command(
+        'benchmarks.contenders', name, '--images', self.images[images],
+        '--count', str(count), '--output', out, '--precision', precision,
+        '--batch-size', str(batch_size), '--workers', str(workers))
+    first_glob = os.path.join(out, 'features', '.temp-featurize-*',
+                              'features-*')
+    result = measure.run_measured(command, cwd=ROOT,
+                                  first_output_glob=first_glob)
+    row = {'contender': name, 'count': count, 'images': images,
+           'precision': precision, 'workers': workers,
+           'batch_size': batch_size, 'repeat': repeat,
+           'wall_s': round(result.wall_s, 3),
+           'peak_rss_mb': round(result.peak_rss_mb, 1),
+           'peak_rss_by_process_mb': [round(v, 1) for v in
+                                      result.peak_rss_by_process_mb],
+           'first_output_s': result.first_output_s, **result.report}
+    if name == 'featurize':
+      row['features_dir'] = os.path.join(out, 'features')
+    else:
+      shutil.rmtree(out, ignore_errors=True)
+    self.rows.append(row)
+    with open(self.log, 'a') as f:
+      f.write(json.dumps(row) + '\n')
+    print(f'  {name:17s} {precision:8s} w={workers} n={count:5d} '
+          f'{images:8s} wall {row["wall_s"]:7.1f}s peak '
+          f'{row["peak_rss_mb"]:7.0f} MB', flush=True)
+    return row
+
+
+def marginal_throughput(small: dict, large: dict) -> float:
+  return (large['count'] - small['count']) / max(
+      1e-9, large['wall_s'] - small['wall_s'])
+
+
+def median(values: List[float]) -> Optional[float]:
+  values = [v for v in values if v is not None]
+  return statistics.median(values) if values else None
+
+
+def throughput_suite(bench: Bench, args) -> Dict[str, dict]:
+  """Images/s of every contender, median over repeats."""
+  configs = [('bare', 'float32', 1), ('bare', 'bfloat16', 1),
+             ('featurize', 'float32', 1), ('featurize', 'bfloat16', 1),
+             ('featurize', 'float32', 2), ('featurize', 'bfloat16', 2),
+             ('naive', 'float32', 1), ('stock', 'float32', 1)]
+  table = {}
+  for name, precision, workers in configs:
+    label = f'{name} {precision}' + (f' x{workers}' if workers > 1 else '')
+    print(f'throughput: {label}', flush=True)
+    speeds, first = [], []
+    for repeat in range(args.repeats):
+      if name == 'bare':
+        row = bench.run(name, count=args.large, precision=precision,
+                        repeat=repeat)
+        speeds.append(row['loop_images_per_s'])
+        first.append(row['t_first_record'])
+        continue
+      small = bench.run(name, count=args.small, precision=precision,
+                        workers=workers, repeat=repeat)
+      large = bench.run(name, count=args.large, precision=precision,
+                        workers=workers, repeat=repeat)
+      speeds.append(marginal_throughput(small, large))
+      first.append(small.get('first_output_s') or small.get('t_first_record'))
+    table[label] = {'contender': name, 'precision': precision,
+                    'workers': workers, 'images_per_s': median(speeds),
+                    'runs': speeds, 'time_to_first_record_s': median(first)}
+  return table
+
+
+def memory_suite(bench: Bench, args) -> Dict[str, dict]:
+  """Peak RSS against the number of images and against resolution."""
+  by_count, by_resolution = {}, {}
+  for name in ('featurize', 'naive', 'stock'):
+    print(f'memory vs images: {name}', flush=True)
+    for count in args.memory_counts:
+      peaks = [bench.run(name, count=count, precision='bfloat16',
+                         repeat=r)['peak_rss_mb']
+               for r in range(args.memory_repeats)]
+      by_count.setdefault(name, {})[count] = median(peaks)
+  print('memory vs images: naive_all_layers', flush=True)
+  for count in args.all_layers_counts:
+    by_count.setdefault('naive_all_layers', {})[count] = bench.run(
+        'naive_all_layers', count=count, precision='bfloat16')['peak_rss_mb']
+  for name in ('featurize', 'naive'):
+    print(f'memory vs resolution: {name}', flush=True)
+    for images in ('imagenet', '12mp', '24mp'):
+      peaks = [bench.run(name, count=args.resolution_count, images=images,
+                         precision='bfloat16', batch_size=4,
+                         repeat=r)['peak_rss_mb']
+               for r in range(args.memory_repeats)]
+      by_resolution.setdefault(name, {})[images] = median(peaks)
+  return {'by_count': by_count, 'by_resolution': by_resolution}
+
+
+def bfloat16_agreement(bench: Bench, args) -> dict:
+  """Cosine similarity of bfloat16 to float32 features, per image."""
+  runs = {p: bench.run('featurize', count=args.small, precision=p)
+          for p in ('float32', 'bfloat16')}
+  # In a fresh process: the tfrecord reader must not meet TensorFlow.
+  script = (
+      'import json, sys, numpy as np\n'
+      'from pipeline.read_features import iter_features\n'
+      'a = {r.key: r.features.ravel() for r in iter_features(sys.argv[1])}\n'
+      'b = {r.key: r.features.ravel() for r in iter_features(sys.argv[2])}\n'
+      'print(json.dumps({k: float(a[k] @ b[k] / np.linalg.norm(a[k]) / '
+      'np.linalg.norm(b[k])) for k in a}))\n')
+  import subprocess
+  output = subprocess.run(
+      [sys.executable, '-c', script, runs['float32']['features_dir'],
+       runs['bfloat16']['features_dir']], cwd=ROOT, check=True,
+      capture_output=True, text=True).stdout
+  cosines = sorted(json.loads(output).values())
+  return {'images': len(cosines), 'min': cosines[0],
+          'p05': cosines[int(0.05 * (len(cosines) - 1))],
+          'median': statistics.median(cosines), 'max': cosines[-1]}
+
+
+def parse_args(argv):
+  parser = argparse.ArgumentParser(prog='python -m benchmarks.run')
+  parser.add_argument('--quick', action='store_true',
+                      help='A few images and one repeat: checks that every '
+                      'contender runs, in about a minute. Numbers are noise.')
+  parser.add_argument('--repeats', type=int, default=3)
+  parser.add_argument('--small', type=int, default=32)
+  parser.add_argument('--large', type=int, default=160)
+  parser.add_argument('--memory-counts', type=int, nargs='+',
+                      default=[200, 2000])
+  parser.add_argument('--memory-repeats', type=int, default=1)
+  parser.add_argument('--all-layers-counts', type=int, nargs='+',
+                      default=[16, 64])
+  parser.add_argument('--resolution-count', type=int, default=16)
+  parser.add_argument('--work', default=os.path.join(tempfile.gettempdir(),
+                                                     'featurize-bench'))
+  parser.add_argument('--results', default=os.path.join(ROOT, 'benchmarks',
+                                                        'results'))
+  args = parser.parse_args(argv)
+  if args.quick:
+    args.repeats, args.small, args.large = 1, 4, 8
+    args.memory_counts, args.memory_repeats = [4, 8], 1
+    args.all_layers_counts, args.resolution_count = [2], 2
+  return args
+
+
+def main(argv=None) -> int:
+  args = parse_args(argv)
+  os.makedirs(args.results, exist_ok=True)
+  if os.path.exists(os.path.join(args.results, 'measurements.jsonl')):
+    os.remove(os.path.join(args.results, 'measurements.jsonl'))
+  most = max([args.large] + args.memory_counts)
+  print(f'making {most} ImageNet-sized and {args.resolution_count} '
+        '12/24-megapixel JPEGs ...', flush=True)
+  images = {
+      'imagenet': os.path.join(args.work, 'imagenet'),
+      '12mp': os.path.join(args.work, '12mp'),
+      '24mp': os.path.join(args.work, '24mp'),
+  }
+  dataset.write_image_folder(images['imagenet'], most)
+  dataset.write_image_folder(images['12mp'], args.resolution_count,
+                             (4000, 3000))
+  dataset.write_image_folder(images['24mp'], args.resolution_count,
+                             (6000, 4000))
+  bench = Bench(args.work, args.results, images)
+  started = time.time()
+  summary = {
+      'machine': measure.machine(),
+      'settings': {k: v for k, v in vars(args).items()
+                   if k not in ('work', 'results')},
+      'dataset': dataset.describe_folders(images),
+      'throughput': throughput_suite(bench, args),
+      'memory': memory_suite(bench, args),
+      'bfloat16_vs_float32_cosine': bfloat16_agreement(bench, args),
+  }
+  summary['targets'] = report.targets(summary)
+  summary['duration_s'] = round(time.time() - started)
+  with open(os.path.join(args.results, 'summary.json'), 'w') as f:
+    json.dump(summary, f, indent=2)
+  text = report.markdown(summary)
+  with open(os.path.join(args.results, 'RESULTS.md'), 'w') as f:
+    f.write(text)
+  report.plots(summary, args.results)
+  print(text)
+  return 0 if all(t['pass'] for t in summary['targets']) else 1
+
+
+if __name__ == '__main__':
+  sys.exit(main())
