@@ -24,7 +24,11 @@ TEST_REQUIRES = [
     'pytest==9.2.0',
     # A real GCS JSON-API server on loopback, for the gs:// tests.
     'gcp-storage-emulator==2026.7.19',
+    # Benchmark plots (the benchmark's smoke test runs in the suite).
+    'matplotlib==3.11.2',
 ]
+# Also for the tests: benchmarks/requirements-nodeps.txt, installed with
+# --no-deps (see that file for why).
 
 setuptools.setup(
     name='featurize',

@@ -26,20 +26,28 @@ class Measurement(NamedTuple):
     report: The JSON line the contender printed last (its own timings).
     first_output_s: Seconds until a file matching ``first_output_glob``
       first held data, or None.
+    done_s: Seconds until a file matching ``done_glob`` first existed, or
+      None.
   """
   wall_s: float
   peak_rss_mb: float
   peak_rss_by_process_mb: List[float]
   report: dict
   first_output_s: Optional[float] = None
+  done_s: Optional[float] = None
 
 
 def _children(pid: int) -> List[int]:
-  try:
-    with open(f'/proc/{pid}/task/{pid}/children') as f:
-      return [int(c) for c in f.read().split()]
-  except OSError:
-    return []
+  """Children of every thread of ``pid`` (a thread that starts a process
+  is its parent, so the main thread's list alone misses some)."""
+  children = []
+  for path in glob.glob(f'/proc/{pid}/task/*/children'):
+    try:
+      with open(path) as f:
+        children.extend(int(c) for c in f.read().split())
+    except OSError:
+      pass
+  return children
 
 
 def _vm_hwm_kb(pid: int) -> Optional[int]:
@@ -75,12 +83,14 @@ def _tree(pid: int) -> List[int]:
 def run_measured(command: List[str], cwd: str,
                  env: Optional[Dict[str, str]] = None,
                  timeout_s: float = 3600,
-                 first_output_glob: Optional[str] = None) -> Measurement:
+                 first_output_glob: Optional[str] = None,
+                 done_glob: Optional[str] = None) -> Measurement:
   """Runs ``command``, sampling the memory of its process tree.
 
   The command must print a JSON object as its last stdout line. With
   ``first_output_glob``, also notes when a matching file first holds data
-  (the time to the first output record).
+  (the time to the first output record); with ``done_glob``, when a
+  matching file first exists (``_SUCCESS``).
 
   Raises:
     RuntimeError: the command failed (its stderr tail is in the message).
@@ -91,6 +101,7 @@ def run_measured(command: List[str], cwd: str,
                              text=True)
   peaks: Dict[int, int] = {}
   first_output: List[float] = []
+  finished: List[float] = []
   done = threading.Event()
 
   def sample():
@@ -98,6 +109,8 @@ def run_measured(command: List[str], cwd: str,
       if first_output_glob and not first_output and _has_data(
           first_output_glob):
         first_output.append(time.perf_counter() - start)
+      if done_glob and not finished and glob.glob(done_glob):
+        finished.append(time.perf_counter() - start)
       for pid in _tree(process.pid):
         value = _vm_hwm_kb(pid)
         if value is not None:
@@ -122,7 +135,8 @@ def run_measured(command: List[str], cwd: str,
   by_process = [peaks[process.pid] / 1024] + [
       v / 1024 for p, v in sorted(peaks.items()) if p != process.pid]
   return Measurement(wall, max(by_process), by_process, report,
-                     first_output[0] if first_output else None)
+                     first_output[0] if first_output else None,
+                     finished[0] if finished else None)
 
 
 def python_command(module: str, *args: str) -> List[str]:

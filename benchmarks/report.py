@@ -60,15 +60,16 @@ def markdown(summary: dict) -> str:
                f'{k} {v["resolution"][0]}x{v["resolution"][1]}, '
                f'{v["mean_kb"]} KB mean'
                for k, v in summary['dataset'].items()), '',
-           '## Throughput (images/s, median; marginal over two sizes)', '',
+           '## Throughput (images/s, median of the repeats)', '',
            '| contender | images/s | x bare (same precision) | '
-           'first record (s) |', '|---|---|---|---|']
+           'first record (s) | timed as |', '|---|---|---|---|---|']
   for label, entry in summary['throughput'].items():
     ceiling = _speed(summary, f'bare {entry["precision"]}')
     ratio = entry['images_per_s'] / ceiling if ceiling else float('nan')
     first = entry['time_to_first_record_s']
     lines.append(f'| {label} | {entry["images_per_s"]:.2f} | {ratio:.2f} | '
-                 f'{"" if first is None else f"{first:.1f}"} |')
+                 f'{"" if first is None else f"{first:.1f}"} | '
+                 f'{entry.get("method", "")} |')
   lines += ['', '## Peak RSS (MB) against the number of images (bfloat16)',
             '']
   by_count = summary['memory']['by_count']
