@@ -200,7 +200,7 @@ def parse_args(argv):
   parser.add_argument('--large', type=int, default=256)
   parser.add_argument('--memory-counts', type=int, nargs='+',
                       default=[200, 2000])
-  parser.add_argument('--memory-repeats', type=int, default=1)
+  parser.add_argument('--memory-repeats', type=int, default=3)
   parser.add_argument('--all-layers-counts', type=int, nargs='+',
                       default=[16, 64])
   parser.add_argument('--resolution-count', type=int, default=16)
