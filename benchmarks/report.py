@@ -113,27 +113,31 @@ def plots(summary: dict, folder: str) -> None:
   fig.savefig(os.path.join(folder, 'throughput.png'), dpi=100)
   plt.close(fig)
 
-  fig, ax = plt.subplots(figsize=(6, 4))
-  for name, values in summary['memory']['by_count'].items():
-    points = sorted((int(c), v) for c, v in values.items())
-    ax.plot([p[0] for p in points], [p[1] for p in points], 'o-', label=name)
-  ax.set_xlabel('images in the run')
-  ax.set_ylabel('peak RSS per worker (MB)')
-  ax.set_xscale('log')
-  ax.legend()
-  ax.set_title('Peak memory against dataset size')
-  fig.tight_layout()
-  fig.savefig(os.path.join(folder, 'rss_vs_images.png'), dpi=100)
-  plt.close(fig)
-
-  fig, ax = plt.subplots(figsize=(6, 4))
+  by_count = {name: sorted((int(c), v) for c, v in values.items())
+              for name, values in summary['memory']['by_count'].items()}
+  _rss_plot(plt, by_count, 'images in the run', 'Peak memory against '
+            'dataset size', os.path.join(folder, 'rss_vs_images.png'),
+            log_x=True)
   order = ['imagenet', '12mp', '24mp']
-  for name, values in summary['memory']['by_resolution'].items():
-    ax.plot(order, [values[k] for k in order], 'o-', label=name)
-  ax.set_xlabel('image resolution')
+  by_resolution = {name: [(k, values[k]) for k in order] for name, values
+                   in summary['memory']['by_resolution'].items()}
+  _rss_plot(plt, by_resolution, 'image resolution', 'Peak memory against '
+            'image resolution', os.path.join(folder, 'rss_vs_resolution.png'),
+            log_x=False)
+
+
+def _rss_plot(plt, series: dict, xlabel: str, title: str, path: str,
+              log_x: bool) -> None:
+  """One line per contender of (x, peak RSS MB) points."""
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for name, points in series.items():
+    ax.plot([p[0] for p in points], [p[1] for p in points], 'o-', label=name)
+  ax.set_xlabel(xlabel)
   ax.set_ylabel('peak RSS per worker (MB)')
+  if log_x:
+    ax.set_xscale('log')
   ax.legend()
-  ax.set_title('Peak memory against image resolution')
+  ax.set_title(title)
   fig.tight_layout()
-  fig.savefig(os.path.join(folder, 'rss_vs_resolution.png'), dpi=100)
+  fig.savefig(path, dpi=100)
   plt.close(fig)
