@@ -141,7 +141,7 @@ def stock(args) -> dict:
 
 
 def featurize(args) -> dict:
-  from pipeline import cli
+  from pipeline import cli, demo
   # The first ``count`` images, linked into a folder of their own.
   folder = os.path.join(args.output, 'input')
   os.makedirs(folder, exist_ok=True)
@@ -156,8 +156,7 @@ def featurize(args) -> dict:
       os.path.join(args.output, 'features'), '--format', 'files',
       '--weights', 'random', '--precision', args.precision, '--layer',
       args.layer, '--batch-size', str(args.batch_size), '--config',
-      os.path.join(os.path.dirname(os.path.dirname(__file__)), 'run_configs',
-                   'local.yaml'), *extra])
+      demo.LOCAL_CONFIG, *extra])
   if status:
     raise SystemExit(status)
   return {}

@@ -3,6 +3,7 @@
 Each maker returns encoded bytes. The good ones derive from real photos
 (scikit-image's astronaut and cat), so the model sees natural statistics.
 """
+import functools
 import io
 import struct
 import zlib
@@ -13,8 +14,14 @@ from PIL import Image
 from pipeline import demo
 
 
+@functools.lru_cache(maxsize=1)
+def _photos():
+  # Read the photo files once; every maker below starts from them.
+  return demo.real_photos()
+
+
 def photo(name: str = 'chelsea') -> Image.Image:
-  return demo.real_photos()[name].convert('RGB')
+  return _photos()[name].convert('RGB')  # a new image: callers may change it
 
 
 def encode(image: Image.Image, image_format: str, **params) -> bytes:

@@ -12,12 +12,11 @@ import sys
 import numpy as np
 import pytest
 
-from pipeline import cli
+from pipeline import cli, demo
 from tests import datasets
 from transforms import imaging
 
-LOCAL = os.path.join(os.path.dirname(os.path.dirname(__file__)),
-                     'run_configs', 'local.yaml')
+LOCAL = demo.LOCAL_CONFIG
 
 
 def featurize(*args) -> int:

@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 
+from pipeline import demo
 from tests import datasets, gcs_server
 from tests.test_end_to_end import read_errors, read_outputs, reference_features
 
@@ -58,7 +59,7 @@ def test_gs_input_weights_and_output(gcs, tmp_path, notop_weights):
       '--input', f'gs://{BUCKET}/input/**', '--output', f'gs://{BUCKET}/out',
       '--weights', f'gs://{BUCKET}/weights/{os.path.basename(notop_weights)}',
       '--max-error-fraction', '1', '--pooling', 'avg',
-      '--config', os.path.join('run_configs', 'local.yaml')]
+      '--config', demo.LOCAL_CONFIG]
   env = gcs_server.client_environment(host)
   # A fresh weight cache (under TMPDIR), so that the copy really happens.
   env['TMPDIR'] = str(tmp_path)

@@ -12,9 +12,9 @@ import sys
 import pytest
 
 from benchmarks import dataset as bench_dataset
+from pipeline import demo
 
-LOCAL = os.path.join(os.path.dirname(os.path.dirname(__file__)),
-                     'run_configs', 'local.yaml')
+LOCAL = demo.LOCAL_CONFIG
 
 
 def peak_rss_mb(shard: str, out: str) -> float:

@@ -1,9 +1,7 @@
 """Command-line parsing: job flags to the config, the rest to Beam."""
-import os
-
 import pytest
 
-from pipeline import options
+from pipeline import demo, options
 
 
 def _write(tmp_path, text):
@@ -78,9 +76,7 @@ def test_invalid_combinations_are_refused_at_parse_time():
 
 
 def test_shipped_local_config_avoids_prism():
-  local = os.path.join(os.path.dirname(os.path.dirname(__file__)),
-                       'run_configs', 'local.yaml')
   _, beam_args = options.parse_run_args(
-      ['--input', 'x', '--output', 'y', '--config', local])
+      ['--input', 'x', '--output', 'y', '--config', demo.LOCAL_CONFIG])
   assert beam_args[0] == '--runner=FnApiRunner'
   assert not any(a.startswith('--runner') for a in beam_args[1:])

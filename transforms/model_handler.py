@@ -16,6 +16,7 @@ from apache_beam.ml.inference.base import ModelHandler
 from transforms import vgg16
 from transforms.records import DecodedImage, FeatureRecord
 
+
 class VGG16FeatureHandler(ModelHandler[DecodedImage, FeatureRecord, Any]):
   """Loads VGG16 cut at a layer; turns batches of images into features."""
 
