@@ -8,6 +8,21 @@ def _speed(summary, label):
   return entry['images_per_s'] if entry else None
 
 
+def _peak_cell(summary, table: str, name: str, key) -> str:
+  """Median peak RSS, with the range of the repeats when there were several."""
+  for k in (key, str(key)):
+    value = summary['memory'][table].get(name, {}).get(k)
+    if value is not None:
+      break
+  else:
+    return ''
+  runs = summary['memory'].get('runs', {}).get(table, {}).get(name, {})
+  peaks = runs.get(key) or runs.get(str(key)) or []
+  if len(peaks) > 1:
+    return f'{value:.0f} ({min(peaks):.0f}-{max(peaks):.0f})'
+  return f'{value:.0f}'
+
+
 def targets(summary: dict) -> List[dict]:
   """Each target of the benchmark issue with its measured value."""
   result = []
@@ -71,22 +86,21 @@ def markdown(summary: dict) -> str:
                  f'{"" if first is None else f"{first:.1f}"} | '
                  f'{entry.get("method", "")} |')
   lines += ['', '## Peak RSS (MB) against the number of images (bfloat16)',
-            '']
+            '', 'Median of the repeats; their range in brackets.', '']
   by_count = summary['memory']['by_count']
   counts = sorted({int(c) for v in by_count.values() for c in v})
   lines += ['| contender | ' + ' | '.join(str(c) for c in counts) + ' |',
             '|---|' + '---|' * len(counts)]
-  for name, values in by_count.items():
-    cells = [f'{values[c]:.0f}' if c in values else
-             (f'{values[str(c)]:.0f}' if str(c) in values else '')
-             for c in counts]
+  for name in by_count:
+    cells = [_peak_cell(summary, 'by_count', name, c) for c in counts]
     lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
   lines += ['', '## Peak RSS (MB) against image resolution (bfloat16, '
             'batch 4)', '', '| contender | ImageNet-sized | 12 MP | 24 MP |',
             '|---|---|---|---|']
-  for name, values in summary['memory']['by_resolution'].items():
-    lines.append(f'| {name} | {values["imagenet"]:.0f} | {values["12mp"]:.0f}'
-                 f' | {values["24mp"]:.0f} |')
+  for name in summary['memory']['by_resolution']:
+    cells = [_peak_cell(summary, 'by_resolution', name, k)
+             for k in ('imagenet', '12mp', '24mp')]
+    lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
   lines += ['', '## Targets', '']
   for t in summary['targets']:
     lines.append(f'- {"PASS" if t["pass"] else "FAIL"}: {t["target"]}: '

@@ -107,7 +107,8 @@ def throughput_suite(bench: Bench, args) -> Dict[str, dict]:
   configs = [('bare', 'float32', 1), ('bare', 'bfloat16', 1),
              ('featurize', 'float32', 1), ('featurize', 'bfloat16', 1),
              ('featurize', 'float32', 2), ('featurize', 'bfloat16', 2),
-             ('naive', 'float32', 1), ('stock', 'float32', 1)]
+             ('naive', 'float32', 1), ('naive', 'bfloat16', 1),
+             ('stock', 'float32', 1), ('stock', 'bfloat16', 1)]
   table = {}
   for name, precision, workers in configs:
     label = f'{name} {precision}' + (f' x{workers}' if workers > 1 else '')
@@ -119,20 +120,23 @@ def throughput_suite(bench: Bench, args) -> Dict[str, dict]:
     for repeat in range(repeats):
       if name == 'bare':
         row = bench.run(name, count=args.large, precision=precision,
-                        repeat=repeat)
+                        batch_size=args.batch_size, repeat=repeat)
         speeds.append(row['loop_images_per_s'])
         first.append(row['t_first_record'])
         continue
       if name == 'featurize':
         row = bench.run(name, count=args.large, precision=precision,
-                        workers=workers, repeat=repeat)
+                        workers=workers, batch_size=args.batch_size,
+                        repeat=repeat)
         speeds.append(streaming_throughput(row))
         first.append(row['first_output_s'])
         continue
       small = bench.run(name, count=args.small, precision=precision,
-                        workers=workers, repeat=repeat)
+                        workers=workers, batch_size=args.batch_size,
+                        repeat=repeat)
       large = bench.run(name, count=args.large, precision=precision,
-                        workers=workers, repeat=repeat)
+                        workers=workers, batch_size=args.batch_size,
+                        repeat=repeat)
       speeds.append(marginal_throughput(small, large))
       first.append(small.get('first_output_s') or small.get('t_first_record'))
     table[label] = {'contender': name, 'precision': precision,
@@ -143,33 +147,42 @@ def throughput_suite(bench: Bench, args) -> Dict[str, dict]:
 
 
 def memory_suite(bench: Bench, args) -> Dict[str, dict]:
-  """Peak RSS against the number of images and against resolution."""
-  by_count, by_resolution = {}, {}
+  """Peak RSS against the number of images and against resolution.
+
+  ``by_count`` and ``by_resolution`` hold the medians; ``runs`` every
+  repeat's peak, under the same keys, so the spread is on record.
+  """
+  medians = {'by_count': {}, 'by_resolution': {}}
+  runs = {'by_count': {}, 'by_resolution': {}}
+
+  def measure_peak(table, name, key, **kwargs):
+    peaks = [bench.run(name, precision='bfloat16', repeat=r,
+                       **kwargs)['peak_rss_mb']
+             for r in range(args.memory_repeats)]
+    runs[table].setdefault(name, {})[key] = peaks
+    medians[table].setdefault(name, {})[key] = median(peaks)
+
   for name in ('featurize', 'naive', 'stock'):
     print(f'memory vs images: {name}', flush=True)
     for count in args.memory_counts:
-      peaks = [bench.run(name, count=count, precision='bfloat16',
-                         repeat=r)['peak_rss_mb']
-               for r in range(args.memory_repeats)]
-      by_count.setdefault(name, {})[count] = median(peaks)
+      measure_peak('by_count', name, count, count=count,
+                   batch_size=args.batch_size)
   print('memory vs images: naive_all_layers', flush=True)
   for count in args.all_layers_counts:
-    by_count.setdefault('naive_all_layers', {})[count] = bench.run(
-        'naive_all_layers', count=count, precision='bfloat16')['peak_rss_mb']
+    measure_peak('by_count', 'naive_all_layers', count, count=count,
+                 batch_size=args.batch_size)
   for name in ('featurize', 'naive'):
     print(f'memory vs resolution: {name}', flush=True)
     for images in ('imagenet', '12mp', '24mp'):
-      peaks = [bench.run(name, count=args.resolution_count, images=images,
-                         precision='bfloat16', batch_size=4,
-                         repeat=r)['peak_rss_mb']
-               for r in range(args.memory_repeats)]
-      by_resolution.setdefault(name, {})[images] = median(peaks)
-  return {'by_count': by_count, 'by_resolution': by_resolution}
+      measure_peak('by_resolution', name, images,
+                   count=args.resolution_count, images=images, batch_size=4)
+  return {**medians, 'runs': runs}
 
 
 def bfloat16_agreement(bench: Bench, args) -> dict:
   """Cosine similarity of bfloat16 to float32 features, per image."""
-  runs = {p: bench.run('featurize', count=args.small, precision=p)
+  runs = {p: bench.run('featurize', count=args.small, precision=p,
+                       batch_size=args.batch_size)
           for p in ('float32', 'bfloat16')}
   # In a fresh process: the tfrecord reader must not meet TensorFlow.
   script = (
@@ -196,6 +209,9 @@ def parse_args(argv):
                       help='A few images and one repeat: checks that every '
                       'contender runs, in about a minute. Numbers are noise.')
   parser.add_argument('--repeats', type=int, default=5)
+  parser.add_argument('--batch-size', type=int, default=16,
+                      help='Every contender\'s batch size (the resolution '
+                      'runs use 4: 24 MP photos).')
   parser.add_argument('--small', type=int, default=32)
   parser.add_argument('--large', type=int, default=256)
   parser.add_argument('--memory-counts', type=int, nargs='+',
@@ -210,7 +226,8 @@ def parse_args(argv):
                                                         'results'))
   args = parser.parse_args(argv)
   if args.quick:
-    args.repeats, args.small, args.large = 1, 4, 8
+    # Batches of 2, so that even 8 images have a steady state to time.
+    args.repeats, args.small, args.large, args.batch_size = 1, 4, 8, 2
     args.memory_counts, args.memory_repeats = [4, 8], 1
     args.all_layers_counts, args.resolution_count = [2], 2
   return args

@@ -60,7 +60,9 @@ def _summary(growth_mb=10.0, cosine_min=0.9995):
                               'naive': {200: 900.0, 2000: 2100.0}},
                  'by_resolution': {'featurize': {'imagenet': 800.0,
                                                  '12mp': 810.0,
-                                                 '24mp': 820.0}}},
+                                                 '24mp': 820.0}},
+                 'runs': {'by_count': {'featurize': {
+                     200: [790.0, 800.0, 805.0]}}}},
       'bfloat16_vs_float32_cosine': {'images': 3, 'min': cosine_min,
                                      'p05': 0.9996, 'median': 0.9999,
                                      'max': 1.0},
@@ -84,6 +86,7 @@ def test_table_and_plots_are_written(tmp_path):
   text = report.markdown(summary)
   assert '| featurize float32 | 9.50 | 0.95 | 4.0 |' in text  # no method
   assert 'FAIL: throughput bfloat16' in text
+  assert '| featurize | 800 (790-805) | 810 |' in text  # median (range)
   report.plots(summary, str(tmp_path))
   for name in ('throughput.png', 'rss_vs_images.png',
                'rss_vs_resolution.png'):
