@@ -5,6 +5,7 @@ small dataset of real photos that it writes first.
 """
 import argparse
 import logging
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -14,6 +15,13 @@ from transforms.output_files import RunRefused, TooManyErrors
 
 
 def _print_summary(summary: RunSummary) -> None:
+  if summary.state == 'DRY_RUN':
+    print('featurize: dry run: the job was built and checked, not submitted')
+    return
+  if summary.state == 'SUBMITTED':
+    print(f'featurize: job {summary.job_id or ""} submitted, not awaited; '
+          f'{summary.output}/_SUCCESS appears when it has finished')
+    return
   counts = summary.counts
   print(f'featurize: {counts["images_in"]} images in, '
         f'{counts["features"]} feature records, {counts["errors"]} errors')
@@ -38,7 +46,12 @@ def _parser():
   demo_parser = commands.add_parser(
       'demo', help='Write a demo dataset of real photos and run on it.')
   options.add_job_arguments(demo_parser, require_io=False)
-  demo_parser.set_defaults(weights='random', config=demo.LOCAL_CONFIG)
+  # From a source checkout the demo uses run_configs/local.yaml; an
+  # installed copy has no run_configs/ and runs on featurize's default
+  # runner (the same FnApiRunner).
+  demo_parser.set_defaults(
+      weights='random',
+      config=demo.LOCAL_CONFIG if os.path.isfile(demo.LOCAL_CONFIG) else None)
   return parser, {'run': run_parser, 'demo': demo_parser}
 
 
@@ -62,8 +75,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   try:
     if command == 'demo':
       rest = demo.prepare_demo_args(rest, sub_parsers[command])
-    job, beam_args = options.parse_run_args(rest, sub_parsers[command])
-    summary = run_job(job, beam_args)
+    parsed = options.parse_run_args(rest, sub_parsers[command])
+    summary = run_job(parsed.job, parsed.beam_args, wait=parsed.wait)
   except (RunRefused, TooManyErrors, FileNotFoundError, ValueError) as e:
     print(f'featurize: error: {e}', file=sys.stderr)
     return 1

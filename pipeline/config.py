@@ -51,6 +51,7 @@ def describe(job: JobConfig) -> dict:
           'source': model.weights,
           'file': weights_file,
           'sha256': model.weights_sha256,
+          'size_bytes': model.weights_size,
           'seed': model.seed if model.weights == 'random' else None,
       },
       'preprocessing': imaging.describe(job.decode),

@@ -3,10 +3,11 @@
 ``parse_run_args`` turns ``featurize run`` arguments into a ``JobConfig``
 and a list of Beam flags: the runner flags of ``--config FILE.yaml`` first,
 then every flag featurize does not know, in order (so the command line
-wins over the file).
+wins over the file). A run config may also hold job-flag defaults for its
+runner, under ``featurize:``.
 """
 import argparse
-from typing import List, Optional, Sequence, Tuple
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import yaml
 
@@ -20,45 +21,67 @@ DEFAULT_RUNNER = 'FnApiRunner'
 
 def add_job_arguments(parser: argparse.ArgumentParser,
                       require_io: bool = True) -> None:
-  """Adds the job flags of ``featurize run`` to ``parser``."""
-  parser.add_argument('--input', required=require_io, metavar='PATTERN',
-                      help='Shard or file pattern, local or gs://.')
-  parser.add_argument('--output', required=require_io, metavar='DIR',
-                      help='Output folder, local or gs://.')
-  parser.add_argument('--format', default='auto', choices=INPUT_FORMATS,
-                      help='Input format; auto decides per shard from its '
-                      'first bytes.')
-  parser.add_argument('--weights', default='imagenet',
-                      help='imagenet, random, or a path / gs:// URL of an '
-                      'official Keras VGG16 weight file.')
-  parser.add_argument('--layer', default='block5_pool', choices=vgg16.LAYERS)
-  parser.add_argument('--pooling', default='none', choices=vgg16.POOLINGS)
-  parser.add_argument('--precision', default='float32',
-                      choices=vgg16.PRECISIONS)
-  parser.add_argument('--batch-size', type=int, default=16,
-                      help='Images per model call.')
-  parser.add_argument('--max-batch-bytes', type=int, default=1 << 30,
-                      help='Upper bound on one batch\'s activation memory; '
-                      'lowers the batch size when needed.')
-  parser.add_argument('--large-model', action='store_true',
-                      help='One model per machine, shared by its worker '
-                      'processes, instead of one per process.')
-  parser.add_argument('--resize', default='center-crop',
-                      choices=imaging.RESIZE_POLICIES)
-  parser.add_argument('--image-size', type=int, default=224)
-  parser.add_argument('--max-pixels', type=int, default=100_000_000,
-                      help='Largest width x height decoded.')
-  parser.add_argument('--max-image-bytes', type=int, default=256 << 20,
-                      help='Largest encoded image, record or tar member.')
-  parser.add_argument('--image-feature', default='image/encoded')
-  parser.add_argument('--key-feature', default='image/filename')
-  parser.add_argument('--label-feature', default='image/class/label')
-  parser.add_argument('--max-error-fraction', type=float, default=0.05,
-                      help='Fail the run when a larger share of images '
-                      'cannot be used.')
-  parser.add_argument('--config', metavar='FILE.yaml',
-                      help='Runner settings (Beam pipeline options), e.g. '
-                      'run_configs/local.yaml.')
+  """Adds the job flags of ``featurize run`` to ``parser``.
+
+  Each ``--hyphenated-flag`` also answers to ``--hyphenated_flag``: Beam's
+  own options are spelled with underscores, and so are Flex Template
+  parameters.
+  """
+
+  def add(name, *more, **kwargs):
+    spelled = '--' + name[2:].replace('-', '_')
+    names = (name, spelled) if spelled != name else (name,)
+    parser.add_argument(*names, *more, **kwargs)
+
+  add('--input', required=require_io, metavar='PATTERN',
+      help='Shard or file pattern, local or gs://.')
+  add('--output', required=require_io, metavar='DIR',
+      help='Output folder, local or gs://.')
+  add('--format', default='auto', choices=INPUT_FORMATS,
+      help='Input format; auto decides per shard from its first bytes.')
+  add('--weights', default='imagenet',
+      help='imagenet, random, or a path / gs:// URL of an official Keras '
+      'VGG16 weight file.')
+  add('--layer', default='block5_pool', choices=vgg16.LAYERS,
+      help='VGG16 layer whose output is the feature.')
+  add('--pooling', default='none', choices=vgg16.POOLINGS,
+      help='Pool a convolutional layer\'s output over its spatial axes.')
+  add('--precision', default='float32', choices=vgg16.PRECISIONS,
+      help='bfloat16 is several times faster on CPUs with AMX.')
+  add('--batch-size', type=int, default=16, help='Images per model call.')
+  add('--max-batch-bytes', type=int, default=1 << 30,
+      help='Upper bound on one batch\'s activation memory; lowers the '
+      'batch size when needed.')
+  add('--large-model', action=argparse.BooleanOptionalAction, default=False,
+      help='One model per machine, shared by its worker processes, instead '
+      'of one per process.')
+  add('--resize', default='center-crop', choices=imaging.RESIZE_POLICIES,
+      help='How an image becomes a square model input.')
+  add('--image-size', type=int, default=224,
+      help='Side of the square model input, in pixels.')
+  add('--max-pixels', type=int, default=100_000_000,
+      help='Largest width x height decoded.')
+  add('--max-image-bytes', type=int, default=256 << 20,
+      help='Largest encoded image, record or tar member.')
+  add('--image-feature', default='image/encoded',
+      help='tf.train.Example feature holding the encoded image (TFRecord '
+      'input).')
+  add('--key-feature', default='image/filename',
+      help='tf.train.Example feature holding the image\'s key (TFRecord '
+      'input).')
+  add('--label-feature', default='image/class/label',
+      help='tf.train.Example feature holding a label to carry over '
+      '(TFRecord input).')
+  add('--max-error-fraction', type=float, default=0.05,
+      help='Fail the run when a larger share of images cannot be used.')
+  add('--wait', action=argparse.BooleanOptionalAction, default=True,
+      help='Wait for the job to finish and print its counts (default); '
+      'with --no-wait, return once the runner has accepted it (a Flex '
+      'Template launch must not wait).')
+  add('--config', metavar='FILE.yaml',
+      help='Runner settings (Beam pipeline options), e.g. '
+      'run_configs/local.yaml, with job-flag defaults for that runner '
+      'under "featurize:".')
 
 
 def job_config_from_args(args: argparse.Namespace) -> JobConfig:
@@ -83,27 +106,31 @@ def job_config_from_args(args: argparse.Namespace) -> JobConfig:
   )
 
 
-def runner_flags_from_file(path: str, job_flags: Sequence[str]) -> List[str]:
-  """Turns a run config (a YAML mapping of Beam options) into flags.
+# The run config's section of job-flag defaults for that runner.
+JOB_SECTION = 'featurize'
+# Job flags a run config may not set: they name one run, not a runner.
+PER_RUN_FLAGS = ('input', 'output', 'config')
 
-  ``true`` gives ``--name``; ``false`` or null leaves the option out; a list
-  repeats the flag (``experiments``).
 
-  Raises:
-    ValueError: the file is not a mapping, or names a job setting (those
-      belong on the command line, not with the runner settings).
+class ParsedRun(NamedTuple):
+  """``featurize run`` arguments, parsed.
+
+  Attributes:
+    job: The job configuration.
+    beam_args: Beam flags: the run config's first, then those of the
+      command line; ``--runner=FnApiRunner`` in front when none is given.
+    wait: Whether to wait for the job to finish.
   """
-  with open(path) as f:
-    settings = yaml.safe_load(f) or {}
-  if not isinstance(settings, dict):
-    raise ValueError(f'{path}: expected a mapping of Beam options')
+  job: JobConfig
+  beam_args: List[str]
+  wait: bool = True
+
+
+def _to_flags(settings: dict) -> List[str]:
+  """``true`` gives ``--name``; ``false`` or null nothing; a list repeats."""
   flags = []
   for name, value in settings.items():
-    if name.replace('_', '-') in job_flags:
-      raise ValueError(f'{path}: {name!r} is a job setting; run configs hold '
-                       'runner settings only')
-    values = value if isinstance(value, list) else [value]
-    for item in values:
+    for item in value if isinstance(value, list) else [value]:
       if item is True:
         flags.append(f'--{name}')
       elif item is not False and item is not None:
@@ -111,27 +138,67 @@ def runner_flags_from_file(path: str, job_flags: Sequence[str]) -> List[str]:
   return flags
 
 
-def parse_run_args(
-    argv: Optional[Sequence[str]],
-    parser: Optional[argparse.ArgumentParser] = None
-) -> Tuple[JobConfig, List[str]]:
-  """Parses ``featurize run`` arguments.
+def read_run_config(path: str,
+                    job_flags: Sequence[str]) -> Tuple[List[str], List[str]]:
+  """Reads a run config: a YAML mapping of Beam options for one runner.
+
+  Its optional ``featurize:`` mapping holds job-flag defaults that belong
+  with the runner (``large_model``, ``precision``, ``batch_size``); the
+  command line overrides them. Booleans there are given as ``--flag`` or
+  ``--no-flag``.
 
   Returns:
-    The job configuration and the Beam flags (run config first; without
-    any ``--runner``, ``--runner=FnApiRunner`` in front).
+    The Beam flags and the job flags the file sets.
+
+  Raises:
+    ValueError: the file is not a mapping, names a job setting among the
+      Beam options, or an unknown or per-run flag under ``featurize:``.
+  """
+  with open(path) as f:
+    settings = yaml.safe_load(f) or {}
+  if not isinstance(settings, dict):
+    raise ValueError(f'{path}: expected a mapping of Beam options')
+  job_defaults = settings.pop(JOB_SECTION, None) or {}
+  if not isinstance(job_defaults, dict):
+    raise ValueError(f'{path}: {JOB_SECTION!r} must be a mapping of job flags')
+  for name in settings:
+    if name.replace('_', '-') in job_flags:
+      raise ValueError(f'{path}: {name!r} is a job setting; put it under '
+                       f'{JOB_SECTION!r} or on the command line')
+  job_args = []
+  for name, value in job_defaults.items():
+    flag = name.replace('_', '-')
+    if flag not in job_flags or flag in PER_RUN_FLAGS:
+      raise ValueError(f'{path}: {JOB_SECTION}.{name} is not a job flag a '
+                       'run config may set')
+    if value is False:
+      job_args.append(f'--no-{flag}')
+    else:
+      job_args += _to_flags({flag: value})
+  return _to_flags(settings), job_args
+
+
+def parse_run_args(
+    argv: Optional[Sequence[str]],
+    parser: Optional[argparse.ArgumentParser] = None) -> ParsedRun:
+  """Parses ``featurize run`` arguments.
+
+  The run config's job defaults are parsed ahead of the command line, so
+  they meet the same checks (choices, types) and the command line wins.
   """
   if parser is None:
     parser = argparse.ArgumentParser(prog='featurize run')
     add_job_arguments(parser)
-  args, beam_args = parser.parse_known_args(argv)
+  argv = list(argv or [])
+  args, _ = parser.parse_known_args(argv)
   job_flags = [a.option_strings[0][2:] for a in parser._actions
                if a.option_strings and a.option_strings[0].startswith('--')]
-  file_flags = (runner_flags_from_file(args.config, job_flags)
-                if args.config else [])
+  file_flags, file_job_args = (read_run_config(args.config, job_flags)
+                               if args.config else ([], []))
+  args, beam_args = parser.parse_known_args(file_job_args + argv)
   beam_flags = file_flags + list(beam_args)
   if not any(f == '--runner' or f.startswith('--runner=') for f in beam_flags):
     # Beam's default, the DirectRunner, first tries to download the Prism
     # runner; its batch engine, FnApiRunner, runs here without it.
     beam_flags.insert(0, f'--runner={DEFAULT_RUNNER}')
-  return job_config_from_args(args), beam_flags
+  return ParsedRun(job_config_from_args(args), beam_flags, args.wait)

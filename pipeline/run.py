@@ -8,7 +8,7 @@ from typing import NamedTuple, Optional, Sequence
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 
 from pipeline.build import build_pipeline
 from pipeline.config import JobConfig
@@ -18,18 +18,24 @@ from transforms.output_files import MANIFEST_FILE, SUCCESS_FILE, RunRefused
 
 
 class RunSummary(NamedTuple):
-  """What a finished run did, read back from its manifest.
+  """What a run did, read back from its manifest.
 
   Attributes:
     output: The output folder.
-    manifest: The run's ``manifest.json``.
+    manifest: The run's ``manifest.json``; None when the run was not
+      awaited (``state`` says why).
     model_loads: How many times VGG16 was loaded, over all workers (from
       RunInference's load-latency metric), or None where the runner does
       not report metrics.
+    state: ``DONE``; ``SUBMITTED`` for a run that was not awaited;
+      ``DRY_RUN`` for a job that was built but not submitted.
+    job_id: The runner's id of the job, where it has one (Dataflow).
   """
   output: str
-  manifest: dict
+  manifest: Optional[dict]
   model_loads: Optional[int] = None
+  state: str = 'DONE'
+  job_id: Optional[str] = None
 
   @property
   def counts(self) -> dict:
@@ -41,11 +47,13 @@ def preflight(job: JobConfig) -> JobConfig:
 
   * The input pattern matches at least one file.
   * The output folder does not hold a finished run.
-  * A weight file exists; its sha256 is recorded so that every worker can
-    verify its copy and the manifest can name exactly what was used.
+  * A weight file exists, can be read and is an HDF5 file; its size and
+    sha256 are recorded so that every worker can verify its copy and the
+    manifest can name exactly what was used.
 
   Returns:
-    The job configuration with ``weights_sha256`` filled in.
+    The job configuration with ``weights_sha256`` and ``weights_size``
+    filled in.
   """
   matched = FileSystems.match([job.read.pattern])[0].metadata_list
   if not matched:
@@ -56,23 +64,27 @@ def preflight(job: JobConfig) -> JobConfig:
         f'{job.output.directory} already holds a finished run ({success} '
         'exists); choose a new --output or delete that folder')
   weights = job.model.weights
-  digest = None
+  digest = size = None
   if weights == 'imagenet':
     # Workers use their own Keras cache or download; where this machine has
     # the file cached, the manifest can still name exactly what it holds.
     cached = vgg16.keras_cache_path(job.model.official_weights_file)
     if os.path.isfile(cached):
-      digest = vgg16.sha256_of(cached)
+      digest, size = vgg16.inspect_weight_file(cached)
   elif weights != 'random':
-    if not FileSystems.exists(weights):
-      raise FileNotFoundError(f'--weights {weights!r}: no such file')
-    digest = vgg16.sha256_of(weights)
-  return dataclasses.replace(
-      job, model=dataclasses.replace(job.model, weights_sha256=digest))
+    digest, size = vgg16.inspect_weight_file(weights)
+  return dataclasses.replace(job, model=dataclasses.replace(
+      job.model, weights_sha256=digest, weights_size=size))
 
 
-def run_job(job: JobConfig, beam_args: Sequence[str]) -> RunSummary:
-  """Runs a parsed job to completion and reads back its manifest."""
+def start_job(job: JobConfig,
+              beam_args: Sequence[str]) -> beam.runners.runner.PipelineResult:
+  """Checks, builds and starts a job; returns without waiting for it.
+
+  With Beam's ``--dry_run`` (DataflowRunner), the job is built down to the
+  runner's job description, which the result's ``job`` holds, and nothing
+  is submitted.
+  """
   options = PipelineOptions(list(beam_args))
   # The launcher's own file access (preflight, manifest) uses the same
   # filesystem options as the workers (credentials, --no_auth, ...).
@@ -80,11 +92,25 @@ def run_job(job: JobConfig, beam_args: Sequence[str]) -> RunSummary:
   job = preflight(job)
   pipeline = beam.Pipeline(options=options)
   build_pipeline(pipeline, job)
-  result = pipeline.run()
+  return pipeline.run()
+
+
+def run_job(job: JobConfig, beam_args: Sequence[str],
+            wait: bool = True) -> RunSummary:
+  """Runs a parsed job and, when awaited, reads back its manifest."""
+  result = start_job(job, beam_args)
+  job_id = getattr(result, 'job_id', None)  # a method on Dataflow's result
+  job_id = job_id() if callable(job_id) else job_id
+  if PipelineOptions(list(beam_args)).view_as(TestOptions).dry_run:
+    return RunSummary(job.output.directory, None, state='DRY_RUN')
+  if not wait:
+    return RunSummary(job.output.directory, None, state='SUBMITTED',
+                      job_id=job_id)
   result.wait_until_finish()
   with FileSystems.open(job.output.path(MANIFEST_FILE)) as f:
     manifest = json.load(f)
-  return RunSummary(job.output.directory, manifest, model_loads(result))
+  return RunSummary(job.output.directory, manifest, model_loads(result),
+                    job_id=job_id)
 
 
 def model_loads(result: beam.runners.runner.PipelineResult) -> Optional[int]:
@@ -108,6 +134,5 @@ def model_loads(result: beam.runners.runner.PipelineResult) -> Optional[int]:
 
 def run(argv: Optional[Sequence[str]] = None) -> RunSummary:
   """``featurize run``: parses ``argv`` and runs the job."""
-  job, beam_args = parse_run_args(argv)
-  logging.info('Beam options: %s', beam_args)
-  return run_job(job, beam_args)
+  parsed = parse_run_args(argv)
+  return run_job(parsed.job, parsed.beam_args, wait=parsed.wait)

@@ -1,6 +1,13 @@
-"""Shared fixtures: a VGG16 weight file in the official Keras format."""
+"""Shared fixtures: a VGG16 weight file in the official Keras format, and a
+real GCS API server on loopback."""
+from typing import Callable, NamedTuple
+
 import numpy as np
 import pytest
+
+from tests import gcs_server
+
+BUCKET = 'featurize-test'
 
 
 def write_official_weights(path: str, include_top: bool = False,
@@ -34,6 +41,49 @@ def notop_weights(tmp_path_factory) -> str:
   folder = tmp_path_factory.mktemp('weights')
   return write_official_weights(
       str(folder / 'vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5'))
+
+
+class Gcs(NamedTuple):
+  """The GCS server of the test session.
+
+  Attributes:
+    host: Its ``http://127.0.0.1:PORT``.
+    bucket: A ``google.cloud.storage`` bucket in it, for the tests' own
+      uploads and downloads.
+    env: Environment variables that point a process at the server, with
+      application-default credentials (see ``gcs_server``).
+    secrets: Strings from the credentials that must never be written.
+    refreshes: How many OAuth tokens the credentials fetched so far.
+  """
+  host: str
+  bucket: object
+  env: dict
+  secrets: dict
+  refreshes: Callable[[], int]
+
+
+@pytest.fixture(scope='session')
+def gcs(tmp_path_factory) -> Gcs:
+  from google.auth.credentials import AnonymousCredentials
+  from google.cloud import storage
+  folder = str(tmp_path_factory.mktemp('gcloud'))
+  with gcs_server.running_token_server(folder) as (
+      credentials, secrets, refreshes), gcs_server.running_server(
+          BUCKET) as host:
+    client = storage.Client(credentials=AnonymousCredentials(),
+                            project='featurize-test',
+                            client_options={'api_endpoint': host})
+    yield Gcs(host, client.bucket(BUCKET),
+              gcs_server.client_environment(host, credentials), secrets,
+              refreshes)
+
+
+@pytest.fixture
+def gcs_env(gcs, monkeypatch) -> Gcs:
+  """``gcs``, with this test process pointed at it too."""
+  for name, value in gcs.env.items():
+    monkeypatch.setenv(name, value)
+  return gcs
 
 
 def pytest_configure(config):

@@ -258,7 +258,7 @@ def test_one_model_per_process_shared_by_threads_and_bundles(tmp_path,
   ds = datasets.write_dataset(str(tmp_path / 'in'), bad=False)
   # Two worker threads in this process, many shards and small batches:
   # many bundles and batches, yet the model must be built once.
-  job, beam_args = options.parse_run_args([
+  job, beam_args, _ = options.parse_run_args([
       '--input', str(tmp_path / 'in' / '**'), '--output',
       str(tmp_path / 'out'), '--weights', notop_weights, '--pooling', 'max',
       '--batch-size', '3', '--config', LOCAL, '--direct_num_workers=2',
@@ -275,7 +275,7 @@ def test_model_loads_per_process_or_per_machine(tmp_path, notop_weights,
   from pipeline import options
   from pipeline.run import run_job
   ds = datasets.write_dataset(str(tmp_path / 'in'), bad=False)
-  job, beam_args = options.parse_run_args([
+  job, beam_args, _ = options.parse_run_args([
       '--input', str(tmp_path / 'in' / '**'), '--output',
       str(tmp_path / 'out'), '--weights', notop_weights, '--pooling', 'avg',
       '--batch-size', '2', '--config', LOCAL, '--direct_num_workers=2',

@@ -11,7 +11,7 @@ def _write(tmp_path, text):
 
 
 def test_every_job_flag_reaches_the_config():
-  job, beam_args = options.parse_run_args([
+  job, beam_args, _ = options.parse_run_args([
       '--input', 'gs://b/*.tar', '--output', 'gs://b/out', '--format',
       'webdataset', '--weights', 'random', '--layer', 'block4_pool',
       '--pooling', 'max', '--precision', 'bfloat16', '--batch-size', '8',
@@ -40,7 +40,7 @@ def test_unknown_flags_go_to_beam_after_the_run_config(tmp_path):
   config = _write(tmp_path, 'runner: FnApiRunner\ndirect_num_workers: 2\n'
                   'save_main_session: true\nexperiments: [a, b]\n'
                   'streaming: false\n')
-  _, beam_args = options.parse_run_args([
+  _, beam_args, _ = options.parse_run_args([
       '--input', 'x', '--output', 'y', '--config', config,
       '--direct_num_workers=1', '--temp_location', '/tmp/t'])
   assert beam_args == ['--runner=FnApiRunner', '--direct_num_workers=2',
@@ -54,7 +54,7 @@ def test_unknown_flags_go_to_beam_after_the_run_config(tmp_path):
 
 
 def test_runner_on_the_command_line_is_kept():
-  _, beam_args = options.parse_run_args(
+  _, beam_args, _ = options.parse_run_args(
       ['--input', 'x', '--output', 'y', '--runner', 'DataflowRunner'])
   assert beam_args == ['--runner', 'DataflowRunner']
 
@@ -64,6 +64,51 @@ def test_run_config_may_not_hold_job_settings(tmp_path):
   with pytest.raises(ValueError, match='job setting'):
     options.parse_run_args(['--input', 'x', '--output', 'y', '--config',
                             config])
+
+
+def test_run_config_job_defaults_yield_to_the_command_line(tmp_path):
+  config = _write(tmp_path, 'runner: FnApiRunner\nfeaturize:\n'
+                  '  large_model: true\n  precision: bfloat16\n'
+                  '  batch_size: 8\n')
+  job, beam_args, wait = options.parse_run_args(
+      ['--input', 'x', '--output', 'y', '--config', config])
+  assert (job.model.large_model, job.model.precision,
+          job.model.batch_size) == (True, 'bfloat16', 8)
+  assert beam_args == ['--runner=FnApiRunner'] and wait
+  job, _, _ = options.parse_run_args(
+      ['--input', 'x', '--output', 'y', '--config', config, '--batch-size',
+       '4', '--no-large-model'])
+  assert (job.model.large_model, job.model.batch_size) == (False, 4)
+
+
+@pytest.mark.parametrize('section, match', [
+    ('  output: gs://b/elsewhere\n', 'not a job flag'),  # one run's, not a runner's
+    ('  batch_sise: 4\n', 'not a job flag'),
+    ('  - 4\n', 'must be a mapping'),
+])
+def test_run_config_job_section_is_checked(tmp_path, section, match):
+  config = _write(tmp_path, 'runner: FnApiRunner\nfeaturize:\n' + section)
+  with pytest.raises(ValueError, match=match):
+    options.parse_run_args(['--input', 'x', '--output', 'y', '--config',
+                            config])
+
+
+def test_run_config_job_values_meet_the_flag_checks(tmp_path):
+  config = _write(tmp_path, 'featurize:\n  precision: bf16\n')
+  with pytest.raises(SystemExit):  # argparse: invalid choice
+    options.parse_run_args(['--input', 'x', '--output', 'y', '--config',
+                            config])
+
+
+def test_flags_answer_to_underscore_spelling_and_wait_can_be_off():
+  job, beam_args, wait = options.parse_run_args(
+      ['--input=gs://b/x', '--output=gs://b/y', '--batch_size=4',
+       '--large_model', '--max_error_fraction=0.5', '--no-wait',
+       '--num_workers=3'])
+  assert (job.model.batch_size, job.model.large_model,
+          job.output.max_error_fraction) == (4, True, 0.5)
+  assert not wait
+  assert beam_args == ['--runner=FnApiRunner', '--num_workers=3']
 
 
 def test_invalid_combinations_are_refused_at_parse_time():
@@ -76,7 +121,7 @@ def test_invalid_combinations_are_refused_at_parse_time():
 
 
 def test_shipped_local_config_avoids_prism():
-  _, beam_args = options.parse_run_args(
+  _, beam_args, _ = options.parse_run_args(
       ['--input', 'x', '--output', 'y', '--config', demo.LOCAL_CONFIG])
   assert beam_args[0] == '--runner=FnApiRunner'
   assert not any(a.startswith('--runner') for a in beam_args[1:])

@@ -6,6 +6,7 @@ are freed as soon as the next layer has run.
 """
 import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import logging
 import os
@@ -48,6 +49,8 @@ class ModelConfig:
       tests), or a path / ``gs://`` URL of an official Keras weight file.
     weights_sha256: Expected sha256 of a weight file; checked after the
       per-worker copy. Filled in by the launcher.
+    weights_size: Expected size in bytes of a weight file (a cheap first
+      check before the sha256). Filled in by the launcher.
     layer: VGG16 layer whose output is the feature.
     pooling: ``none``, ``avg`` or ``max`` over the spatial axes.
     precision: ``float32`` or ``bfloat16`` (Keras ``mixed_bfloat16``).
@@ -62,6 +65,7 @@ class ModelConfig:
   """
   weights: str = 'imagenet'
   weights_sha256: Optional[str] = None
+  weights_size: Optional[int] = None
   layer: str = 'block5_pool'
   pooling: str = 'none'
   precision: str = 'float32'
@@ -121,52 +125,99 @@ def to_model_input(pixels: Sequence[np.ndarray]) -> np.ndarray:
 
 def sha256_of(path: str) -> str:
   """sha256 of a file on any Beam filesystem, read in chunks."""
-  from apache_beam.io.filesystems import FileSystems
-  digest = hashlib.sha256()
-  with FileSystems.open(path) as f:
-    for chunk in iter(lambda: f.read(8 * 1024 * 1024), b''):
-      digest.update(chunk)
-  return digest.hexdigest()
+  return inspect_weight_file(path, check_format=False)[0]
+
+
+# The first bytes of every HDF5 file (Keras's .h5 weight files).
+HDF5_SIGNATURE = b'\x89HDF\r\n\x1a\n'
+
+
+def inspect_weight_file(path: str,
+                        check_format: bool = True) -> Tuple[str, int]:
+  """Reads a weight file once, on any Beam filesystem.
+
+  Returns:
+    Its sha256 and its size in bytes.
+
+  Raises:
+    FileNotFoundError: there is no such file.
+    ValueError: it cannot be read (the reason is in the message), or it is
+      not an HDF5 file although ``check_format`` asks for one.
+  """
+  from apache_beam.io.filesystems import CompressionTypes, FileSystems
+  if not FileSystems.exists(path):
+    raise FileNotFoundError(f'weight file not found: {path}')
+  digest, size, head = hashlib.sha256(), 0, b''
+  try:
+    with FileSystems.open(
+        path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+      for chunk in iter(lambda: f.read(8 * 1024 * 1024), b''):
+        if not size:
+          head = chunk[:len(HDF5_SIGNATURE)]
+        digest.update(chunk)
+        size += len(chunk)
+  except Exception as e:  # pylint: disable=broad-except
+    # Any filesystem's failure (permission, network, ...) becomes one clear
+    # error before a single image is read.
+    raise ValueError(f'cannot read weight file {path}: '
+                     f'{type(e).__name__}: {e}') from e
+  if check_format and head != HDF5_SIGNATURE:
+    raise ValueError(f'{path} is not a Keras .h5 weight file (no HDF5 '
+                     'signature)')
+  return digest.hexdigest(), size
+
+
+def _matches(path: str, config: ModelConfig) -> bool:
+  """Whether a local file has the size and sha256 the launcher recorded."""
+  if config.weights_size is not None and (
+      os.path.getsize(path) != config.weights_size):
+    return False
+  return not config.weights_sha256 or sha256_of(path) == config.weights_sha256
 
 
 def local_weights_copy(config: ModelConfig) -> str:
   """Returns a local path of the weight file, copying it once if remote.
 
   The copy lands in ``weights_cache_dir`` under its sha256 (or name) and is
-  renamed into place only when complete, so concurrent workers on one
-  machine never read a half-written file, and later loads reuse it.
+  renamed into place only when complete. An exclusive lock on the cache
+  folder makes the worker processes of one machine (one per vCPU on
+  Dataflow) wait for a single download instead of each fetching hundreds
+  of MB; later loads reuse the copy after checking its size and sha256.
 
   Raises:
     FileNotFoundError: the weight file does not exist.
-    ValueError: the copy does not match ``weights_sha256``.
+    ValueError: the file or its copy does not match what the launcher
+      recorded (``weights_size``, ``weights_sha256``).
   """
-  from apache_beam.io.filesystems import FileSystems
+  from apache_beam.io.filesystems import CompressionTypes, FileSystems
   source = config.weights
   if '://' not in source:
     if not os.path.isfile(source):
       raise FileNotFoundError(f'weight file not found: {source}')
-    if config.weights_sha256 and sha256_of(source) != config.weights_sha256:
+    if not _matches(source, config):
       raise ValueError(f'weight file {source} changed since the launch '
-                       '(sha256 mismatch)')
+                       '(size or sha256 mismatch)')
     return source
   name = os.path.basename(source)
   folder = os.path.join(config.weights_cache_dir,
                         config.weights_sha256 or 'unverified')
   target = os.path.join(folder, name)
-  if os.path.isfile(target) and (not config.weights_sha256 or
-                                 sha256_of(target) == config.weights_sha256):
-    return target
   os.makedirs(folder, exist_ok=True)
-  if not FileSystems.exists(source):
-    raise FileNotFoundError(f'weight file not found: {source}')
-  handle, partial = tempfile.mkstemp(dir=folder, suffix='.partial')
-  with os.fdopen(handle, 'wb') as out, FileSystems.open(source) as f:
-    shutil.copyfileobj(f, out, 8 * 1024 * 1024)
-  if config.weights_sha256 and sha256_of(partial) != config.weights_sha256:
-    os.remove(partial)
-    raise ValueError(f'copy of {source} does not match the expected sha256 '
-                     f'{config.weights_sha256}')
-  os.replace(partial, target)
+  with open(os.path.join(folder, '.lock'), 'w') as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+    if os.path.isfile(target) and _matches(target, config):
+      return target
+    if not FileSystems.exists(source):
+      raise FileNotFoundError(f'weight file not found: {source}')
+    handle, partial = tempfile.mkstemp(dir=folder, suffix='.partial')
+    with os.fdopen(handle, 'wb') as out, FileSystems.open(
+        source, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+      shutil.copyfileobj(f, out, 8 * 1024 * 1024)
+    if not _matches(partial, config):
+      os.remove(partial)
+      raise ValueError(f'copy of {source} does not match the size and sha256 '
+                       f'the launcher recorded ({config.weights_sha256})')
+    os.replace(partial, target)
   return target
 
 

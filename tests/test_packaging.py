@@ -1,0 +1,72 @@
+"""What Dataflow does with ``--setup_file``: build an sdist, install it into
+a clean environment, run the code from there.
+
+The sdist is built as Beam's stager builds it (``setup.py sdist``), and
+installed with its pinned dependencies into a new virtual environment; the
+job then runs from a folder outside the checkout, so nothing can come from
+the source tree.
+"""
+import glob
+import json
+import os
+import subprocess
+import sys
+import venv
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _modules() -> list:
+  """Every module of the project's packages, from the source tree."""
+  names = []
+  for package in ('pipeline', 'transforms'):
+    for path in sorted(glob.glob(os.path.join(ROOT, package, '*.py'))):
+      name = os.path.splitext(os.path.basename(path))[0]
+      names.append(package if name == '__init__' else f'{package}.{name}')
+  return names
+
+
+@pytest.fixture(scope='module')
+def installed(tmp_path_factory):
+  root = tmp_path_factory.mktemp('sdist')
+  subprocess.run([sys.executable, 'setup.py', '-q', 'sdist', '--dist-dir',
+                  str(root / 'dist')], cwd=ROOT, check=True,
+                 capture_output=True)
+  sdist, = glob.glob(str(root / 'dist' / 'featurize-*.tar.gz'))
+  env_dir = root / 'venv'
+  venv.create(env_dir, with_pip=True)
+  python = str(env_dir / 'bin' / 'python')
+  subprocess.run([python, '-m', 'pip', 'install', '-q', sdist], check=True,
+                 capture_output=True)
+  work = root / 'elsewhere'
+  work.mkdir()
+  return env_dir, python, str(work)
+
+
+def test_every_module_imports_from_the_installed_sdist(installed):
+  env_dir, python, work = installed
+  script = ('import importlib, json, sys\n'
+            'print(json.dumps({m: importlib.import_module(m).__file__ '
+            'for m in sys.argv[1:]}))\n')
+  result = subprocess.run([python, '-c', script, *_modules()], cwd=work,
+                          capture_output=True, text=True)
+  assert result.returncode == 0, result.stderr[-3000:]
+  files = json.loads(result.stdout.strip().splitlines()[-1])
+  assert set(files) == set(_modules())
+  outside = {m: f for m, f in files.items()
+             if not f.startswith(str(env_dir) + os.sep)}
+  assert not outside
+
+
+def test_installed_copy_runs_the_demo_job(installed):
+  env_dir, _, work = installed
+  result = subprocess.run(
+      [str(env_dir / 'bin' / 'featurize'), 'demo', '--output', 'out'],
+      cwd=work, capture_output=True, text=True)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert ' 0 errors' in result.stdout
+  with open(os.path.join(work, 'out', 'manifest.json')) as f:
+    manifest = json.load(f)
+  assert manifest['counts']['features'] == manifest['counts']['images_in'] > 0
