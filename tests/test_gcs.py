@@ -124,7 +124,9 @@ def test_weights_copied_once_and_verified(gs_run, notop_weights):
 def test_credentials_used_but_never_written(gs_run):
   assert gs_run['refreshes'] >= 1  # the run really authenticated
   texts = [gs_run['result'].stdout, gs_run['result'].stderr]
-  for folder, _, files in os.walk(gs_run['gs']):
+  # The run's TMPDIR holds everything it wrote to local disk (weight cache,
+  # Beam's temporary files) and the downloaded outputs and manifest.
+  for folder, _, files in os.walk(gs_run['root']):
     for name in files:
       with open(os.path.join(folder, name), 'rb') as f:
         texts.append(f.read().decode('latin-1'))
