@@ -12,7 +12,7 @@ import time
 import urllib.request
 
 # Secrets of the test credentials: none may ever show up in outputs or logs.
-# (The service-account key itself is made per session; see SECRETS use.)
+# The service-account key is made anew for each session (running_token_server).
 SECRETS = {
     'private_key_id': 'featurize-test-key-id-6d1f0b91c2aa',
     'access_token': 'featurize-test-access-token-3e77c4',
@@ -59,6 +59,7 @@ class _TokenHandler(http.server.BaseHTTPRequestHandler):
 
 
 def _private_key_pem() -> str:
+  # cryptography comes with apache-beam and google-auth.
   from cryptography.hazmat.primitives import serialization
   from cryptography.hazmat.primitives.asymmetric import rsa
   key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
