@@ -210,14 +210,18 @@ def local_weights_copy(config: ModelConfig) -> str:
     if not FileSystems.exists(source):
       raise FileNotFoundError(f'weight file not found: {source}')
     handle, partial = tempfile.mkstemp(dir=folder, suffix='.partial')
-    with os.fdopen(handle, 'wb') as out, FileSystems.open(
-        source, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-      shutil.copyfileobj(f, out, 8 * 1024 * 1024)
-    if not _matches(partial, config):
-      os.remove(partial)
-      raise ValueError(f'copy of {source} does not match the size and sha256 '
-                       f'the launcher recorded ({config.weights_sha256})')
-    os.replace(partial, target)
+    try:
+      with os.fdopen(handle, 'wb') as out, FileSystems.open(
+          source, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        shutil.copyfileobj(f, out, 8 * 1024 * 1024)
+      if not _matches(partial, config):
+        raise ValueError(f'copy of {source} does not match the size and '
+                         f'sha256 the launcher recorded '
+                         f'({config.weights_sha256})')
+      os.replace(partial, target)
+    finally:
+      if os.path.exists(partial):  # a failed or refused copy
+        os.remove(partial)
   return target
 
 
