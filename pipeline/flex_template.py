@@ -11,36 +11,42 @@ import re
 import sys
 from typing import List, Optional, Sequence
 
-# Job flags that take no value on the command line; a template parameter
-# always carries one ("true" / "false").
-SWITCHES = ('large_model',)
+# Job flags that are no template parameters: a run config is a file of the
+# launching machine; a template launch never waits.
+NOT_PARAMETERS = ('help', 'config', 'wait')
+
+
+def _parameters() -> List[argparse.Action]:
+  """The ``featurize run`` flags that are template parameters, in order."""
+  from pipeline import options
+  return [a for a in options.run_parser()._actions
+          if a.option_strings and a.dest not in NOT_PARAMETERS]
 
 
 def template_args(argv: Sequence[str]) -> List[str]:
   """Turns the launcher's arguments into ``featurize run`` arguments.
 
-  ``--large_model=true`` becomes ``--large_model`` and ``=false`` becomes
-  ``--no-large_model``; ``--no-wait`` goes first, and ``--runner`` is set
-  to DataflowRunner unless the launcher names one.
+  A switch such as ``--large_model=true`` becomes ``--large_model`` and
+  ``=false`` becomes ``--no-large_model`` (a template parameter always
+  carries a value); ``--no-wait`` goes first, and ``--runner`` is set to
+  DataflowRunner unless the launcher names one.
   """
+  from pipeline import options
+  switches = {a.dest for a in _parameters()
+              if isinstance(a, argparse.BooleanOptionalAction)}
   args = ['--no-wait']
   for arg in argv:
     name, _, value = arg.partition('=')
-    if name[2:] in SWITCHES and value:
+    if name[2:] in switches and value:
       if value.lower() not in ('true', 'false'):
         raise ValueError(f'{name} must be true or false, not {value!r}')
       args.append(name if value.lower() == 'true' else f'--no-{name[2:]}')
     else:
       args.append(arg)
-  if not any(a == '--runner' or a.startswith('--runner=') for a in args):
+  if not options.names_runner(args):
     # featurize's own default is the local FnApiRunner: never right here.
     args.append('--runner=DataflowRunner')
   return args
-
-
-# Job flags that are no template parameters: a run config is a file of the
-# launching machine; a template launch never waits.
-NOT_PARAMETERS = ('help', 'config', 'wait')
 
 
 def metadata() -> dict:
@@ -49,13 +55,8 @@ def metadata() -> dict:
   Built from the ``featurize run`` parser, so that the committed file
   (``run_configs/flex_template_metadata.json``) can be checked against it.
   """
-  from pipeline import options
-  parser = argparse.ArgumentParser()
-  options.add_job_arguments(parser)
   parameters = []
-  for action in parser._actions:
-    if not action.option_strings or action.dest in NOT_PARAMETERS:
-      continue
+  for action in _parameters():
     if action.choices:
       pattern = '^(' + '|'.join(re.escape(c) for c in action.choices) + ')$'
     elif isinstance(action, argparse.BooleanOptionalAction):

@@ -178,6 +178,18 @@ def read_run_config(path: str,
   return _to_flags(settings), job_args
 
 
+def run_parser() -> argparse.ArgumentParser:
+  """A parser of ``featurize run``'s job flags."""
+  parser = argparse.ArgumentParser(prog='featurize run')
+  add_job_arguments(parser)
+  return parser
+
+
+def names_runner(flags: Sequence[str]) -> bool:
+  """Whether Beam flags already choose a runner."""
+  return any(f == '--runner' or f.startswith('--runner=') for f in flags)
+
+
 def parse_run_args(
     argv: Optional[Sequence[str]],
     parser: Optional[argparse.ArgumentParser] = None) -> ParsedRun:
@@ -186,9 +198,7 @@ def parse_run_args(
   The run config's job defaults are parsed ahead of the command line, so
   they meet the same checks (choices, types) and the command line wins.
   """
-  if parser is None:
-    parser = argparse.ArgumentParser(prog='featurize run')
-    add_job_arguments(parser)
+  parser = parser or run_parser()
   argv = list(argv or [])
   args, _ = parser.parse_known_args(argv)
   job_flags = [a.option_strings[0][2:] for a in parser._actions
@@ -197,7 +207,7 @@ def parse_run_args(
                                if args.config else ([], []))
   args, beam_args = parser.parse_known_args(file_job_args + argv)
   beam_flags = file_flags + list(beam_args)
-  if not any(f == '--runner' or f.startswith('--runner=') for f in beam_flags):
+  if not names_runner(beam_flags):
     # Beam's default, the DirectRunner, first tries to download the Prism
     # runner; its batch engine, FnApiRunner, runs here without it.
     beam_flags.insert(0, f'--runner={DEFAULT_RUNNER}')

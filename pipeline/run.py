@@ -12,7 +12,6 @@ from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 
 from pipeline.build import build_pipeline
 from pipeline.config import JobConfig
-from pipeline.options import parse_run_args
 from transforms import vgg16
 from transforms.output_files import MANIFEST_FILE, SUCCESS_FILE, RunRefused
 
@@ -130,9 +129,3 @@ def model_loads(result: beam.runners.runner.PipelineResult) -> Optional[int]:
     value = distribution.committed or distribution.attempted
     total += value.count if value else 0
   return total
-
-
-def run(argv: Optional[Sequence[str]] = None) -> RunSummary:
-  """``featurize run``: parses ``argv`` and runs the job."""
-  parsed = parse_run_args(argv)
-  return run_job(parsed.job, parsed.beam_args, wait=parsed.wait)
