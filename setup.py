@@ -37,7 +37,7 @@ setuptools.setup(
         'Apache Beam pipeline: image shards in, VGG16 features out as '
         'sharded TFRecords, with bounded memory per worker.'),
     python_requires='>=3.11,<3.12',
-    packages=['pipeline', 'transforms'],
+    packages=['pipeline', 'pipeline.flink_local', 'transforms'],
     install_requires=INSTALL_REQUIRES,
     extras_require={'test': TEST_REQUIRES},
     entry_points={'console_scripts': ['featurize=pipeline.cli:main']},

@@ -10,7 +10,8 @@ import sys
 from typing import Optional, Sequence
 
 from pipeline import demo, options
-from pipeline.run import RunSummary, run_job
+from pipeline.flink_local import cli as flink_local_cli
+from pipeline.run import JobFailed, RunSummary, run_job
 from transforms.output_files import RunRefused, TooManyErrors
 
 
@@ -49,10 +50,15 @@ def _parser():
   # From a source checkout the demo uses run_configs/local.yaml; an
   # installed copy has no run_configs/ and runs on featurize's default
   # runner (the same FnApiRunner).
+  flink_parser = commands.add_parser(
+      'flink-local', help='Set up, start, check and stop a local Flink '
+      'cluster for featurize (see run_configs/flink.yaml).')
+  flink_local_cli.add_arguments(flink_parser)
   demo_parser.set_defaults(
       weights='random',
       config=demo.LOCAL_CONFIG if os.path.isfile(demo.LOCAL_CONFIG) else None)
-  return parser, {'run': run_parser, 'demo': demo_parser}
+  return parser, {'run': run_parser, 'demo': demo_parser,
+                  'flink-local': flink_parser}
 
 
 def _quiet_known_noise(record: logging.LogRecord) -> bool:
@@ -72,12 +78,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   if not argv or argv[0] not in sub_parsers:
     parser.parse_args(argv)  # prints usage or help, and exits
   command, rest = argv[0], argv[1:]
+  if command == 'flink-local':
+    return flink_local_cli.main(rest)
   try:
     if command == 'demo':
       rest = demo.prepare_demo_args(rest, sub_parsers[command])
     parsed = options.parse_run_args(rest, sub_parsers[command])
     summary = run_job(parsed.job, parsed.beam_args, wait=parsed.wait)
-  except (RunRefused, TooManyErrors, FileNotFoundError, ValueError) as e:
+  except (RunRefused, TooManyErrors, JobFailed, FileNotFoundError,
+          ValueError) as e:
     print(f'featurize: error: {e}', file=sys.stderr)
     return 1
   _print_summary(summary)

@@ -1,5 +1,6 @@
 """Parse, check, build and run a featurize job."""
 import dataclasses
+import datetime
 import json
 import logging
 import os
@@ -13,7 +14,12 @@ from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 from pipeline.build import build_pipeline
 from pipeline.config import JobConfig
 from transforms import vgg16
-from transforms.output_files import MANIFEST_FILE, SUCCESS_FILE, RunRefused
+from transforms.output_files import (MANIFEST_FILE, SUCCESS_FILE, RunRefused,
+                                     TooManyErrors)
+
+
+class JobFailed(Exception):
+  """The runner reports that the job failed; the message says why."""
 
 
 class RunSummary(NamedTuple):
@@ -97,6 +103,8 @@ def start_job(job: JobConfig,
 def run_job(job: JobConfig, beam_args: Sequence[str],
             wait: bool = True) -> RunSummary:
   """Runs a parsed job and, when awaited, reads back its manifest."""
+  launched = datetime.datetime.now(datetime.timezone.utc).replace(
+      microsecond=0)
   result = start_job(job, beam_args)
   job_id = getattr(result, 'job_id', None)  # a method on Dataflow's result
   job_id = job_id() if callable(job_id) else job_id
@@ -105,11 +113,54 @@ def run_job(job: JobConfig, beam_args: Sequence[str],
   if not wait:
     return RunSummary(job.output.directory, None, state='SUBMITTED',
                       job_id=job_id)
-  result.wait_until_finish()
+  try:
+    result.wait_until_finish()
+  except (RunRefused, TooManyErrors):
+    raise
+  except RuntimeError as e:  # How portable runners report a failed job.
+    raise_too_many_errors(job, launched)
+    raise JobFailed(failure_line(str(e))) from e
   with FileSystems.open(job.output.path(MANIFEST_FILE)) as f:
     manifest = json.load(f)
   return RunSummary(job.output.directory, manifest, model_loads(result),
                     job_id=job_id)
+
+
+def failure_line(message: str, limit: int = 600) -> str:
+  """The first line of a runner's failure message, cut to ``limit``.
+
+  A portable runner's message starts with what failed (``Pipeline ID
+  failed in state FAILED: <cause>``) and goes on with stack traces.
+  """
+  lines = [line.strip() for line in message.splitlines() if line.strip()]
+  first = lines[0] if lines else 'the job failed (no message from the runner)'
+  return first if len(first) <= limit else first[:limit - 3] + '...'
+
+
+def raise_too_many_errors(job: JobConfig,
+                          since: datetime.datetime) -> None:
+  """Raises ``TooManyErrors`` if the failed job's manifest says so.
+
+  The last step writes the manifest, then raises when too many images
+  failed. On the DirectRunner that exception reaches the launcher as is;
+  other runners report only text, so the manifest tells.
+  """
+  try:
+    with FileSystems.open(job.output.path(MANIFEST_FILE)) as f:
+      manifest = json.load(f)
+  except (OSError, ValueError):  # No manifest: it failed before the end.
+    return
+  finished = datetime.datetime.fromisoformat(manifest.get('finished_at',
+                                                          '1970-01-01'))
+  if finished.tzinfo is None:
+    finished = finished.replace(tzinfo=datetime.timezone.utc)
+  # A manifest older than this launch is an earlier run's.
+  if manifest.get('status') == 'too_many_errors' and finished >= since:
+    counts = manifest['counts']
+    raise TooManyErrors(
+        f'{counts["errors"]} of {counts["images_in"]} images failed, more '
+        f'than --max-error-fraction {job.output.max_error_fraction}; see '
+        f'{job.output.path("errors-*.jsonl")}')
 
 
 def model_loads(result: beam.runners.runner.PipelineResult) -> Optional[int]:

@@ -1,0 +1,109 @@
+"""``featurize flink-local setup|start|status|stop``.
+
+    featurize flink-local setup    # once: download Flink, build the job server
+    featurize flink-local start    # JobManager, 2 TaskManagers, job server, pools
+    featurize run --config run_configs/flink.yaml --input ... --output ...
+    featurize flink-local status
+    featurize flink-local stop
+"""
+import argparse
+import sys
+from typing import List, Optional, Sequence
+
+from pipeline.flink_local import cluster, distribution, job_server
+from pipeline.flink_local.settings import ClusterSettings, default_home
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  """The ``flink-local`` sub-commands and their flags."""
+  commands = parser.add_subparsers(dest='action', required=True)
+
+  def common(sub):
+    sub.add_argument('--home', default=default_home(),
+                     help='Cache of downloads, the Flink distribution and '
+                     'the job server (default %(default)s; '
+                     '$FEATURIZE_FLINK_HOME).')
+    sub.add_argument('--cluster-dir',
+                     help='The cluster\'s folder: configuration, logs, PIDs '
+                     '(default HOME/cluster).')
+
+  setup = commands.add_parser(
+      'setup', help='Download Flink and assemble the Beam job server '
+      '(cached; the only step that downloads).')
+  common(setup)
+  setup.add_argument('--job-server-jar',
+                     help='Use this official beam-runners-flink-1.19-job-'
+                     'server jar instead of assembling one with Maven.')
+
+  start = commands.add_parser(
+      'start', help='Start what is not running and wait until healthy.')
+  common(start)
+  start.add_argument('--job-server-jar')
+  start.add_argument('--taskmanagers', type=int, default=2)
+  start.add_argument('--slots', type=int, default=2,
+                     help='Task slots per TaskManager.')
+  start.add_argument('--taskmanager-memory', default='2560m')
+  start.add_argument('--worker-python', default=sys.executable,
+                     help='Python of the SDK workers; its environment must '
+                     'hold featurize (default: this one).')
+  start.add_argument('--timeout', type=float, default=240,
+                     help='Seconds to wait until healthy.')
+
+  status = commands.add_parser('status', help='What runs, what Flink says.')
+  common(status)
+
+  stop = commands.add_parser(
+      'stop', help='Stop what `start` started (all, or the named services).')
+  common(stop)
+  stop.add_argument('services', nargs='*',
+                    help='jobmanager, tm-N, job-server, pool-N (default: '
+                    'all).')
+
+
+def _settings(args: argparse.Namespace) -> ClusterSettings:
+  kwargs = {'home': args.home, 'cluster_dir': args.cluster_dir}
+  for flag in ('job_server_jar', 'taskmanagers', 'slots',
+               'taskmanager_memory', 'worker_python'):
+    if getattr(args, flag, None) is not None:
+      kwargs[flag] = getattr(args, flag)
+  return ClusterSettings(**kwargs)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  parser = argparse.ArgumentParser(prog='featurize flink-local')
+  add_arguments(parser)
+  args = parser.parse_args(argv)
+  try:
+    if args.action == 'setup':
+      settings = _settings(args)
+      distribution.prepare(settings)
+      job_server.prepare(settings)
+      print(f'flink-local: ready under {settings.home}')
+      return 0
+    if args.action == 'start':
+      settings = _settings(args)
+      current = cluster.start(settings, sys.executable, args.timeout)
+      print(cluster.describe(settings, current))
+      for name, problem in current.pool_problems.items():
+        print(f'flink-local: warning: {name}: {problem}; jobs will fail',
+              file=sys.stderr)
+      return 0
+    settings = cluster.load_settings(
+        args.cluster_dir or _settings(args).cluster_dir)
+    if args.action == 'status':
+      current = cluster.status(settings)
+      print(cluster.describe(settings, current))
+      return 0 if current.healthy and not current.pool_problems else 1
+    names: List[str] = args.services or None
+    unknown = set(names or ()) - set(cluster.service_names(settings))
+    if unknown:
+      print(f'flink-local: no service named {", ".join(sorted(unknown))}',
+            file=sys.stderr)
+      return 2
+    stopped = cluster.stop(settings, names)
+    print('flink-local: stopped '
+          + (', '.join(stopped) or 'nothing (nothing was running)'))
+    return 0
+  except (cluster.ClusterError, distribution.SetupError) as e:
+    print(f'flink-local: error: {e}', file=sys.stderr)
+    return 1
