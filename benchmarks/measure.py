@@ -50,11 +50,12 @@ def _children(pid: int) -> List[int]:
   return children
 
 
-def _vm_hwm_kb(pid: int) -> Optional[int]:
+def status_kb(pid: int, field: str = 'VmHWM') -> Optional[int]:
+  """A memory field of ``/proc/PID/status`` in kB (VmHWM, VmRSS), or None."""
   try:
     with open(f'/proc/{pid}/status') as f:
       for line in f:
-        if line.startswith('VmHWM:'):
+        if line.startswith(field + ':'):
           return int(line.split()[1])
   except OSError:
     return None
@@ -71,7 +72,7 @@ def _has_data(pattern: str) -> bool:
   return False
 
 
-def _tree(pid: int) -> List[int]:
+def process_tree(pid: int) -> List[int]:
   pids, queue = [], [pid]
   while queue:
     current = queue.pop()
@@ -111,8 +112,8 @@ def run_measured(command: List[str], cwd: str,
         first_output.append(time.perf_counter() - start)
       if done_glob and not finished and glob.glob(done_glob):
         finished.append(time.perf_counter() - start)
-      for pid in _tree(process.pid):
-        value = _vm_hwm_kb(pid)
+      for pid in process_tree(process.pid):
+        value = status_kb(pid)
         if value is not None:
           peaks[pid] = max(peaks.get(pid, 0), value)
       done.wait(0.05)
@@ -137,6 +138,49 @@ def run_measured(command: List[str], cwd: str,
   return Measurement(wall, max(by_process), by_process, report,
                      first_output[0] if first_output else None,
                      finished[0] if finished else None)
+
+
+class TreePeaks:
+  """Peak memory of named process trees, sampled in a background thread.
+
+  For each tree: the largest sum of VmRSS over its processes in one sample
+  (what the tree held at once), and the largest VmHWM of one process in it
+  (a worker pool's SDK worker that holds VGG16, say). Use as a context
+  manager around the work to measure.
+  """
+
+  def __init__(self, roots: Dict[str, int], interval_s: float = 0.1):
+    self._roots = dict(roots)
+    self._interval_s = interval_s
+    self._tree_kb = {name: 0 for name in roots}
+    self._process_kb = {name: 0 for name in roots}
+    self._done = threading.Event()
+    self._thread = threading.Thread(target=self._sample, daemon=True)
+
+  def _sample(self):
+    while not self._done.is_set():
+      for name, root in self._roots.items():
+        pids = process_tree(root)
+        rss = [status_kb(pid, 'VmRSS') or 0 for pid in pids]
+        hwm = [status_kb(pid) or 0 for pid in pids]
+        self._tree_kb[name] = max(self._tree_kb[name], sum(rss))
+        self._process_kb[name] = max([self._process_kb[name], *hwm])
+      self._done.wait(self._interval_s)
+
+  def __enter__(self) -> 'TreePeaks':
+    self._thread.start()
+    return self
+
+  def __exit__(self, *unused_exc):
+    self._done.set()
+    self._thread.join()
+
+  def peaks_mb(self) -> Dict[str, Dict[str, float]]:
+    """``{name: {'tree_mb': ..., 'largest_process_mb': ...}}``."""
+    return {name: {'tree_mb': round(self._tree_kb[name] / 1024, 1),
+                   'largest_process_mb': round(
+                       self._process_kb[name] / 1024, 1)}
+            for name in self._roots}
 
 
 def python_command(module: str, *args: str) -> List[str]:

@@ -7,6 +7,8 @@
     featurize flink-local stop
 """
 import argparse
+import dataclasses
+import os
 import sys
 from typing import List, Optional, Sequence
 
@@ -39,13 +41,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
       'start', help='Start what is not running and wait until healthy.')
   common(start)
   start.add_argument('--job-server-jar')
-  start.add_argument('--taskmanagers', type=int, default=2)
-  start.add_argument('--slots', type=int, default=2,
-                     help='Task slots per TaskManager.')
-  start.add_argument('--taskmanager-memory', default='2560m')
-  start.add_argument('--worker-python', default=sys.executable,
+  start.add_argument('--taskmanagers', type=int,
+                     help='How many TaskManagers, each with a worker pool '
+                     '(default 2).')
+  start.add_argument('--slots', type=int,
+                     help='Task slots per TaskManager (default 2).')
+  start.add_argument('--taskmanager-memory',
+                     help='TaskManager process size (default 2560m); the '
+                     'Python workers are outside it.')
+  start.add_argument('--worker-python',
                      help='Python of the SDK workers; its environment must '
-                     'hold featurize (default: this one).')
+                     'hold featurize (default: the Python running this).')
   start.add_argument('--timeout', type=float, default=240,
                      help='Seconds to wait until healthy.')
 
@@ -61,7 +67,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace) -> ClusterSettings:
+  """The flags given, over the settings of a cluster already started in
+  that folder (so `start` after a crash needs no flags), over defaults."""
   kwargs = {'home': args.home, 'cluster_dir': args.cluster_dir}
+  cluster_dir = ClusterSettings(**kwargs).cluster_dir
+  if os.path.isfile(os.path.join(cluster_dir, 'settings.json')):
+    kwargs = dataclasses.asdict(cluster.load_settings(cluster_dir))
   for flag in ('job_server_jar', 'taskmanagers', 'slots',
                'taskmanager_memory', 'worker_python'):
     if getattr(args, flag, None) is not None:
@@ -88,8 +99,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f'flink-local: warning: {name}: {problem}; jobs will fail',
               file=sys.stderr)
       return 0
-    settings = cluster.load_settings(
-        args.cluster_dir or _settings(args).cluster_dir)
+    settings = cluster.load_settings(_settings(args).cluster_dir)
     if args.action == 'status':
       current = cluster.status(settings)
       print(cluster.describe(settings, current))

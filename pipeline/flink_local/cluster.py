@@ -337,13 +337,11 @@ def start(settings: ClusterSettings, python: str, timeout_s: float = 240,
                        'setup` first')
   current = status(settings) if os.path.isfile(
       settings.path('settings.json')) else None
-  if current is None or not any(s.running for s in current.services):
-    _write_configuration(settings)
-  elif load_settings(settings.cluster_dir) != settings:
-    raise ClusterError(
-        f'a cluster with other settings runs in {settings.cluster_dir}; '
-        'stop it first')
   running = {s.name for s in current.services if s.running} if current else set()
+  if not running:
+    _write_configuration(settings)
+  else:
+    _check_compatible(load_settings(settings.cluster_dir), settings, running)
   to_start = [n for n in service_names(settings) if n not in running]
   for name in to_start:
     for host, port in _ports(settings, name):
@@ -363,6 +361,22 @@ def start(settings: ClusterSettings, python: str, timeout_s: float = 240,
     for name in reversed(started):
       processes.stop(settings.cluster_dir, name)
     raise
+
+
+def _check_compatible(saved: ClusterSettings, wanted: ClusterSettings,
+                      running: set) -> None:
+  """A running cluster is completed, not reconfigured; only the worker
+  Python may change, and only while no pool runs."""
+  pools_running = any(name.startswith('pool-') for name in running)
+  if (dataclasses.replace(saved, worker_python=wanted.worker_python) != wanted
+      or (saved.worker_python != wanted.worker_python and pools_running)):
+    raise ClusterError(
+        f'a cluster with other settings runs in {wanted.cluster_dir}: stop '
+        'it first (the worker Python can change once the pools are '
+        'stopped)')
+  if saved != wanted:
+    with open(wanted.path('settings.json'), 'w') as f:
+      json.dump(dataclasses.asdict(wanted), f, indent=2)
 
 
 def wait_healthy(settings: ClusterSettings,
