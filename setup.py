@@ -26,6 +26,10 @@ TEST_REQUIRES = [
     'gcp-storage-emulator==2026.7.19',
     # Benchmark plots (the benchmark's smoke test runs in the suite).
     'matplotlib==3.11.2',
+    # Kubernetes' own schemas, for the Flink-on-Kubernetes manifest's Job.
+    'kubernetes-validate==1.37.0',
+    # The FlinkDeployment against the Flink operator's CRD schema.
+    'jsonschema==4.26.0',
 ]
 # Also for the tests: benchmarks/requirements-nodeps.txt, installed with
 # --no-deps (see that file for why).

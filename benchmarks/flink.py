@@ -1,0 +1,208 @@
+"""``python -m benchmarks.flink``: featurize on a local Flink cluster against
+the DirectRunner, at two dataset sizes, with PASS/FAIL per target.
+
+Starts its own cluster (``featurize flink-local``: two TaskManagers with two
+slots, a worker pool each) in a temporary folder, on the ports of
+``run_configs/flink.yaml``, and stops it at the end. For each size it runs
+the same job on the DirectRunner (``run_configs/local.yaml``) and on Flink,
+and records:
+
+* wall time of each ``featurize run`` process, and the marginal throughput
+  between the two sizes (fixed costs left out);
+* peak RSS of each TaskManager (a JVM) and of each worker pool's process
+  tree (the pool and its SDK workers, summed at each sample), and the
+  largest single process of each tree (the worker holding VGG16).
+
+Writes ``benchmarks/results/flink/summary.json`` and ``RESULTS.md``.
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Dict, List
+
+from benchmarks import dataset, measure
+from pipeline import demo
+from pipeline.flink_local import cluster, distribution, job_server, processes
+from pipeline.flink_local.settings import ClusterSettings
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FLINK_CONFIG = os.path.join(ROOT, 'run_configs', 'flink.yaml')
+FEATURIZE = os.path.join(os.path.dirname(sys.executable), 'featurize')
+IMAGES_PER_SHARD = 25
+
+
+def write_inputs(folder: str, count: int) -> str:
+  """``count`` ImageNet-sized photos in TFRecord shards of 25."""
+  os.makedirs(folder, exist_ok=True)
+  shards = (count + IMAGES_PER_SHARD - 1) // IMAGES_PER_SHARD
+  for index in range(shards):
+    n = min(IMAGES_PER_SHARD, count - index * IMAGES_PER_SHARD)
+    dataset.write_tfrecord_shard(
+        os.path.join(folder, f'part-{index:05d}.tfrecord'), n)
+  return os.path.join(folder, '*.tfrecord')
+
+
+def run_featurize(config: str, pattern: str, out: str, job_args: List[str],
+                  roots: Dict[str, int], timeout_s: float = 3600) -> dict:
+  """One timed ``featurize run``, sampling the memory of ``roots``."""
+  command = [FEATURIZE, 'run', '--config', config, '--input', pattern,
+             '--output', out, *job_args]
+  with measure.TreePeaks(roots) as peaks:
+    start = time.monotonic()
+    result = subprocess.run(command, cwd=ROOT, capture_output=True,
+                            text=True, timeout=timeout_s)
+    wall = time.monotonic() - start
+  if result.returncode != 0:
+    raise RuntimeError(f'{" ".join(command)} failed:\n{result.stderr[-3000:]}')
+  with open(os.path.join(out, 'manifest.json')) as f:
+    counts = json.load(f)['counts']
+  return {'wall_s': round(wall, 1), 'counts': counts,
+          'peaks': peaks.peaks_mb(), 'stdout': result.stdout.strip()}
+
+
+# Two jobs, each at both sizes. "speed" is the real thing (the whole conv
+# base). "memory" makes retention visible: block1_pool gives 3.2 MB of
+# features an image, so a step that held the records of the extra images
+# would add ~1 GB between the sizes, far above the noise of batches in
+# flight (batches of 4 keep that noise small).
+JOBS = {
+    'speed': ['--layer', 'block5_pool', '--batch-size', '16'],
+    'memory': ['--layer', 'block1_pool', '--batch-size', '4'],
+}
+FEATURE_MB = {'speed': 0.1, 'memory': 3.2}  # one image's features
+MIN_SPEED_RATIO = 0.7
+
+
+def targets(summary: dict, taskmanager_mb: float) -> List[dict]:
+  """The worker's memory is flat in the dataset size, each TaskManager
+  stays inside its process size, and Flink keeps up with the DirectRunner."""
+  small, large = summary['sizes']
+  memory = summary['runs']['memory']
+  rows = []
+  for name in sorted(memory[str(large)]['flink']['peaks']):
+    if not name.startswith('pool-'):
+      continue
+    before = memory[str(small)]['flink']['peaks'][name]['largest_process_mb']
+    after = memory[str(large)]['flink']['peaks'][name]['largest_process_mb']
+    held = (large - small) * FEATURE_MB['memory']
+    rows.append({
+        'target': f'{name}: the SDK worker\'s peak RSS grows by less than '
+                  f'10 % from {small} to {large} images (holding the extra '
+                  f'images\' features would add ~{held:.0f} MB)',
+        'value': f'{before:.0f} -> {after:.0f} MB',
+        'pass': after - before < 0.10 * before})
+  for job, runs in summary['runs'].items():
+    peak = max(run['flink']['peaks'][name]['tree_mb']
+               for run in runs.values() for name in run['flink']['peaks']
+               if name.startswith('tm-'))
+    rows.append({
+        'target': f'{job}: every TaskManager JVM within its process size '
+                  f'({taskmanager_mb:.0f} MB)',
+        'value': f'largest peak {peak:.0f} MB',
+        'pass': peak <= taskmanager_mb})
+  m = summary['marginal_images_per_s']
+  rows.append({
+      'target': f'speed: Flink\'s marginal throughput >= {MIN_SPEED_RATIO} x '
+                'the DirectRunner\'s (2 workers + 4 JVMs share the cores)',
+      'value': f'{m["flink"]} vs {m["direct"]} images/s '
+               f'({m["flink"] / m["direct"]:.2f}x)',
+      'pass': m['flink'] >= MIN_SPEED_RATIO * m['direct']})
+  return rows
+
+
+def markdown(summary: dict) -> str:
+  lines = ['# featurize on Flink vs the DirectRunner', '',
+           f'`python -m benchmarks.flink` on {summary["machine"].get("cpu")}, '
+           f'{summary["machine"]["cores"]} cores. Cluster: 2 TaskManagers x '
+           '2 slots, one worker pool each, sdk_worker_parallelism 1. Every '
+           f'job: `{" ".join(summary["job_args"])}` plus its own flags.', '',
+           '| job | images | DirectRunner s | Flink s | TaskManager peak MB |'
+           ' worker-pool tree peak MB | SDK worker peak MB |',
+           '|---|---|---|---|---|---|---|']
+  for job, runs in summary['runs'].items():
+    for n in summary['sizes']:
+      run = runs[str(n)]
+      p = run['flink']['peaks']
+      lines.append(
+          f'| {job} (`{" ".join(JOBS[job])}`) | {n} | '
+          f'{run["direct"]["wall_s"]} | {run["flink"]["wall_s"]} | '
+          f'{p["tm-1"]["tree_mb"]:.0f} / {p["tm-2"]["tree_mb"]:.0f} | '
+          f'{p["pool-1"]["tree_mb"]:.0f} / {p["pool-2"]["tree_mb"]:.0f} | '
+          f'{p["pool-1"]["largest_process_mb"]:.0f} / '
+          f'{p["pool-2"]["largest_process_mb"]:.0f} |')
+  m = summary['marginal_images_per_s']
+  lines += ['', 'Marginal throughput of the speed job between the two sizes '
+            f'(fixed costs left out): DirectRunner {m["direct"]} images/s, '
+            f'Flink {m["flink"]} images/s.', '', '## Targets', '']
+  for t in summary['targets']:
+    lines.append(f'- {"PASS" if t["pass"] else "FAIL"}: {t["target"]}: '
+                 f'{t["value"]}')
+  return '\n'.join(lines) + '\n'
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog='benchmarks.flink')
+  parser.add_argument('--sizes', type=int, nargs=2, default=[100, 400])
+  parser.add_argument('--precision', default='bfloat16')
+  parser.add_argument('--results',
+                      default=os.path.join(ROOT, 'benchmarks', 'results',
+                                           'flink'))
+  args = parser.parse_args(argv)
+  job_args = ['--weights', 'random', '--precision', args.precision]
+  work = tempfile.mkdtemp(prefix='featurize-flink-bench-')
+  settings = ClusterSettings(cluster_dir=os.path.join(work, 'cluster'))
+  distribution.prepare(settings)
+  job_server.prepare(settings)
+  summary = {'machine': measure.machine(), 'sizes': args.sizes,
+             'job_args': job_args, 'runs': {}}
+  try:
+    cluster.start(settings, sys.executable)
+    roots = {name: processes.read_record(settings.cluster_dir, name).pid
+             for name in cluster.service_names(settings)
+             if name.startswith(('tm-', 'pool-'))}
+    patterns = {n: write_inputs(os.path.join(work, f'in-{n}'), n)
+                for n in args.sizes}
+    for job, flags in JOBS.items():
+      summary['runs'][job] = {}
+      for n in args.sizes:
+        outs = {r: os.path.join(work, f'{r}-{job}-{n}')
+                for r in ('direct', 'flink')}
+        direct = run_featurize(demo.LOCAL_CONFIG, patterns[n], outs['direct'],
+                               job_args + flags, {})
+        flink = run_featurize(FLINK_CONFIG, patterns[n], outs['flink'],
+                              job_args + flags, roots)
+        for out in outs.values():  # block1_pool writes 3.2 MB an image
+          shutil.rmtree(out, ignore_errors=True)
+        summary['runs'][job][str(n)] = {'direct': direct, 'flink': flink}
+        print(f'{job}, {n} images: DirectRunner {direct["wall_s"]} s, Flink '
+              f'{flink["wall_s"]} s, peaks {json.dumps(flink["peaks"])}',
+              flush=True)
+  finally:
+    cluster.stop(settings)
+    shutil.rmtree(work, ignore_errors=True)
+  small, large = args.sizes
+  speed = summary['runs']['speed']
+  summary['marginal_images_per_s'] = {
+      runner: round((large - small) / (speed[str(large)][runner]['wall_s']
+                                       - speed[str(small)][runner]['wall_s']),
+                    2)
+      for runner in ('direct', 'flink')}
+  summary['targets'] = targets(
+      summary, float(settings.taskmanager_memory.rstrip('m')))
+  os.makedirs(args.results, exist_ok=True)
+  with open(os.path.join(args.results, 'summary.json'), 'w') as f:
+    json.dump(summary, f, indent=2)
+  text = markdown(summary)
+  with open(os.path.join(args.results, 'RESULTS.md'), 'w') as f:
+    f.write(text)
+  print(text)
+  return 0 if all(t['pass'] for t in summary['targets']) else 1
+
+
+if __name__ == '__main__':
+  sys.exit(main())
