@@ -50,13 +50,13 @@ def _parser():
   # From a source checkout the demo uses run_configs/local.yaml; an
   # installed copy has no run_configs/ and runs on featurize's default
   # runner (the same FnApiRunner).
+  demo_parser.set_defaults(
+      weights='random',
+      config=demo.LOCAL_CONFIG if os.path.isfile(demo.LOCAL_CONFIG) else None)
   flink_parser = commands.add_parser(
       'flink-local', help='Set up, start, check and stop a local Flink '
       'cluster for featurize (see run_configs/flink.yaml).')
   flink_local_cli.add_arguments(flink_parser)
-  demo_parser.set_defaults(
-      weights='random',
-      config=demo.LOCAL_CONFIG if os.path.isfile(demo.LOCAL_CONFIG) else None)
   return parser, {'run': run_parser, 'demo': demo_parser,
                   'flink-local': flink_parser}
 

@@ -15,7 +15,7 @@ from pipeline.build import build_pipeline
 from pipeline.config import JobConfig
 from transforms import vgg16
 from transforms.output_files import (MANIFEST_FILE, SUCCESS_FILE, RunRefused,
-                                     TooManyErrors)
+                                     TooManyErrors, error_share_problem)
 
 
 class JobFailed(Exception):
@@ -157,10 +157,10 @@ def raise_too_many_errors(job: JobConfig,
   # A manifest older than this launch is an earlier run's.
   if manifest.get('status') == 'too_many_errors' and finished >= since:
     counts = manifest['counts']
-    raise TooManyErrors(
-        f'{counts["errors"]} of {counts["images_in"]} images failed, more '
-        f'than --max-error-fraction {job.output.max_error_fraction}; see '
-        f'{job.output.path("errors-*.jsonl")}')
+    problem = error_share_problem(counts['images_in'], counts['errors'],
+                                  job.output)
+    raise TooManyErrors(problem or 'too many images failed (see the '
+                        'manifest)')
 
 
 def model_loads(result: beam.runners.runner.PipelineResult) -> Optional[int]:

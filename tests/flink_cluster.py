@@ -47,6 +47,19 @@ def running_cluster(cluster_dir: str, **overrides) -> Iterator[
   assert not left, f'still running after stop: {left}'
 
 
+def flink_local(settings: ClusterSettings, *args: str,
+                timeout_s: float = 300) -> subprocess.CompletedProcess:
+  """``featurize flink-local ACTION --cluster-dir ... ARGS``, as a user
+  types it; fails the test when it fails."""
+  action, *rest = args
+  result = subprocess.run(
+      [FEATURIZE, 'flink-local', action, '--home', settings.home,
+       '--cluster-dir', settings.cluster_dir, *rest],
+      cwd=ROOT, capture_output=True, text=True, timeout=timeout_s)
+  assert result.returncode == 0, (args, result.stdout, result.stderr)
+  return result
+
+
 def records(settings: ClusterSettings) -> List[processes.Record]:
   found = (processes.read_record(settings.cluster_dir, name)
            for name in cluster.service_names(settings))

@@ -7,10 +7,10 @@ real photos in the three input formats with bad images among them. The
 same inputs go through the DirectRunner (FnApiRunner), and the two outputs
 must agree. The last test kills a TaskManager in the middle of a job.
 """
-import dataclasses
 import glob
 import json
 import os
+import re
 import signal
 import site
 import subprocess
@@ -29,12 +29,17 @@ from tests.test_end_to_end import read_errors, read_outputs
 
 RUN_TIMEOUT_S = 420
 JOB_ARGS = ('--max-error-fraction', '1', '--batch-size', '4')
+# How long a restarted job waits for slots: long enough for a replacement
+# TaskManager to start on a busy machine, short enough for the test where
+# none comes.
+SLOT_REQUEST_TIMEOUT_MS = 30_000
 
 
 @pytest.fixture(scope='module')
 def flink(tmp_path_factory):
   with flink_cluster.running_cluster(
-      str(tmp_path_factory.mktemp('flink-cluster'))) as settings:
+      str(tmp_path_factory.mktemp('flink-cluster')),
+      slot_request_timeout_ms=SLOT_REQUEST_TIMEOUT_MS) as settings:
     yield settings
 
 
@@ -83,6 +88,14 @@ def flink_run(flink, inputs, notop_weights, tmp_path_factory):
                  str(tmp_path_factory.mktemp('flink-out') / 'out'))
   assert run.result.returncode == 0, run.result.stderr[-3000:]
   return run
+
+
+def test_status_shows_the_cluster_and_its_jobs(flink, flink_run):
+  shown = flink_cluster.flink_local(flink, 'status').stdout
+  for name in cluster.service_names(flink):
+    assert re.search(rf'^  {name} +running, pid \d+', shown, re.M), shown
+  assert '2 TaskManagers, 4 slots' in shown
+  assert re.search(r'finished [1-9]', shown), shown
 
 
 def test_the_job_finishes_on_flink(flink, flink_run):
@@ -171,18 +184,20 @@ def test_a_worker_pool_without_featurize_fails_the_run_quickly(
   """Pools whose Python lacks featurize: the job fails and says why,
   instead of waiting forever for workers that never start."""
   python = _python_without_featurize(str(tmp_path / 'venv'))
-  cluster.stop(flink, ['pool-1', 'pool-2'])
-  broken = dataclasses.replace(flink, worker_python=python)
+  flink_cluster.flink_local(flink, 'stop', 'pool-1', 'pool-2')
   try:
-    cluster.start(broken, sys.executable, timeout_s=120)
+    started = flink_cluster.flink_local(flink, 'start', '--worker-python',
+                                        python)
+    assert 'cannot import featurize' in started.stderr  # a warning
     out = str(tmp_path / 'out')
     run = flink_cluster.FeaturizeRun(flink, [
         '--input', os.path.join(inputs.root, 'files', '*.jpg'),
         '--output', out, '--weights', 'random'])
     result = run.wait(timeout_s=180)
   finally:
-    cluster.stop(broken, ['pool-1', 'pool-2'])
-    cluster.start(flink, sys.executable, timeout_s=120)
+    flink_cluster.flink_local(flink, 'stop', 'pool-1', 'pool-2')
+    flink_cluster.flink_local(flink, 'start', '--worker-python',
+                              sys.executable)
   assert result.returncode == 1
   last = result.stderr.strip().splitlines()[-1]
   assert last.startswith('featurize: error: ') and 'FAILED' in last, last
@@ -209,35 +224,48 @@ def _python_without_featurize(folder: str) -> str:
   return python
 
 
-def test_a_killed_taskmanager_is_replaced_and_the_job_finishes(
-    flink, inputs, notop_weights, tmp_path):
-  """SIGKILL of a TaskManager mid-job: Flink restarts the whole job once a
-  replacement TaskManager has registered (`flink-local start` brings it
-  back, as Kubernetes restarts a pod); the output is complete, with no
-  duplicate key and no temporary file left."""
-  root = tmp_path / 'input'
+def _input_with_extra_images(root, extra: int = 80):
+  """The test photos and bad inputs, plus ``extra`` more images so that a
+  job is still running when a test kills a TaskManager."""
   ds = datasets.write_dataset(str(root), bad=True)
   os.makedirs(root / 'more')
-  # More images, so that the job is still running when the kill comes.
   bench_dataset.write_tfrecord_shard(str(root / 'more' / 'extra.tfrecord'),
-                                     80)
-  expected = set(ds.images) | {f'img-{i:05d}.jpg' for i in range(80)}
-  out = str(tmp_path / 'out')
-  run = flink_cluster.FeaturizeRun(flink, [
-      '--input', os.path.join(str(root), '**'), '--output', out,
-      '--weights', notop_weights, *JOB_ARGS])
+                                     extra)
+  return ds, set(ds.images) | {f'img-{i:05d}.jpg' for i in range(extra)}
+
+
+def _kill_taskmanager_mid_job(flink, run, out: str, name: str) -> int:
+  """Waits until the job has written features, SIGKILLs TaskManager
+  ``name``, and waits until Flink has noticed; returns the killed PID."""
   deadline = time.monotonic() + 240
   while not glob.glob(os.path.join(out, '.temp-*', 'features-*')):
     assert run.process.poll() is None, 'the run ended before the kill'
     assert time.monotonic() < deadline, 'no features written in 240 s'
     time.sleep(0.2)
-  victim = flink_cluster.pid_of(flink, 'tm-1')
+  victim = flink_cluster.pid_of(flink, name)
   os.kill(victim, signal.SIGKILL)
   deadline = time.monotonic() + 60
-  while (cluster.rest(flink, '/overview') or {}).get('taskmanagers') != 1:
+  while ((cluster.rest(flink, '/overview') or {}).get('taskmanagers')
+         != flink.taskmanagers - 1):
     assert time.monotonic() < deadline, 'Flink did not notice the loss'
     time.sleep(0.5)
-  cluster.start(flink, sys.executable, timeout_s=120)
+  return victim
+
+
+def test_a_killed_taskmanager_is_replaced_and_the_job_finishes(
+    flink, notop_weights, tmp_path):
+  """SIGKILL of a TaskManager mid-job: Flink restarts the whole job once a
+  replacement TaskManager has registered (`flink-local start` brings it
+  back, as Kubernetes restarts a pod); the output is complete, with no
+  duplicate key and no temporary file left."""
+  ds, expected = _input_with_extra_images(tmp_path / 'input')
+  out = str(tmp_path / 'out')
+  run = flink_cluster.FeaturizeRun(flink, [
+      '--input', str(tmp_path / 'input' / '**'), '--output', out,
+      '--weights', notop_weights, *JOB_ARGS])
+  victim = _kill_taskmanager_mid_job(flink, run, out, 'tm-1')
+  # No flags: `start` completes the cluster with the settings it has.
+  flink_cluster.flink_local(flink, 'start')
   assert flink_cluster.pid_of(flink, 'tm-1') != victim
   result = run.wait(RUN_TIMEOUT_S)
   assert result.returncode == 0, result.stderr[-3000:]
@@ -256,3 +284,26 @@ def test_a_killed_taskmanager_is_replaced_and_the_job_finishes(
                                 'errors': len(ds.errors)}
   assert os.path.exists(os.path.join(out, '_SUCCESS'))
   assert not glob.glob(os.path.join(out, '.temp-*'))
+
+
+def test_without_a_replacement_taskmanager_the_run_fails_loudly(
+    flink, tmp_path):
+  """The restarted job needs every slot; with one TaskManager gone for
+  good it fails once its restarts have waited for slots in vain: no
+  _SUCCESS, no manifest, one error line."""
+  _input_with_extra_images(tmp_path / 'input')
+  out = str(tmp_path / 'out')
+  run = flink_cluster.FeaturizeRun(flink, [
+      '--input', str(tmp_path / 'input' / '**'), '--output', out,
+      '--weights', 'random', *JOB_ARGS])
+  try:
+    _kill_taskmanager_mid_job(flink, run, out, 'tm-2')
+    result = run.wait(RUN_TIMEOUT_S)
+  finally:
+    flink_cluster.flink_local(flink, 'start')
+  assert result.returncode == 1
+  assert list(result.jobs.values()) == ['FAILED']
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith('featurize: error: ') and 'FAILED' in last, last
+  assert not os.path.exists(os.path.join(out, '_SUCCESS'))
+  assert not os.path.exists(os.path.join(out, 'manifest.json'))

@@ -1,6 +1,5 @@
 """The pieces of ``featurize flink-local``, one function at a time (no
 cluster here: tests/test_flink.py runs a real one)."""
-import argparse
 import dataclasses
 import json
 import os
@@ -10,14 +9,13 @@ import time
 import zipfile
 
 import pytest
-import yaml
 
 from apache_beam.portability.api import (beam_provision_api_pb2,
                                          endpoints_pb2)
 from google.protobuf import struct_pb2
 from pipeline import options, run
 from pipeline.flink_local import (cli, cluster, job_server, processes,
-                                  sdk_boot, settings, worker_pool)
+                                  sdk_boot, worker_pool)
 from pipeline.flink_local.settings import ClusterSettings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -73,3 +73,28 @@ def test_too_many_errors_write_the_manifest_but_not_success(tmp_path):
   manifest = json.loads((out / 'manifest.json').read_text())
   assert manifest['status'] == 'too_many_errors'
   assert not (out / '_SUCCESS').exists()
+
+
+def test_the_launcher_reads_too_many_errors_from_a_fresh_manifest(tmp_path):
+  """Runners other than the DirectRunner report a failed last step as text;
+  the launcher then finds the reason in the manifest that step wrote, and
+  ignores one an earlier run left."""
+  import datetime
+  from pipeline import options, run
+  out = tmp_path / 'out'
+  job = options.parse_run_args(['--input', 'x', '--output', str(out),
+                                '--max-error-fraction', '0.5']).job
+  before = datetime.datetime.now(datetime.timezone.utc).replace(
+      microsecond=0)
+  temp = str(out / '.temp')
+  with pytest.raises(TooManyErrors) as raised:
+    publish_run(job.output, temp, {}, [ShardRead('a', 3)],
+                _temp_files(temp, 'features', [1]),
+                _temp_files(temp, 'errors', [2]))
+  with pytest.raises(TooManyErrors) as read_back:
+    run.raise_too_many_errors(job, before)
+  assert str(read_back.value) == str(raised.value)
+  later = before + datetime.timedelta(hours=1)
+  run.raise_too_many_errors(job, later)  # an earlier run's: no verdict
+  (out / 'manifest.json').unlink()
+  run.raise_too_many_errors(job, before)  # no manifest: no verdict

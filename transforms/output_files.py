@@ -6,6 +6,7 @@
     DIR/_SUCCESS                           written last
 """
 import dataclasses
+from typing import Optional
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -42,6 +43,19 @@ class OutputConfig:
 
   def path(self, name: str) -> str:
     return FileSystems.join(self.directory.rstrip('/'), name)
+
+
+def error_share_problem(images_in: int, errors: int,
+                        config: OutputConfig) -> Optional[str]:
+  """Why a run with these counts must fail, or None when it may succeed."""
+  if images_in == 0:
+    return 'the input shards hold no images at all'
+  fraction = errors / images_in
+  if fraction > config.max_error_fraction:
+    return (f'{errors} of {images_in} images failed ({fraction:.1%}), more '
+            f'than --max-error-fraction {config.max_error_fraction}; '
+            f'see {config.path("errors-*.jsonl")}')
+  return None
 
 
 def shard_name(kind: str, index: int, total: int) -> str:

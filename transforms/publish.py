@@ -14,7 +14,8 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.output_files import (ERRORS_KIND, FEATURES_KIND,
                                      MANIFEST_FILE, SUCCESS_FILE,
-                                     OutputConfig, TooManyErrors, shard_name)
+                                     OutputConfig, TooManyErrors,
+                                     error_share_problem, shard_name)
 from transforms.records import ShardRead, ShardWritten
 
 
@@ -88,11 +89,10 @@ def publish_run(config: OutputConfig, temp_dir: str, describe: dict,
         f'{images_in} images read but {n_features} feature records + '
         f'{n_errors} error lines written: images were lost')
   _remove_stale_outputs(config)
-  fraction = n_errors / images_in if images_in else 1.0
-  too_many = fraction > config.max_error_fraction
+  problem = error_share_problem(images_in, n_errors, config)
   manifest = dict(describe)
   manifest.update({
-      'status': 'too_many_errors' if too_many else 'succeeded',
+      'status': 'too_many_errors' if problem else 'succeeded',
       'counts': {'images_in': images_in, 'features': n_features,
                  'errors': n_errors},
       'input_shards': sorted(
@@ -105,13 +105,8 @@ def publish_run(config: OutputConfig, temp_dir: str, describe: dict,
   })
   _delete_temp_dir(temp_dir)
   _write_json(config.path(MANIFEST_FILE), manifest)
-  if images_in == 0:
-    raise TooManyErrors('the input shards hold no images at all')
-  if too_many:
-    raise TooManyErrors(
-        f'{n_errors} of {images_in} images failed ({fraction:.1%}), more '
-        f'than --max-error-fraction {config.max_error_fraction}; '
-        f'see {config.path("errors-*.jsonl")}')
+  if problem:
+    raise TooManyErrors(problem)
   with FileSystems.create(config.path(SUCCESS_FILE)) as f:
     f.write(b'')
   return manifest

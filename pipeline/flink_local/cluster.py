@@ -15,6 +15,7 @@ Services, in start order: ``jobmanager``, ``tm-1`` .. ``tm-N``,
 workers to pool N: its JVM resolves ``settings.worker_pool_host`` through a
 hosts file of its own (``-Djdk.net.hosts.file``) to pool N's address.
 """
+import contextlib
 import copy
 import dataclasses
 import json
@@ -229,16 +230,6 @@ def _ports(settings: ClusterSettings, name: str) -> List[tuple]:
   return []
 
 
-def _port_in_use(host: str, port: int) -> bool:
-  with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-      s.bind((host, port))
-    except OSError:
-      return True
-  return False
-
-
 def _listening(host: str, port: int) -> bool:
   try:
     with socket.create_connection((host, port), timeout=1):
@@ -289,16 +280,21 @@ class ClusterStatus(NamedTuple):
                 s.name.startswith('tm-') for s in self.services))
 
 
+def _pool_health(settings: ClusterSettings, name: str) -> str:
+  """The file a pool writes once it has checked its Python and listens."""
+  return settings.path('pools', name, 'health.json')
+
+
 def _pool_problem(settings: ClusterSettings, name: str) -> Optional[str]:
   try:
-    with open(settings.path('pools', name, 'health.json')) as f:
+    with open(_pool_health(settings, name)) as f:
       return json.load(f)['problem']
   except (OSError, ValueError, KeyError):
     return None
 
 
 def _pool_ready(settings: ClusterSettings, name: str) -> bool:
-  return os.path.isfile(settings.path('pools', name, 'health.json'))
+  return os.path.isfile(_pool_health(settings, name))
 
 
 def status(settings: ClusterSettings) -> ClusterStatus:
@@ -345,7 +341,10 @@ def start(settings: ClusterSettings, python: str, timeout_s: float = 240,
   to_start = [n for n in service_names(settings) if n not in running]
   for name in to_start:
     for host, port in _ports(settings, name):
-      if _port_in_use(host, port):
+      # Something that answers there, not merely a bound socket: a pool
+      # stopped a moment ago leaves connections closing on its port that
+      # do not keep a new pool from listening.
+      if _listening(host, port):
         raise ClusterError(
             f'{host}:{port}, needed by {name}, is in use: another Flink '
             'cluster or job server? (featurize flink-local status)')
@@ -354,6 +353,9 @@ def start(settings: ClusterSettings, python: str, timeout_s: float = 240,
   try:
     for name in to_start:
       log(f'flink-local: starting {name}')
+      if name.startswith('pool-'):  # An earlier pool's verdict is stale.
+        with contextlib.suppress(FileNotFoundError):
+          os.remove(_pool_health(settings, name))
       processes.start(commands[name], settings.cluster_dir)
       started.append(name)
     return wait_healthy(settings, timeout_s)
