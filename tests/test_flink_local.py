@@ -14,8 +14,8 @@ from apache_beam.portability.api import (beam_provision_api_pb2,
                                          endpoints_pb2)
 from google.protobuf import struct_pb2
 from pipeline import options, run
-from pipeline.flink_local import (cli, cluster, job_server, processes,
-                                  sdk_boot, worker_pool)
+from pipeline.flink_local import (cli, cluster, distribution, job_server,
+                                  processes, sdk_boot, worker_pool)
 from pipeline.flink_local.settings import ClusterSettings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -225,3 +225,17 @@ def test_failure_line_keeps_the_cause_and_drops_traces():
       'featurize worker pool: boom')
   assert len(run.failure_line('x' * 5000)) == 600
   assert 'no message' in run.failure_line('')
+
+
+def test_a_setup_killed_half_way_leaves_nothing_that_looks_finished(
+    tmp_path):
+  final = str(tmp_path / 'home' / 'flink-1.19.3')
+  with pytest.raises(RuntimeError):
+    with distribution.assembled(final, '.flink-') as staging:
+      open(os.path.join(staging, 'half'), 'w').close()
+      raise RuntimeError('killed')
+  assert os.listdir(tmp_path / 'home') == []
+  with distribution.assembled(final, '.flink-') as staging:
+    open(os.path.join(staging, 'whole'), 'w').close()
+  assert os.listdir(tmp_path / 'home') == ['flink-1.19.3']
+  assert os.listdir(final) == ['whole']

@@ -7,6 +7,7 @@ sdist has ``lib/``, ``opt/``, ``plugins/`` and ``bin/bash-java-utils.jar``
 (under ``deps/``). Both are downloaded with ``pip download --no-deps`` into
 a cache and never installed: they pin an old apache-beam.
 """
+import contextlib
 import glob
 import os
 import shutil
@@ -16,6 +17,7 @@ import sys
 import tarfile
 import tempfile
 import zipfile
+from typing import Iterator
 
 from pipeline.flink_local.settings import ClusterSettings
 
@@ -27,6 +29,25 @@ _WHEEL_PLATFORM = ('--only-binary=:all:', '--python-version=3.11',
 
 class SetupError(Exception):
   """Something the cluster needs could not be prepared."""
+
+
+@contextlib.contextmanager
+def assembled(final: str, prefix: str) -> Iterator[str]:
+  """A staging folder beside ``final`` that becomes ``final`` when the
+  block succeeds, and is deleted when it fails: a setup killed half way
+  leaves nothing that looks finished."""
+  parent = os.path.dirname(final)
+  os.makedirs(parent, exist_ok=True)
+  staging = tempfile.mkdtemp(prefix=prefix, dir=parent)
+  try:
+    yield staging
+    os.chmod(staging, 0o755)
+    if os.path.isdir(final):  # An older one, found unfinished.
+      shutil.rmtree(final)
+    os.rename(staging, final)
+  except BaseException:
+    shutil.rmtree(staging, ignore_errors=True)
+    raise
 
 
 def is_ready(settings: ClusterSettings) -> bool:
@@ -111,23 +132,14 @@ def prepare(settings: ClusterSettings, log=print) -> str:
                         *_WHEEL_PLATFORM)
   sdist = _pip_download(f'apache-flink-libraries=={version}', downloads,
                         '--no-binary=:all:')
-  # Assemble next to the final folder, then rename: a setup killed half way
-  # leaves no folder that looks finished.
-  staging = tempfile.mkdtemp(prefix='.flink-', dir=settings.home)
-  try:
+  with assembled(settings.flink_dir, '.flink-') as staging:
     _extract_wheel_dirs(wheel, staging)
     _extract_sdist_deps(sdist, version, staging)
     for path in glob.glob(os.path.join(staging, 'bin', '*')):
-      if path.endswith(('.sh', '/flink')) or os.path.basename(path) == 'flink':
-        os.chmod(path, os.stat(path).st_mode | stat.S_IXUSR | stat.S_IXGRP
-                 | stat.S_IXOTH)
+      os.chmod(path, os.stat(path).st_mode | stat.S_IXUSR | stat.S_IXGRP
+               | stat.S_IXOTH)
     if not os.path.isfile(os.path.join(staging, 'lib',
                                        f'flink-dist-{version}.jar')):
       raise SetupError(f'{sdist} holds no flink-dist-{version}.jar')
-    os.chmod(staging, 0o755)
-    os.rename(staging, settings.flink_dir)
-  except BaseException:
-    shutil.rmtree(staging, ignore_errors=True)
-    raise
   log(f'flink-local: Flink {version} assembled in {settings.flink_dir}')
   return settings.flink_dir

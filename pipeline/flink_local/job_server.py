@@ -13,11 +13,10 @@ Where the official jar of your Beam version can be had, give it instead
 import os
 import shutil
 import subprocess
-import tempfile
 import zipfile
 from typing import List
 
-from pipeline.flink_local.distribution import SetupError
+from pipeline.flink_local.distribution import SetupError, assembled
 from pipeline.flink_local.settings import ClusterSettings
 
 MAIN_CLASS = 'org.apache.beam.runners.flink.FlinkJobServerDriver'
@@ -82,9 +81,7 @@ def prepare(settings: ClusterSettings, log=print) -> str:
   version = settings.job_server_version
   log(f'flink-local: assembling Beam {version} Flink job server with Maven '
       f'into {settings.job_server_dir}')
-  os.makedirs(settings.home, exist_ok=True)
-  staging = tempfile.mkdtemp(prefix='.job-server-', dir=settings.home)
-  try:
+  with assembled(settings.job_server_dir, '.job-server-') as staging:
     with open(os.path.join(staging, 'pom.xml'), 'w') as f:
       f.write(_POM.format(version=version, runner=FLINK_RUNNER_ARTIFACT,
                           slf4j=SLF4J_SIMPLE_VERSION))
@@ -101,12 +98,5 @@ def prepare(settings: ClusterSettings, log=print) -> str:
     with zipfile.ZipFile(os.path.join(staging, 'job-server.jar'), 'w') as z:
       z.writestr('META-INF/MANIFEST.MF',
                  manifest(MAIN_CLASS, [f'lib/{j}' for j in jars]))
-    os.chmod(staging, 0o755)
-    if os.path.isdir(settings.job_server_dir):  # an older, unfinished one
-      shutil.rmtree(settings.job_server_dir)
-    os.rename(staging, settings.job_server_dir)
-  except BaseException:
-    shutil.rmtree(staging, ignore_errors=True)
-    raise
   log(f'flink-local: job server ready ({len(jars)} jars)')
   return settings.job_server_launcher

@@ -106,8 +106,12 @@ def serve(address: str, worker_python: str, folder: str) -> None:
   server = grpc.server(thread_pool_executor.shared_unbounded_instance(),
                        options=[('grpc.http2.max_pings_without_data', 0),
                                 ('grpc.http2.max_ping_strikes', 0)])
-  if not server.add_insecure_port(address):
-    raise SystemExit(f'cannot listen on {address}')
+  try:
+    bound = server.add_insecure_port(address)
+  except RuntimeError:  # Newer grpcio raises; older ones return 0.
+    bound = 0
+  if not bound:
+    raise SystemExit(f'worker pool: cannot listen on {address}')
   beam_fn_api_pb2_grpc.add_BeamFnExternalWorkerPoolServicer_to_server(
       servicer, server)
   server.start()
