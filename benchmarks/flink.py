@@ -27,7 +27,8 @@ from typing import Dict, List
 
 from benchmarks import dataset, measure
 from pipeline import demo
-from pipeline.flink_local import cluster, distribution, job_server, processes
+from pipeline.flink_local import (cluster, distribution, job_server,
+                                  processes, services)
 from pipeline.flink_local.settings import ClusterSettings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -180,7 +181,7 @@ def main(argv=None) -> int:
   try:
     cluster.start(settings, sys.executable)
     roots = {name: processes.read_record(settings.cluster_dir, name).pid
-             for name in cluster.service_names(settings)
+             for name in services.service_names(settings)
              if name.startswith(('tm-', 'pool-'))}
     patterns = {n: write_inputs(os.path.join(work, f'in-{n}'), n)
                 for n in args.sizes}

@@ -15,7 +15,8 @@ import sys
 import time
 from typing import Dict, Iterator, List, NamedTuple, Optional
 
-from pipeline.flink_local import cluster, distribution, job_server, processes
+from pipeline.flink_local import (cluster, distribution, job_server,
+                                  processes, services)
 from pipeline.flink_local.settings import ClusterSettings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -62,7 +63,7 @@ def flink_local(settings: ClusterSettings, *args: str,
 
 def records(settings: ClusterSettings) -> List[processes.Record]:
   found = (processes.read_record(settings.cluster_dir, name)
-           for name in cluster.service_names(settings))
+           for name in services.service_names(settings))
   return [r for r in found if r is not None]
 
 

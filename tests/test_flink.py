@@ -23,7 +23,7 @@ import pytest
 from benchmarks import dataset as bench_dataset
 from benchmarks.measure import TreePeaks
 from pipeline import demo
-from pipeline.flink_local import cluster
+from pipeline.flink_local import cluster, services
 from tests import datasets, flink_cluster
 from tests.test_end_to_end import read_errors, read_outputs
 
@@ -70,7 +70,7 @@ class FlinkRun:
     logs = flink_cluster.taskmanager_logs(settings)
     sizes = flink_cluster.log_sizes(logs)
     roots = {name: flink_cluster.pid_of(settings, name)
-             for name in cluster.service_names(settings)
+             for name in services.service_names(settings)
              if name.startswith(('tm-', 'pool-'))}
     with TreePeaks(roots) as peaks:
       run = flink_cluster.FeaturizeRun(settings, [
@@ -92,7 +92,7 @@ def flink_run(flink, inputs, notop_weights, tmp_path_factory):
 
 def test_status_shows_the_cluster_and_its_jobs(flink, flink_run):
   shown = flink_cluster.flink_local(flink, 'status').stdout
-  for name in cluster.service_names(flink):
+  for name in services.service_names(flink):
     assert re.search(rf'^  {name} +running, pid \d+', shown, re.M), shown
   assert '2 TaskManagers, 4 slots' in shown
   assert re.search(r'finished [1-9]', shown), shown

@@ -14,8 +14,9 @@ from apache_beam.portability.api import (beam_provision_api_pb2,
                                          endpoints_pb2)
 from google.protobuf import struct_pb2
 from pipeline import options, run
-from pipeline.flink_local import (cli, cluster, distribution, job_server,
-                                  processes, sdk_boot, worker_pool)
+from pipeline.flink_local import (cli, configuration, distribution,
+                                  job_server, processes, sdk_boot, services,
+                                  worker_pool)
 from pipeline.flink_local.settings import ClusterSettings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -36,7 +37,7 @@ def test_run_config_names_what_the_cluster_serves():
 
 def test_each_taskmanager_resolves_the_pool_name_to_its_own_pool():
   s = ClusterSettings(cluster_dir='/c', taskmanagers=3)
-  hosts = [cluster.hosts_file(s, i, 'myhost') for i in (1, 2, 3)]
+  hosts = [configuration.hosts_file(s, i, 'myhost') for i in (1, 2, 3)]
   for i, text in enumerate(hosts, 1):
     names = {}
     for line in text.splitlines():
@@ -47,19 +48,19 @@ def test_each_taskmanager_resolves_the_pool_name_to_its_own_pool():
     assert names['localhost'] == '127.0.0.1' and names['myhost'] == '127.0.0.1'
   base = {'taskmanager': {'numberOfTaskSlots': 1, 'host': 'x'},
           'env': {'java': {'opts': {'all': '--add-opens=A'}}}}
-  conf = cluster.flink_config(s, base, taskmanager=2)
+  conf = configuration.flink_config(s, base, taskmanager=2)
   assert conf['env']['java']['opts']['taskmanager'] == (
       '-Djdk.net.hosts.file=/c/conf/tm-2/hosts')
   assert conf['env']['java']['opts']['all'] == '--add-opens=A'  # kept
   assert conf['taskmanager']['resource-id'] == 'tm-2'
   assert conf['taskmanager']['numberOfTaskSlots'] == 2
-  assert 'env' not in cluster.flink_config(s, {}, taskmanager=None)
+  assert 'env' not in configuration.flink_config(s, {}, taskmanager=None)
 
 
 def test_flink_config_restarts_jobs_and_keeps_files_in_the_cluster_folder():
   s = ClusterSettings(cluster_dir='/c', restart_attempts=3,
                       heartbeat_timeout_ms=9000)
-  conf = cluster.flink_config(s, {})
+  conf = configuration.flink_config(s, {})
   assert conf['restart-strategy'] == {
       'type': 'fixed-delay', 'fixed-delay': {'attempts': 3, 'delay': '5 s'}}
   assert conf['heartbeat'] == {'interval': 2000, 'timeout': 9000}
@@ -72,8 +73,8 @@ def test_flink_config_restarts_jobs_and_keeps_files_in_the_cluster_folder():
 def test_services_pools_bind_their_own_address_with_workers_first_on_path():
   s = ClusterSettings(cluster_dir='/c', home='/h',
                       worker_python='/venv/bin/python')
-  commands = cluster.services(s, '/launcher/python')
-  assert list(commands) == cluster.service_names(s) == [
+  commands = services.services(s, '/launcher/python')
+  assert list(commands) == services.service_names(s) == [
       'jobmanager', 'tm-1', 'tm-2', 'job-server', 'pool-1', 'pool-2']
   pool = commands['pool-2']
   assert '--address=127.0.50.2:50000' in pool.argv
@@ -85,7 +86,7 @@ def test_services_pools_bind_their_own_address_with_workers_first_on_path():
   assert '--job-port=8099' in commands['job-server'].argv
   assert s.job_server_launcher in commands['job-server'].argv
   official = dataclasses.replace(s, job_server_jar='/jars/official.jar')
-  assert '/jars/official.jar' in cluster.services(
+  assert '/jars/official.jar' in services.services(
       official, 'py')['job-server'].argv
 
 
@@ -99,15 +100,15 @@ def test_settings_refuse_what_the_job_server_cannot_run():
 
 def test_a_running_cluster_is_not_reconfigured(tmp_path):
   saved = ClusterSettings(cluster_dir=str(tmp_path))
-  cluster._check_compatible(saved, saved, {'jobmanager', 'pool-1'})
-  with pytest.raises(cluster.ClusterError, match='other settings'):
-    cluster._check_compatible(saved, dataclasses.replace(saved, slots=4),
+  configuration.check_compatible(saved, saved, {'jobmanager', 'pool-1'})
+  with pytest.raises(configuration.ClusterError, match='other settings'):
+    configuration.check_compatible(saved, dataclasses.replace(saved, slots=4),
                               {'jobmanager'})
   other_python = dataclasses.replace(saved, worker_python='/other/python')
-  with pytest.raises(cluster.ClusterError, match='pools are stopped'):
-    cluster._check_compatible(saved, other_python, {'jobmanager', 'pool-1'})
-  cluster._check_compatible(saved, other_python, {'jobmanager', 'tm-1'})
-  assert cluster.load_settings(str(tmp_path)) == other_python
+  with pytest.raises(configuration.ClusterError, match='pools are stopped'):
+    configuration.check_compatible(saved, other_python, {'jobmanager', 'pool-1'})
+  configuration.check_compatible(saved, other_python, {'jobmanager', 'tm-1'})
+  assert configuration.load_settings(str(tmp_path)) == other_python
 
 
 def test_job_server_manifest_lines_fit_the_jar_format():

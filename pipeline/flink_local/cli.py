@@ -12,7 +12,8 @@ import os
 import sys
 from typing import List, Optional, Sequence
 
-from pipeline.flink_local import cluster, distribution, job_server
+from pipeline.flink_local import (cluster, configuration, distribution,
+                                  job_server, services)
 from pipeline.flink_local.settings import ClusterSettings, default_home
 
 
@@ -67,12 +68,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace) -> ClusterSettings:
-  """The flags given, over the settings of a cluster already started in
-  that folder (so `start` after a crash needs no flags), over defaults."""
+  """The flags given, over defaults; while a cluster runs in that folder,
+  over its settings instead (so that `start` after a crash brings back
+  the same cluster without flags)."""
   kwargs = {'home': args.home, 'cluster_dir': args.cluster_dir}
   cluster_dir = ClusterSettings(**kwargs).cluster_dir
   if os.path.isfile(os.path.join(cluster_dir, 'settings.json')):
-    kwargs = dataclasses.asdict(cluster.load_settings(cluster_dir))
+    saved = configuration.load_settings(cluster_dir)
+    if any(s.running for s in cluster.status(saved).services):
+      kwargs = dataclasses.asdict(saved)
   for flag in ('job_server_jar', 'taskmanagers', 'slots',
                'taskmanager_memory', 'worker_python'):
     if getattr(args, flag, None) is not None:
@@ -99,13 +103,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f'flink-local: warning: {name}: {problem}; jobs will fail',
               file=sys.stderr)
       return 0
-    settings = cluster.load_settings(_settings(args).cluster_dir)
+    settings = configuration.load_settings(_settings(args).cluster_dir)
     if args.action == 'status':
       current = cluster.status(settings)
       print(cluster.describe(settings, current))
       return 0 if current.healthy and not current.pool_problems else 1
     names: List[str] = args.services or None
-    unknown = set(names or ()) - set(cluster.service_names(settings))
+    unknown = set(names or ()) - set(services.service_names(settings))
     if unknown:
       print(f'flink-local: no service named {", ".join(sorted(unknown))}',
             file=sys.stderr)
@@ -114,6 +118,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print('flink-local: stopped '
           + (', '.join(stopped) or 'nothing (nothing was running)'))
     return 0
-  except (cluster.ClusterError, distribution.SetupError) as e:
+  except (configuration.ClusterError, distribution.SetupError) as e:
     print(f'flink-local: error: {e}', file=sys.stderr)
     return 1
