@@ -8,6 +8,22 @@ from transforms.read import ReadImageShards
 from transforms.write import WriteOutputs
 
 
+def extract_all(pipeline: beam.Pipeline, job: JobConfig) -> dict:
+  """read -> decode -> VGG16, the part every job shares.
+
+  Returns:
+    A dict of PCollections: ``features`` (``FeatureRecord``), ``errors``
+    (``ErrorRecord``, from every stage) and ``counts`` (``ShardRead``).
+  """
+  read = pipeline | 'ReadImageShards' >> ReadImageShards(job.read)
+  decoded = read.images | 'DecodeImages' >> DecodeImages(job.decode)
+  extracted = decoded.decoded | 'ExtractFeatures' >> ExtractFeatures(job.model)
+  errors = ((read.errors, decoded.errors, extracted['errors'])
+            | 'GatherErrors' >> beam.Flatten())
+  return {'features': extracted['features'], 'errors': errors,
+          'counts': read.counts}
+
+
 def build_pipeline(pipeline: beam.Pipeline, job: JobConfig):
   """Adds read -> decode -> VGG16 -> write to ``pipeline``.
 
@@ -17,11 +33,5 @@ def build_pipeline(pipeline: beam.Pipeline, job: JobConfig):
   Returns:
     The PCollection holding the manifest (one element, after ``_SUCCESS``).
   """
-  read = pipeline | 'ReadImageShards' >> ReadImageShards(job.read)
-  decoded = read.images | 'DecodeImages' >> DecodeImages(job.decode)
-  extracted = decoded.decoded | 'ExtractFeatures' >> ExtractFeatures(job.model)
-  errors = ((read.errors, decoded.errors, extracted['errors'])
-            | 'GatherErrors' >> beam.Flatten())
-  return ({'features': extracted['features'], 'errors': errors,
-           'counts': read.counts}
+  return (extract_all(pipeline, job)
           | 'WriteOutputs' >> WriteOutputs(job.output, describe(job)))

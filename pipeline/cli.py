@@ -11,6 +11,8 @@ from typing import Optional, Sequence
 
 from pipeline import demo, options
 from pipeline.flink_local import cli as flink_local_cli
+from pipeline.refresh import run as refresh
+from pipeline.refresh.versions import PointerMoved
 from pipeline.run import JobFailed, RunSummary, run_job
 from transforms.output_files import RunRefused, TooManyErrors
 
@@ -53,12 +55,19 @@ def _parser():
   demo_parser.set_defaults(
       weights='random',
       config=demo.LOCAL_CONFIG if os.path.isfile(demo.LOCAL_CONFIG) else None)
+  refresh_parser = commands.add_parser(
+      'refresh', help='Bring a versioned feature dataset up to date with '
+      'the shards --input matches now, reading only new and changed ones.')
+  options.add_job_arguments(refresh_parser, output_flag='--dataset')
+  refresh_parser.add_argument(
+      '--plan-only', '--plan_only', action='store_true',
+      help='Print what the refresh would reuse, read and drop, and stop.')
   flink_parser = commands.add_parser(
       'flink-local', help='Set up, start, check and stop a local Flink '
       'cluster for featurize (see run_configs/flink.yaml).')
   flink_local_cli.add_arguments(flink_parser)
   return parser, {'run': run_parser, 'demo': demo_parser,
-                  'flink-local': flink_parser}
+                  'refresh': refresh_parser, 'flink-local': flink_parser}
 
 
 def _quiet_known_noise(record: logging.LogRecord) -> bool:
@@ -84,9 +93,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if command == 'demo':
       rest = demo.prepare_demo_args(rest, sub_parsers[command])
     parsed = options.parse_run_args(rest, sub_parsers[command])
+    if command == 'refresh':
+      plan_only = sub_parsers[command].parse_known_args(rest)[0].plan_only
+      refresh.refresh(parsed.job, parsed.beam_args, plan_only=plan_only)
+      return 0
     summary = run_job(parsed.job, parsed.beam_args, wait=parsed.wait)
-  except (RunRefused, TooManyErrors, JobFailed, FileNotFoundError,
-          ValueError) as e:
+  except (RunRefused, TooManyErrors, JobFailed, PointerMoved,
+          FileNotFoundError, ValueError) as e:
     print(f'featurize: error: {e}', file=sys.stderr)
     return 1
   _print_summary(summary)

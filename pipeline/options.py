@@ -20,12 +20,13 @@ DEFAULT_RUNNER = 'FnApiRunner'
 
 
 def add_job_arguments(parser: argparse.ArgumentParser,
-                      require_io: bool = True) -> None:
+                      require_io: bool = True,
+                      output_flag: str = '--output') -> None:
   """Adds the job flags of ``featurize run`` to ``parser``.
 
   Each ``--hyphenated-flag`` also answers to ``--hyphenated_flag``: Beam's
   own options are spelled with underscores, and so are Flex Template
-  parameters.
+  parameters. ``featurize refresh`` names its output ``--dataset``.
   """
 
   def add(name, *more, **kwargs):
@@ -35,8 +36,12 @@ def add_job_arguments(parser: argparse.ArgumentParser,
 
   add('--input', required=require_io, metavar='PATTERN',
       help='Shard or file pattern, local or gs://.')
-  add('--output', required=require_io, metavar='DIR',
-      help='Output folder, local or gs://.')
+  if output_flag == '--output':
+    add('--output', required=require_io, metavar='DIR',
+        help='Output folder, local or gs://.')
+  else:
+    add(output_flag, required=True, metavar='ROOT', dest='output',
+        help='Root of the versioned feature dataset, local or gs://.')
   add('--format', default='auto', choices=INPUT_FORMATS,
       help='Input format; auto decides per shard from its first bytes.')
   add('--weights', default='imagenet',
@@ -109,7 +114,7 @@ def job_config_from_args(args: argparse.Namespace) -> JobConfig:
 # The run config's section of job-flag defaults for that runner.
 JOB_SECTION = 'featurize'
 # Job flags a run config may not set: they name one run, not a runner.
-PER_RUN_FLAGS = ('input', 'output', 'config')
+PER_RUN_FLAGS = ('input', 'output', 'dataset', 'config')
 
 
 class ParsedRun(NamedTuple):

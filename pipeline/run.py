@@ -52,9 +52,8 @@ def preflight(job: JobConfig) -> JobConfig:
 
   * The input pattern matches at least one file.
   * The output folder does not hold a finished run.
-  * A weight file exists, can be read and is an HDF5 file; its size and
-    sha256 are recorded so that every worker can verify its copy and the
-    manifest can name exactly what was used.
+  * A weight file exists, can be read and is an HDF5 file
+    (``with_weights_inspected``).
 
   Returns:
     The job configuration with ``weights_sha256`` and ``weights_size``
@@ -68,6 +67,15 @@ def preflight(job: JobConfig) -> JobConfig:
     raise RunRefused(
         f'{job.output.directory} already holds a finished run ({success} '
         'exists); choose a new --output or delete that folder')
+  return with_weights_inspected(job)
+
+
+def with_weights_inspected(job: JobConfig) -> JobConfig:
+  """The job with its weight file's sha256 and size filled in.
+
+  A weight file must exist, be readable and be an HDF5 file: its size and
+  sha256 let every worker verify its copy and name exactly what was used.
+  """
   weights = job.model.weights
   digest = size = None
   if weights == 'imagenet':

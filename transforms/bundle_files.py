@@ -33,34 +33,50 @@ def encode_error_line(error: ErrorRecord) -> bytes:
 
 
 class _WriteBundleFn(beam.DoFn):
-  """Streams each bundle's records into one temporary file."""
+  """Streams each bundle's records into temporary files: one per bundle,
+  or, with ``per_source``, one per run of records of one input shard.
+
+  Records of one shard arrive together (a shard is read by one call), so
+  per-shard files keep one file open at a time; a shard met again later
+  in the bundle gets a second file.
+  """
 
   def __init__(self, kind: str, temp_dir: str,
-               encode: Callable[[object], bytes]):
+               encode: Callable[[object], bytes], per_source: bool = False):
     self._kind = kind
     self._temp_dir = temp_dir
     self._encode = encode
+    self._per_source = per_source
 
   def start_bundle(self):
     self._file = None
     self._path = None
+    self._source = None
     self._count = 0
 
+  def _close(self) -> Iterable:
+    if self._file is not None:
+      self._file.close()
+      self._file = None
+      yield GlobalWindows.windowed_value(ShardWritten(
+          self._kind, self._path, self._count,
+          self._source if self._per_source else None))
+
   def process(self, element) -> Iterable:
+    source = element.source if self._per_source else None
+    if self._file is not None and source != self._source:
+      yield from (w.value for w in self._close())
     if self._file is None:
       self._path = FileSystems.join(self._temp_dir,
                                     f'{self._kind}-{uuid.uuid4().hex}')
       self._file = FileSystems.create(self._path)
+      self._source = source
+      self._count = 0
     self._file.write(self._encode(element))
     self._count += 1
-    return ()
 
   def finish_bundle(self):
-    if self._file is not None:
-      self._file.close()
-      yield GlobalWindows.windowed_value(
-          ShardWritten(self._kind, self._path, self._count))
-      self._file = None
+    yield from self._close()
 
   def teardown(self):
     if getattr(self, '_file', None) is not None:
@@ -68,16 +84,19 @@ class _WriteBundleFn(beam.DoFn):
 
 
 class WriteShards(beam.PTransform):
-  """Writes records of one kind to temporary per-bundle files.
+  """Writes records of one kind to temporary files, per bundle or, with
+  ``per_source``, per input shard.
 
   Returns a PCollection of ``ShardWritten``, one per file.
   """
 
   def __init__(self, kind: str, temp_dir: str,
-               encode: Callable[[object], bytes]):
+               encode: Callable[[object], bytes], per_source: bool = False):
     super().__init__()
     self._kind, self._temp_dir, self._encode = kind, temp_dir, encode
+    self._per_source = per_source
 
   def expand(self, records):
     return records | 'WriteBundleFiles' >> beam.ParDo(
-        _WriteBundleFn(self._kind, self._temp_dir, self._encode))
+        _WriteBundleFn(self._kind, self._temp_dir, self._encode,
+                       self._per_source))

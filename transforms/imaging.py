@@ -212,9 +212,16 @@ def decode_image(data: bytes, config: DecodeConfig) -> np.ndarray:
   return np.asarray(resized, dtype=np.uint8)
 
 
+# Bump when a change to decoding or resizing changes the pixels an image
+# gives: a dataset refresh then recomputes every shard (it is part of the
+# model fingerprint, see pipeline/refresh/fingerprints.py).
+DECODE_RULES_VERSION = 1
+
+
 def describe(config: DecodeConfig) -> dict:
   """A plain description of the preprocessing, for the manifest."""
   return {
+      'decode_rules_version': DECODE_RULES_VERSION,
       'image_size': config.image_size,
       'resize': config.resize,
       'resize_shorter': config.resize_shorter,

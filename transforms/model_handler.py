@@ -43,7 +43,7 @@ class VGG16FeatureHandler(ModelHandler[DecodedImage, FeatureRecord, Any]):
     inputs = vgg16.to_model_input([image.pixels for image in batch])
     outputs = np.asarray(model.predict_on_batch(inputs), dtype=np.float32)
     for image, features in zip(batch, outputs):
-      yield FeatureRecord(image.key, features, image.label)
+      yield FeatureRecord(image.key, features, image.label, image.source)
 
   def get_num_bytes(self, batch: Sequence[DecodedImage]) -> int:
     return sum(image.pixels.nbytes for image in batch)

@@ -9,7 +9,7 @@ image count on ``counts``, so that the final step can prove nothing was lost.
 import dataclasses
 import logging
 import re
-from typing import Iterator
+from typing import Iterator, Optional
 
 import apache_beam as beam
 from apache_beam.io import fileio
@@ -37,6 +37,9 @@ class ReadConfig:
     key_feature: TFRecord feature naming the image.
     label_feature: TFRecord feature passed through as the label.
     max_image_bytes: Largest encoded image (or record, or tar member).
+    shard_list: A text file naming the shards to read, one path a line,
+      instead of every file ``pattern`` matches (a refresh reads only its
+      new and changed shards; ``pattern`` still gives plain files' keys).
   """
   pattern: str
   format: str = 'auto'
@@ -44,6 +47,7 @@ class ReadConfig:
   key_feature: str = 'image/filename'
   label_feature: str = 'image/class/label'
   max_image_bytes: int = 256 * 1024 * 1024
+  shard_list: Optional[str] = None
 
   def __post_init__(self):
     if self.format not in INPUT_FORMATS:
@@ -127,7 +131,8 @@ class _ReadShardFn(beam.DoFn):
 
 
 class ReadImageShards(beam.PTransform):
-  """Reads every image of the shards matching ``config.pattern``.
+  """Reads every image of the shards matching ``config.pattern`` (or named
+  in ``config.shard_list``).
 
   Returns a ``DoOutputsTuple`` with the main output ``images``
   (``ImageRecord``), ``errors`` (``ErrorRecord``) and ``counts``
@@ -139,12 +144,18 @@ class ReadImageShards(beam.PTransform):
     self.config = config
 
   def expand(self, pbegin):
+    if self.config.shard_list:
+      paths = pbegin | 'ListedShards' >> beam.io.ReadFromText(
+          self.config.shard_list)
+    else:
+      paths = (
+          pbegin
+          | 'MatchShards' >> fileio.MatchFiles(
+              self.config.pattern,
+              empty_match_treatment=fileio.EmptyMatchTreatment.DISALLOW)
+          | 'ShardPaths' >> beam.Map(lambda metadata: metadata.path))
     return (
-        pbegin
-        | 'MatchShards' >> fileio.MatchFiles(
-            self.config.pattern,
-            empty_match_treatment=fileio.EmptyMatchTreatment.DISALLOW)
-        | 'ShardPaths' >> beam.Map(lambda metadata: metadata.path)
+        paths
         # Spreads shards over workers; only file names are shuffled.
         | 'SpreadShards' >> beam.Reshuffle()
         | 'StreamShards' >> beam.ParDo(_ReadShardFn(self.config)).with_outputs(

@@ -51,10 +51,13 @@ class FeatureRecord(NamedTuple):
     key: Same as ``ImageRecord.key``.
     features: ``float32`` array of the chosen layer (after pooling).
     label: Same as ``ImageRecord.label``.
+    source: Same as ``ImageRecord.source`` (not written to the record;
+      it decides the output file where files hold one shard each).
   """
   key: str
   features: np.ndarray
   label: Label = None
+  source: str = ''
 
 
 class ErrorRecord(NamedTuple):
@@ -81,10 +84,19 @@ class ShardRead(NamedTuple):
 
 
 class ShardWritten(NamedTuple):
-  """One finished temporary output file and its record count."""
+  """One finished temporary output file and its record count.
+
+  Attributes:
+    kind: ``features`` or ``errors``.
+    temp_path: Where the file is until it is published.
+    records: How many records it holds.
+    source: The input shard all its records came from, where files are
+      written per shard; None where a file holds a whole bundle.
+  """
   kind: str
   temp_path: str
   records: int
+  source: Optional[str] = None
 
 
 ReadResult = Union[ImageRecord, ErrorRecord]

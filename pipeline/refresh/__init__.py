@@ -1,0 +1,16 @@
+"""``featurize refresh``: versioned feature datasets, updated incrementally.
+
+A dataset root holds immutable versions; each lists, for every input shard,
+the feature and error files made from it. A refresh lists the input shards
+(no content read), reuses the files of every shard whose fingerprint and
+model fingerprint are unchanged, runs the pipeline over the new and changed
+shards only, and publishes a new version by replacing one pointer::
+
+    ROOT/LATEST                  {"version": ..., "manifest": ...}: the pointer
+    ROOT/versions/<version>.json the manifest of each version
+    ROOT/files/<version>/...     files made by that version, one shard each
+    ROOT/.staging/<refresh>/     a refresh in flight (plan, temporary files)
+
+Modules: ``fingerprints`` (shard and model fingerprints), ``plan`` (what to
+reuse, process and drop), ``layout`` (names in a dataset root).
+"""

@@ -1,0 +1,55 @@
+"""What decides whether a shard's features can be reused. No I/O here.
+
+A shard's fingerprint is what the filesystem already knows about it (size
+and modification time, from a file match), never a read of its content. The
+model fingerprint covers every setting that changes the features or the
+error lines an image gives.
+"""
+import hashlib
+import json
+
+from apache_beam.io.filesystem import FileMetadata
+
+from pipeline.config import JobConfig
+from transforms import imaging
+
+
+def shard_fingerprint(metadata: FileMetadata) -> str:
+  """``size=N,mtime=T`` from a Beam file match (local, gs://, ...).
+
+  A rewritten file or object has a new modification time (on GCS: the new
+  generation's), so a change is seen without reading the shard.
+  """
+  mtime = metadata.last_updated_in_seconds
+  return (f'size={metadata.size_in_bytes},'
+          f'mtime={mtime:.6f}' if mtime is not None else
+          f'size={metadata.size_in_bytes},mtime=unknown')
+
+
+def model_settings(job: JobConfig) -> dict:
+  """Every setting that changes what an image gives, and nothing else
+  (batch size, runner and package versions are left out)."""
+  model = job.model
+  if model.weights_sha256:
+    weights = {'sha256': model.weights_sha256}
+  else:  # Not inspected at launch: the official file, or seeded weights.
+    weights = {'source': model.weights, 'seed': model.seed,
+               'file': model.official_weights_file}
+  read = job.read
+  return {
+      'weights': weights,
+      'layer': model.layer,
+      'pooling': model.pooling,
+      'precision': model.precision,
+      'preprocessing': imaging.describe(job.decode),
+      'reading': {'format': read.format, 'image_feature': read.image_feature,
+                  'key_feature': read.key_feature,
+                  'label_feature': read.label_feature,
+                  'max_image_bytes': read.max_image_bytes},
+  }
+
+
+def model_fingerprint(job: JobConfig) -> str:
+  """A short hash of ``model_settings``."""
+  canonical = json.dumps(model_settings(job), sort_keys=True)
+  return hashlib.sha256(canonical.encode()).hexdigest()[:16]

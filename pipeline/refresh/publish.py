@@ -1,0 +1,166 @@
+"""The last step of a refresh: a new version, then the pointer.
+
+It runs once, after every per-shard file of the refresh is written (in the
+pipeline's last step, or in the launcher when no shard needs reading), and
+reads its plan from the refresh's staging folder:
+
+1. check, shard by shard, that every image read became one feature record
+   or one error line;
+2. move each processed shard's files to ``files/<version>/<shard>/``;
+3. write the version's manifest: the reused shards' entries as they were,
+   the processed shards' new ones;
+4. replace the pointer, conditioned on the version the refresh planned
+   against; then delete the staging folder.
+
+A refresh killed before step 4 leaves the latest version as it was.
+"""
+import collections
+import datetime
+import hashlib
+import json
+import os
+import re
+from typing import Iterable, List
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from pipeline.refresh import versions
+from transforms.output_files import (ERRORS_KIND, FEATURES_KIND, SUFFIXES,
+                                     OutputConfig, TooManyErrors,
+                                     error_share_problem)
+from transforms.records import ShardRead, ShardWritten
+
+PLAN_FILE = 'plan.json'
+SHARD_LIST = 'shards.txt'
+TEMP = 'tmp'
+
+
+def shard_folder(version: str, source: str) -> str:
+  """``files/<version>/<name>-<hash>``: one folder per processed shard."""
+  name = re.sub(r'[^A-Za-z0-9._-]', '_', source.rstrip('/').rsplit('/', 1)[-1])
+  digest = hashlib.sha1(source.encode()).hexdigest()[:10]
+  return f'{versions.FILES}/{version}/{name[:80]}-{digest}'
+
+
+def _move(root: str, folder: str, kind: str,
+          written: List[ShardWritten]) -> List[dict]:
+  written = sorted(written, key=lambda w: w.temp_path)
+  names = [f'{folder}/{kind}-{i:05d}-of-{len(written):05d}{SUFFIXES[kind]}'
+           for i in range(len(written))]
+  if written:
+    if '://' not in root:  # Local disk has folders; object stores do not.
+      os.makedirs(versions.path(root, folder), exist_ok=True)
+    FileSystems.rename([w.temp_path for w in written],
+                       [versions.path(root, name) for name in names])
+  return [{'path': name, 'records': w.records}
+          for name, w in zip(names, written)]
+
+
+def publish_version(root: str, staging: str, read_counts: List[ShardRead],
+                    feature_files: List[ShardWritten],
+                    error_files: List[ShardWritten]) -> dict:
+  """Publishes the version a refresh planned; returns its manifest.
+
+  Raises:
+    RuntimeError: a shard's images were lost (a bug, never bad input).
+    TooManyErrors: more of the images read failed than allowed; nothing
+      is published.
+    versions.PointerMoved: another refresh published first.
+  """
+  with FileSystems.open(versions.path(staging, PLAN_FILE)) as f:
+    plan = json.load(f)
+  version = plan['version']
+  by_source = collections.defaultdict(lambda: {FEATURES_KIND: [],
+                                               ERRORS_KIND: []})
+  for written in list(feature_files) + list(error_files):
+    by_source[written.source][written.kind].append(written)
+  images = {c.source: c.images for c in read_counts}
+  missing = set(plan['to_process']) - set(images)
+  if missing or set(by_source) - set(images):
+    raise RuntimeError(f'shards planned but not read: {sorted(missing)}; '
+                       'records of shards not planned: '
+                       f'{sorted(set(by_source) - set(images))}')
+  entries = []
+  for source in sorted(plan['to_process']):
+    files = by_source[source]
+    counts = {kind: sum(w.records for w in files[kind])
+              for kind in (FEATURES_KIND, ERRORS_KIND)}
+    if images[source] != counts[FEATURES_KIND] + counts[ERRORS_KIND]:
+      raise RuntimeError(
+          f'{source}: {images[source]} images read but '
+          f'{counts[FEATURES_KIND]} feature records + {counts[ERRORS_KIND]} '
+          'error lines written: images were lost')
+    entries.append({'path': source,
+                    'fingerprint': plan['to_process'][source],
+                    'model_fingerprint': plan['model_fingerprint'],
+                    'version': version, 'images': images[source],
+                    'features': counts[FEATURES_KIND],
+                    'errors': counts[ERRORS_KIND],
+                    'files': {}})
+  processed = sum(images.values())
+  problem = error_share_problem(
+      processed, sum(e['errors'] for e in entries),
+      OutputConfig(root, plan['max_error_fraction'])) if processed else None
+  if problem:
+    raise TooManyErrors(f'refresh {version}: {problem}')
+  for entry in entries:
+    folder = shard_folder(version, entry['path'])
+    for kind in (FEATURES_KIND, ERRORS_KIND):
+      entry['files'][kind] = _move(root, folder, kind,
+                                   by_source[entry['path']][kind])
+  shards = sorted(plan['reused'] + entries, key=lambda e: e['path'])
+  manifest = {
+      'version': version,
+      'parent': plan['parent'],
+      'created_at': datetime.datetime.now(
+          datetime.timezone.utc).isoformat(timespec='seconds'),
+      'model_fingerprint': plan['model_fingerprint'],
+      'input_pattern': plan['input_pattern'],
+      'describe': plan['describe'],
+      'counts': {
+          'shards': len(shards),
+          'images_in': sum(e['images'] for e in shards),
+          'features': sum(e['features'] for e in shards),
+          'errors': sum(e['errors'] for e in shards),
+          'shards_processed': len(entries),
+          'images_processed': processed,
+      },
+      'shards': shards,
+  }
+  versions.write_manifest(root, manifest)
+  parent = plan['parent_pointer']
+  versions.swap_pointer(root, version,
+                        versions.Pointer(*parent) if parent else None)
+  _delete_tree(staging)
+  return manifest
+
+
+def _delete_tree(folder: str) -> None:
+  """Deletes a staging folder and what failed bundles left in it."""
+  leftovers = FileSystems.match([versions.path(folder, '**')])[0]
+  paths = [m.path for m in leftovers.metadata_list]
+  if paths:
+    FileSystems.delete(paths)
+  if FileSystems.exists(folder):  # Object stores have no folders.
+    FileSystems.delete([folder])
+
+
+class PublishVersionFn(beam.DoFn):
+  """Runs ``publish_version`` once, with the bookkeeping as side inputs."""
+
+  def __init__(self, root: str, staging: str):
+    self._root = root
+    self._staging = staging
+
+  def process(self, unused_element, read_counts: List[ShardRead],
+              feature_files: List[ShardWritten],
+              error_files: List[ShardWritten]) -> Iterable[dict]:
+    yield publish_version(self._root, self._staging, read_counts,
+                          feature_files, error_files)
+
+
+def files_of(manifest: dict, kind: str = FEATURES_KIND) -> List[str]:
+  """Paths (relative to the root) of a version's files of one kind."""
+  return [f['path'] for entry in manifest['shards']
+          for f in entry['files'][kind]]

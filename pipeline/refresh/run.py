@@ -1,0 +1,130 @@
+"""Plan, build and run a refresh.
+
+The launcher lists the input shards (a file match: sizes and modification
+times, no content read), plans against the latest version, prints the
+plan, writes it to the refresh's staging folder, and runs the pipeline
+over the new and changed shards only. The pipeline's last step publishes
+the version (``publish``); when no shard needs reading (shards were only
+removed), the launcher publishes it itself.
+"""
+import dataclasses
+import json
+from typing import Callable, NamedTuple, Optional, Sequence
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipeline import run as run_module
+from pipeline.build import extract_all
+from pipeline.config import JobConfig, describe
+from pipeline.refresh import fingerprints, publish, versions
+from pipeline.refresh.plan import Plan, make_plan
+from transforms.bundle_files import (WriteShards, encode_error_line,
+                                     encode_feature_record)
+from transforms.output_files import ERRORS_KIND, FEATURES_KIND
+
+
+class RefreshResult(NamedTuple):
+  """What a refresh did.
+
+  Attributes:
+    plan: Its plan.
+    manifest: The version it published; the latest one when there was
+      nothing to do; None for ``--plan-only`` on an empty dataset.
+    published: Whether a new version was published.
+    images_read: Images the pipeline read (its ``images_read`` metric; 0
+      when no pipeline ran).
+  """
+  plan: Plan
+  manifest: Optional[dict]
+  published: bool
+  images_read: int = 0
+
+
+def images_read(result: beam.runners.runner.PipelineResult) -> int:
+  """The readers' ``images_read`` counter, summed over workers."""
+  query = result.metrics().query(
+      MetricsFilter().with_namespace('featurize').with_name('images_read'))
+  return sum(c.committed or c.attempted or 0 for c in query['counters'])
+
+
+def list_shards(pattern: str) -> dict:
+  """Path -> shard fingerprint of every file ``pattern`` matches now."""
+  matched = FileSystems.match([pattern])[0].metadata_list
+  if not matched:
+    raise FileNotFoundError(f'--input {pattern!r} matches no files')
+  return {m.path: fingerprints.shard_fingerprint(m) for m in matched}
+
+
+def build_refresh(pipeline: beam.Pipeline, job: JobConfig, root: str,
+                  staging: str):
+  """read (the listed shards) -> decode -> VGG16 -> per-shard files ->
+  the new version. No I/O here."""
+  outputs = extract_all(pipeline, job)
+  temp = versions.path(staging, publish.TEMP)
+  features = outputs['features'] | 'WriteFeatures' >> WriteShards(
+      FEATURES_KIND, temp, encode_feature_record, per_source=True)
+  errors = outputs['errors'] | 'WriteErrors' >> WriteShards(
+      ERRORS_KIND, temp, encode_error_line, per_source=True)
+  return (pipeline
+          | 'Once' >> beam.Create([None])
+          | 'PublishVersion' >> beam.ParDo(
+              publish.PublishVersionFn(root, staging),
+              beam.pvalue.AsList(outputs['counts']),
+              beam.pvalue.AsList(features), beam.pvalue.AsList(errors)))
+
+
+def _write(path: str, data: bytes) -> None:
+  with FileSystems.create(path) as f:
+    f.write(data)
+
+
+def refresh(job: JobConfig, beam_args: Sequence[str], plan_only: bool = False,
+            log: Callable[[str], None] = print) -> RefreshResult:
+  """Brings the dataset at ``job.output.directory`` up to date with the
+  shards ``job.read.pattern`` matches now."""
+  options = PipelineOptions(list(beam_args))
+  FileSystems.set_options(options)
+  root = job.output.directory
+  job = run_module.with_weights_inspected(job)
+  listing = list_shards(job.read.pattern)
+  pointer = versions.read_pointer(root)
+  latest = versions.read_manifest(root, pointer.version) if pointer else None
+  plan = make_plan(listing, fingerprints.model_fingerprint(job), latest)
+  log(f'featurize: {plan.summary()}')
+  if plan_only or plan.is_noop:
+    if plan.is_noop:
+      log(f'featurize: {root} is up to date (version {plan.parent})')
+    return RefreshResult(plan, latest, False)
+  version = versions.next_version(plan.parent)
+  staging = versions.path(root, versions.STAGING, version)
+  _write(versions.path(staging, publish.PLAN_FILE), json.dumps({
+      'version': version, 'parent': plan.parent,
+      'parent_pointer': list(pointer) if pointer else None,
+      'model_fingerprint': plan.model_fingerprint,
+      'input_pattern': job.read.pattern, 'describe': describe(job),
+      'max_error_fraction': job.output.max_error_fraction,
+      'reused': plan.reused, 'to_process': plan.to_process,
+  }).encode())
+  read = 0
+  if not plan.to_process:
+    manifest = publish.publish_version(root, staging, [], [], [])
+  else:
+    shard_list = versions.path(staging, publish.SHARD_LIST)
+    _write(shard_list, ''.join(f'{p}\n' for p in plan.to_process).encode())
+    job = dataclasses.replace(job, read=dataclasses.replace(
+        job.read, shard_list=shard_list))
+    pipeline = beam.Pipeline(options=options)
+    build_refresh(pipeline, job, root, staging)
+    result = pipeline.run()
+    result.wait_until_finish()
+    read = images_read(result)
+    manifest = versions.read_manifest(root, version)
+  log(f'featurize: version {version}: {manifest["counts"]["images_in"]} '
+      f'images ({manifest["counts"]["images_processed"]} read now), '
+      f'{manifest["counts"]["features"]} feature records, '
+      f'{manifest["counts"]["errors"]} errors; {root}/{versions.POINTER} '
+      'points at it')
+  return RefreshResult(plan, manifest, True, read)

@@ -1,0 +1,129 @@
+"""A dataset root's versions and its pointer to the latest one.
+
+Manifests are written once under a new name and never changed; the
+pointer ``ROOT/LATEST`` is the only file that is replaced, atomically: a
+rename on local disk, and on GCS a write conditioned on the generation of
+the pointer the refresh planned against (so that a refresh which lost a
+race fails instead of hiding the other's version). A reader that follows
+the pointer sees one whole version, the old or the new.
+"""
+import datetime
+import json
+import os
+from typing import NamedTuple, Optional
+
+from apache_beam.io.filesystems import FileSystems
+
+POINTER = 'LATEST'
+VERSIONS = 'versions'
+FILES = 'files'
+STAGING = '.staging'
+
+
+class PointerMoved(Exception):
+  """The pointer changed after this refresh planned: another one won."""
+
+
+class Pointer(NamedTuple):
+  """What ``LATEST`` says, and which write of it was read.
+
+  Attributes:
+    version: The latest version's name.
+    generation: The GCS object generation read, or None on other
+      filesystems.
+  """
+  version: str
+  generation: Optional[int] = None
+
+
+def path(root: str, *parts: str) -> str:
+  return FileSystems.join(root.rstrip('/'), *parts)
+
+
+def manifest_path(root: str, version: str) -> str:
+  return path(root, VERSIONS, f'{version}.json')
+
+
+def _gcs_blob(gcs_path: str):
+  from google.cloud import storage  # Only where a dataset lives in GCS.
+  bucket, _, name = gcs_path[len('gs://'):].partition('/')
+  return storage.Client().bucket(bucket).blob(name)
+
+
+def read_pointer(root: str) -> Optional[Pointer]:
+  """The pointer, or None for a dataset with no version yet."""
+  target = path(root, POINTER)
+  if target.startswith('gs://'):
+    blob = _gcs_blob(target)
+    if not blob.exists():
+      return None
+    blob.reload()
+    data = blob.download_as_bytes(if_generation_match=blob.generation)
+    return Pointer(json.loads(data)['version'], blob.generation)
+  if not FileSystems.exists(target):
+    return None
+  with FileSystems.open(target) as f:
+    return Pointer(json.load(f)['version'])
+
+
+def read_manifest(root: str, version: str) -> dict:
+  with FileSystems.open(manifest_path(root, version)) as f:
+    return json.load(f)
+
+
+def latest(root: str) -> Optional[dict]:
+  """The latest version's manifest, or None."""
+  pointer = read_pointer(root)
+  return read_manifest(root, pointer.version) if pointer else None
+
+
+def next_version(parent: Optional[str],
+                 now: Optional[datetime.datetime] = None) -> str:
+  """``v000004-20261129T001500Z``: numbered after the parent, sortable."""
+  number = int(parent.split('-')[0][1:]) + 1 if parent else 1
+  now = now or datetime.datetime.now(datetime.timezone.utc)
+  return f'v{number:06d}-{now.strftime("%Y%m%dT%H%M%SZ")}'
+
+
+def write_manifest(root: str, manifest: dict) -> str:
+  """Writes a version's manifest under its own new name; returns it."""
+  target = manifest_path(root, manifest['version'])
+  if FileSystems.exists(target):
+    raise FileExistsError(f'{target} exists: versions are never rewritten')
+  temp = target + '.tmp'
+  with FileSystems.create(temp) as f:
+    f.write(json.dumps(manifest, indent=2, sort_keys=True).encode() + b'\n')
+  FileSystems.rename([temp], [target])
+  return target
+
+
+def swap_pointer(root: str, version: str,
+                 expected: Optional[Pointer]) -> None:
+  """Points ``LATEST`` at ``version`` if it still says ``expected``.
+
+  Raises:
+    PointerMoved: another refresh published since this one planned.
+  """
+  target = path(root, POINTER)
+  data = json.dumps({'version': version,
+                     'manifest': f'{VERSIONS}/{version}.json'}).encode()
+  if target.startswith('gs://'):
+    from google.api_core import exceptions
+    try:
+      _gcs_blob(target).upload_from_string(
+          data, content_type='application/json',
+          if_generation_match=expected.generation if expected else 0)
+    except exceptions.PreconditionFailed:
+      raise PointerMoved(f'{target} changed after this refresh planned '
+                         'against it') from None
+    return
+  current = read_pointer(root)
+  if current != expected:
+    raise PointerMoved(f'{target} says {current and current.version}, '
+                       f'this refresh planned against '
+                       f'{expected and expected.version}')
+  # Write beside it, then rename over it: atomic on local disk.
+  temp = f'{target}.{os.getpid()}.tmp'
+  with FileSystems.create(temp) as f:
+    f.write(data)
+  FileSystems.rename([temp], [target])

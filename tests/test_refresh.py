@@ -1,0 +1,162 @@
+"""``featurize refresh`` end to end on the DirectRunner, on local disk.
+
+A dataset of small TFRecord shards (real photos, one corrupt record) goes
+through a series of refreshes: first version, shards added, one rewritten,
+one deleted, nothing new, another layer. After each, the latest version
+must equal a from-scratch ``featurize run`` over the same inputs, and the
+pipeline must have read the images of the new and changed shards only.
+"""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from benchmarks import dataset as bench_dataset
+from pipeline import cli, demo, options
+from pipeline.refresh import publish, run as refresh_run, versions
+from tests.test_end_to_end import read_errors, read_outputs
+from transforms import tfrecord_framing
+
+LOCAL = demo.LOCAL_CONFIG
+JOB = ('--weights', 'random', '--layer', 'block2_pool', '--pooling', 'avg',
+       '--batch-size', '4', '--max-error-fraction', '1')
+IMAGES_PER_SHARD = 3
+
+
+def write_shard(folder, index: int, variant: int = 0, corrupt=False) -> str:
+  """Shard ``index``: 3 distinct photos (another 3 for another variant)."""
+  samples = list(bench_dataset.photo_variants(
+      IMAGES_PER_SHARD * (index + 1) + 30 * variant, (160, 120)))
+  samples = samples[-IMAGES_PER_SHARD:]
+  data = b''.join(tfrecord_framing.encode_record(demo.image_example(
+      demo.Sample(f'shard{index}-v{variant}/{s.key}', s.data, index)))
+                  for s in samples)
+  if corrupt:
+    bad = bytearray(tfrecord_framing.encode_record(demo.image_example(
+        demo.Sample('corrupt', samples[0].data, 0))))
+    bad[100] ^= 0xFF
+    data += bytes(bad)
+  path = os.path.join(folder, f'part-{index:05d}.tfrecord')
+  with open(path, 'wb') as f:
+    f.write(data)
+  return path
+
+
+def do_refresh(root, pattern, *extra):
+  job = options.parse_run_args(
+      ['--config', LOCAL, '--input', pattern, '--output', root, *JOB,
+       *extra])
+  return refresh_run.refresh(job.job, job.beam_args, log=lambda _: None)
+
+
+def from_scratch(tmp_path, pattern, name, *extra):
+  out = str(tmp_path / f'scratch-{name}')
+  assert cli.main(['run', '--config', LOCAL, '--input', pattern,
+                   '--output', out, *JOB, *extra]) == 0
+  return read_outputs(out), read_errors(out)
+
+
+def read_version(root, manifest):
+  """The version's records, through its manifest (never by globbing)."""
+  import tensorflow as tf
+  spec = {'key': tf.io.FixedLenFeature([], tf.string),
+          'features': tf.io.VarLenFeature(tf.float32),
+          'label': tf.io.VarLenFeature(tf.int64)}
+  records = {}
+  paths = [versions.path(root, p) for p in publish.files_of(manifest)]
+  for raw in tf.data.TFRecordDataset(paths):
+    example = tf.io.parse_single_example(raw, spec)
+    key = example['key'].numpy().decode()
+    assert key not in records, f'duplicate key {key}'
+    label = tf.sparse.to_dense(example['label']).numpy()
+    records[key] = (tf.sparse.to_dense(example['features']).numpy(),
+                    int(label[0]) if len(label) else None)
+  errors = []
+  for p in publish.files_of(manifest, 'errors'):
+    with open(versions.path(root, p)) as f:
+      errors.extend(json.loads(line) for line in f)
+  return records, errors
+
+
+def assert_same(root, manifest, scratch):
+  ours, our_errors = read_version(root, manifest)
+  theirs, their_errors = scratch
+  assert set(ours) == set(theirs)
+  for key, (features, label) in theirs.items():
+    assert ours[key][1] == label, key
+    np.testing.assert_allclose(ours[key][0], features.reshape(-1),
+                               rtol=1e-5, atol=1e-5, err_msg=key)
+  order = lambda e: json.dumps(e, sort_keys=True)
+  assert sorted(our_errors, key=order) == sorted(their_errors, key=order)
+
+
+@pytest.fixture
+def dataset(tmp_path):
+  shards = tmp_path / 'shards'
+  shards.mkdir()
+  for index in range(4):
+    write_shard(str(shards), index, corrupt=index == 3)
+  return str(tmp_path / 'features'), str(shards / '*.tfrecord'), shards
+
+
+def test_refreshes_read_only_new_and_changed_shards(dataset, tmp_path):
+  root, pattern, shards = dataset
+  first = do_refresh(root, pattern)
+  assert first.published and first.manifest['version'].startswith('v000001-')
+  assert first.images_read == 4 * IMAGES_PER_SHARD
+  assert_same(root, first.manifest, from_scratch(tmp_path, pattern, 'v1'))
+
+  for index in (4, 5):
+    write_shard(str(shards), index)
+  added = do_refresh(root, pattern)
+  assert (len(added.plan.new), len(added.plan.reused)) == (2, 4)
+  assert added.images_read == 2 * IMAGES_PER_SHARD
+  assert added.manifest['parent'] == first.manifest['version']
+  assert_same(root, added.manifest, from_scratch(tmp_path, pattern, 'v2'))
+  # Reused shards' files are referenced, not copied.
+  reused = {e['path']: e for e in added.manifest['shards']
+            if e['version'] == first.manifest['version']}
+  assert len(reused) == 4
+
+  write_shard(str(shards), 1, variant=1)  # rewritten with other photos
+  changed = do_refresh(root, pattern)
+  assert list(changed.plan.changed) == [str(shards / 'part-00001.tfrecord')]
+  assert changed.images_read == IMAGES_PER_SHARD
+  assert_same(root, changed.manifest, from_scratch(tmp_path, pattern, 'v3'))
+
+  os.remove(shards / 'part-00002.tfrecord')
+  removed = do_refresh(root, pattern)
+  assert removed.plan.removed == [str(shards / 'part-00002.tfrecord')]
+  assert removed.images_read == 0  # no pipeline at all
+  assert_same(root, removed.manifest, from_scratch(tmp_path, pattern, 'v4'))
+
+  nothing = do_refresh(root, pattern)
+  assert not nothing.published and nothing.images_read == 0
+  assert versions.read_pointer(root).version == removed.manifest['version']
+
+  relayered = do_refresh(root, pattern, '--layer', 'block1_pool')
+  assert len(relayered.plan.changed) == 5 and not relayered.plan.reused
+  assert relayered.images_read == 5 * IMAGES_PER_SHARD
+  assert_same(root, relayered.manifest,
+              from_scratch(tmp_path, pattern, 'v5', '--layer', 'block1_pool'))
+  assert not os.path.exists(os.path.join(root, versions.STAGING)) or not (
+      os.listdir(os.path.join(root, versions.STAGING)))
+
+
+def test_every_file_holds_one_shard_and_the_plan_comes_first(dataset,
+                                                             capsys):
+  root, pattern, _ = dataset
+  job = ['refresh', '--config', LOCAL, '--input', pattern, '--dataset', root,
+         *JOB]
+  assert cli.main(job + ['--plan-only']) == 0
+  assert 'plan: 0 shards reused (0 images), 4 new, 0 changed, 0 removed' in (
+      capsys.readouterr().out)
+  assert versions.read_pointer(root) is None  # the plan only
+  assert cli.main(job) == 0
+  manifest = versions.latest(root)
+  for entry in manifest['shards']:
+    records, _ = read_version(root, {'shards': [entry]})
+    prefix = 'shard' + entry['path'][-10]  # part-0000N.tfrecord -> N
+    assert records and all(k.startswith(prefix) for k in records), entry
+  assert manifest['counts']['errors'] == 1  # the corrupt record
