@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 
 from pipeline import demo, options
 from pipeline.flink_local import cli as flink_local_cli
-from pipeline.refresh import run as refresh
+from pipeline.refresh import lock, run as refresh
 from pipeline.refresh.versions import PointerMoved
 from pipeline.run import JobFailed, RunSummary, run_job
 from transforms.output_files import RunRefused, TooManyErrors
@@ -62,6 +62,14 @@ def _parser():
   refresh_parser.add_argument(
       '--plan-only', '--plan_only', action='store_true',
       help='Print what the refresh would reuse, read and drop, and stop.')
+  refresh_parser.add_argument(
+      '--lock-timeout', '--lock_timeout', type=float,
+      default=lock.DEFAULT_TIMEOUT_S / 3600, metavar='HOURS',
+      help='Take over the lock of a refresh older than this (default '
+      '%(default)g h): one that was killed.')
+  refresh_parser.add_argument(
+      '--break-lock', '--break_lock', action='store_true',
+      help='Take over the dataset\'s lock now (its refresh is dead).')
   flink_parser = commands.add_parser(
       'flink-local', help='Set up, start, check and stop a local Flink '
       'cluster for featurize (see run_configs/flink.yaml).')
@@ -94,11 +102,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       rest = demo.prepare_demo_args(rest, sub_parsers[command])
     parsed = options.parse_run_args(rest, sub_parsers[command])
     if command == 'refresh':
-      plan_only = sub_parsers[command].parse_known_args(rest)[0].plan_only
-      refresh.refresh(parsed.job, parsed.beam_args, plan_only=plan_only)
+      flags = sub_parsers[command].parse_known_args(rest)[0]
+      refresh.refresh(parsed.job, parsed.beam_args,
+                      plan_only=flags.plan_only,
+                      lock_timeout_s=flags.lock_timeout * 3600,
+                      break_lock=flags.break_lock)
       return 0
     summary = run_job(parsed.job, parsed.beam_args, wait=parsed.wait)
-  except (RunRefused, TooManyErrors, JobFailed, PointerMoved,
+  except (RunRefused, TooManyErrors, JobFailed, PointerMoved, lock.Locked,
           FileNotFoundError, ValueError) as e:
     print(f'featurize: error: {e}', file=sys.stderr)
     return 1

@@ -14,7 +14,7 @@ import pytest
 
 from benchmarks import dataset as bench_dataset
 from pipeline import cli, demo, options
-from pipeline.refresh import publish, run as refresh_run, versions
+from pipeline.refresh import lock, publish, run as refresh_run, versions
 from tests.test_end_to_end import read_errors, read_outputs
 from transforms import tfrecord_framing
 
@@ -160,3 +160,26 @@ def test_every_file_holds_one_shard_and_the_plan_comes_first(dataset,
     prefix = 'shard' + entry['path'][-10]  # part-0000N.tfrecord -> N
     assert records and all(k.startswith(prefix) for k in records), entry
   assert manifest['counts']['errors'] == 1  # the corrupt record
+
+
+def test_one_refresh_at_a_time(dataset, capsys):
+  root, pattern, _ = dataset
+  held = lock.acquire(root, 'first-refresh')
+  with pytest.raises(lock.Locked, match='being refreshed by refresh '
+                     'first-refresh') as refused:
+    lock.acquire(root, 'second')
+  assert f'host {held["host"]}' in str(refused.value)
+  job = ['refresh', '--config', LOCAL, '--input', pattern, '--dataset', root,
+         *JOB]
+  assert cli.main(job) == 1
+  assert 'being refreshed by refresh first-refresh' in capsys.readouterr().err
+  assert versions.read_pointer(root) is None
+  lock.release(root, 'someone-else')  # not the holder: nothing happens
+  with pytest.raises(lock.Locked):
+    lock.acquire(root, 'second')
+  # A killed refresh's lock: taken over once stale, or broken at once.
+  assert lock.acquire(root, 'third', timeout_s=0)['refresh'] == 'third'
+  assert lock.acquire(root, 'fourth', break_lock=True)['refresh'] == 'fourth'
+  lock.release(root, 'fourth')
+  assert cli.main(job) == 0  # and the refresh releases its own lock
+  assert not os.path.exists(os.path.join(root, lock.LOCK))

@@ -10,7 +10,7 @@ reads its plan from the refresh's staging folder:
 3. write the version's manifest: the reused shards' entries as they were,
    the processed shards' new ones;
 4. replace the pointer, conditioned on the version the refresh planned
-   against; then delete the staging folder.
+   against; then delete the staging folder and release the lock.
 
 A refresh killed before step 4 leaves the latest version as it was.
 """
@@ -25,7 +25,7 @@ from typing import Iterable, List
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.refresh import versions
+from pipeline.refresh import lock, versions
 from transforms.output_files import (ERRORS_KIND, FEATURES_KIND, SUFFIXES,
                                      OutputConfig, TooManyErrors,
                                      error_share_problem)
@@ -132,11 +132,12 @@ def publish_version(root: str, staging: str, read_counts: List[ShardRead],
   parent = plan['parent_pointer']
   versions.swap_pointer(root, version,
                         versions.Pointer(*parent) if parent else None)
-  _delete_tree(staging)
+  delete_tree(staging)
+  lock.release(root, plan['refresh'])
   return manifest
 
 
-def _delete_tree(folder: str) -> None:
+def delete_tree(folder: str) -> None:
   """Deletes a staging folder and what failed bundles left in it."""
   leftovers = FileSystems.match([versions.path(folder, '**')])[0]
   paths = [m.path for m in leftovers.metadata_list]

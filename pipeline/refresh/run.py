@@ -9,6 +9,9 @@ removed), the launcher publishes it itself.
 """
 import dataclasses
 import json
+import os
+import socket
+import uuid
 from typing import Callable, NamedTuple, Optional, Sequence
 
 import apache_beam as beam
@@ -19,7 +22,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipeline import run as run_module
 from pipeline.build import extract_all
 from pipeline.config import JobConfig, describe
-from pipeline.refresh import fingerprints, publish, versions
+from pipeline.refresh import fingerprints, lock, publish, versions
 from pipeline.refresh.plan import Plan, make_plan
 from transforms.bundle_files import (WriteShards, encode_error_line,
                                      encode_feature_record)
@@ -82,46 +85,64 @@ def _write(path: str, data: bytes) -> None:
 
 
 def refresh(job: JobConfig, beam_args: Sequence[str], plan_only: bool = False,
+            lock_timeout_s: float = lock.DEFAULT_TIMEOUT_S,
+            break_lock: bool = False,
             log: Callable[[str], None] = print) -> RefreshResult:
   """Brings the dataset at ``job.output.directory`` up to date with the
-  shards ``job.read.pattern`` matches now."""
+  shards ``job.read.pattern`` matches now.
+
+  Holds the dataset's lock from before the plan until the new version is
+  published (the pipeline's last step releases it; the launcher does when
+  it sees the job fail).
+  """
   options = PipelineOptions(list(beam_args))
   FileSystems.set_options(options)
   root = job.output.directory
   job = run_module.with_weights_inspected(job)
   listing = list_shards(job.read.pattern)
-  pointer = versions.read_pointer(root)
-  latest = versions.read_manifest(root, pointer.version) if pointer else None
-  plan = make_plan(listing, fingerprints.model_fingerprint(job), latest)
-  log(f'featurize: {plan.summary()}')
-  if plan_only or plan.is_noop:
-    if plan.is_noop:
-      log(f'featurize: {root} is up to date (version {plan.parent})')
-    return RefreshResult(plan, latest, False)
-  version = versions.next_version(plan.parent)
-  staging = versions.path(root, versions.STAGING, version)
-  _write(versions.path(staging, publish.PLAN_FILE), json.dumps({
-      'version': version, 'parent': plan.parent,
-      'parent_pointer': list(pointer) if pointer else None,
-      'model_fingerprint': plan.model_fingerprint,
-      'input_pattern': job.read.pattern, 'describe': describe(job),
-      'max_error_fraction': job.output.max_error_fraction,
-      'reused': plan.reused, 'to_process': plan.to_process,
-  }).encode())
-  read = 0
-  if not plan.to_process:
-    manifest = publish.publish_version(root, staging, [], [], [])
-  else:
-    shard_list = versions.path(staging, publish.SHARD_LIST)
-    _write(shard_list, ''.join(f'{p}\n' for p in plan.to_process).encode())
-    job = dataclasses.replace(job, read=dataclasses.replace(
-        job.read, shard_list=shard_list))
-    pipeline = beam.Pipeline(options=options)
-    build_refresh(pipeline, job, root, staging)
-    result = pipeline.run()
-    result.wait_until_finish()
-    read = images_read(result)
-    manifest = versions.read_manifest(root, version)
+  refresh_id = (f'{socket.gethostname()}-{os.getpid()}-'
+                f'{uuid.uuid4().hex[:8]}')
+  if not plan_only:
+    lock.acquire(root, refresh_id, lock_timeout_s, break_lock)
+  try:
+    pointer = versions.read_pointer(root)
+    latest = versions.read_manifest(root, pointer.version) if pointer else None
+    plan = make_plan(listing, fingerprints.model_fingerprint(job), latest)
+    log(f'featurize: {plan.summary()}')
+    if plan_only or plan.is_noop:
+      if plan.is_noop:
+        log(f'featurize: {root} is up to date (version {plan.parent})')
+      lock.release(root, refresh_id)
+      return RefreshResult(plan, latest, False)
+    version = versions.next_version(plan.parent)
+    # Holding the lock, whatever is staged is a dead refresh's.
+    publish.delete_tree(versions.path(root, versions.STAGING))
+    staging = versions.path(root, versions.STAGING, version)
+    _write(versions.path(staging, publish.PLAN_FILE), json.dumps({
+        'version': version, 'refresh': refresh_id, 'parent': plan.parent,
+        'parent_pointer': list(pointer) if pointer else None,
+        'model_fingerprint': plan.model_fingerprint,
+        'input_pattern': job.read.pattern, 'describe': describe(job),
+        'max_error_fraction': job.output.max_error_fraction,
+        'reused': plan.reused, 'to_process': plan.to_process,
+    }).encode())
+    read = 0
+    if not plan.to_process:
+      manifest = publish.publish_version(root, staging, [], [], [])
+    else:
+      shard_list = versions.path(staging, publish.SHARD_LIST)
+      _write(shard_list, ''.join(f'{p}\n' for p in plan.to_process).encode())
+      job = dataclasses.replace(job, read=dataclasses.replace(
+          job.read, shard_list=shard_list))
+      pipeline = beam.Pipeline(options=options)
+      build_refresh(pipeline, job, root, staging)
+      result = pipeline.run()
+      result.wait_until_finish()
+      read = images_read(result)
+      manifest = versions.read_manifest(root, version)
+  except BaseException:
+    lock.release(root, refresh_id)
+    raise
   log(f'featurize: version {version}: {manifest["counts"]["images_in"]} '
       f'images ({manifest["counts"]["images_processed"]} read now), '
       f'{manifest["counts"]["features"]} feature records, '

@@ -44,7 +44,7 @@ def manifest_path(root: str, version: str) -> str:
   return path(root, VERSIONS, f'{version}.json')
 
 
-def _gcs_blob(gcs_path: str):
+def gcs_blob(gcs_path: str):
   from google.cloud import storage  # Only where a dataset lives in GCS.
   bucket, _, name = gcs_path[len('gs://'):].partition('/')
   return storage.Client().bucket(bucket).blob(name)
@@ -54,7 +54,7 @@ def read_pointer(root: str) -> Optional[Pointer]:
   """The pointer, or None for a dataset with no version yet."""
   target = path(root, POINTER)
   if target.startswith('gs://'):
-    blob = _gcs_blob(target)
+    blob = gcs_blob(target)
     if not blob.exists():
       return None
     blob.reload()
@@ -110,7 +110,7 @@ def swap_pointer(root: str, version: str,
   if target.startswith('gs://'):
     from google.api_core import exceptions
     try:
-      _gcs_blob(target).upload_from_string(
+      gcs_blob(target).upload_from_string(
           data, content_type='application/json',
           if_generation_match=expected.generation if expected else 0)
     except exceptions.PreconditionFailed:
