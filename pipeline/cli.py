@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 
 from pipeline import demo, options
 from pipeline.flink_local import cli as flink_local_cli
-from pipeline.refresh import lock, run as refresh
+from pipeline.refresh import cli as dataset_cli, lock, run as refresh
 from pipeline.refresh.versions import PointerMoved
 from pipeline.run import JobFailed, RunSummary, run_job
 from transforms.output_files import RunRefused, TooManyErrors
@@ -70,12 +70,18 @@ def _parser():
   refresh_parser.add_argument(
       '--break-lock', '--break_lock', action='store_true',
       help='Take over the dataset\'s lock now (its refresh is dead).')
+  refresh_parser.add_argument(
+      '--keep', type=int, metavar='N',
+      help='Keep the newest N versions; delete the files no kept version '
+      'lists.')
+  dataset_parsers = dataset_cli.add_parsers(commands)
   flink_parser = commands.add_parser(
       'flink-local', help='Set up, start, check and stop a local Flink '
       'cluster for featurize (see run_configs/flink.yaml).')
   flink_local_cli.add_arguments(flink_parser)
   return parser, {'run': run_parser, 'demo': demo_parser,
-                  'refresh': refresh_parser, 'flink-local': flink_parser}
+                  'refresh': refresh_parser, 'flink-local': flink_parser,
+                  **dataset_parsers}
 
 
 def _quiet_known_noise(record: logging.LogRecord) -> bool:
@@ -97,6 +103,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   command, rest = argv[0], argv[1:]
   if command == 'flink-local':
     return flink_local_cli.main(rest)
+  if command in dataset_cli.COMMANDS:
+    return dataset_cli.main(command, rest, sub_parsers[command])
   try:
     if command == 'demo':
       rest = demo.prepare_demo_args(rest, sub_parsers[command])
@@ -106,7 +114,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       refresh.refresh(parsed.job, parsed.beam_args,
                       plan_only=flags.plan_only,
                       lock_timeout_s=flags.lock_timeout * 3600,
-                      break_lock=flags.break_lock)
+                      break_lock=flags.break_lock, keep=flags.keep)
       return 0
     summary = run_job(parsed.job, parsed.beam_args, wait=parsed.wait)
   except (RunRefused, TooManyErrors, JobFailed, PointerMoved, lock.Locked,

@@ -5,15 +5,22 @@ TensorFlow (both register ``tensorflow.BytesList`` in protobuf's pool), so
 this module never imports TensorFlow, and nothing it imports does.
 
     from pipeline.read_features import iter_features
-    for record in iter_features('out/'):
+    for record in iter_features('out/'):          # a run's output folder
         record.key, record.features.shape, record.label
+    iter_features('dataset/')                     # a dataset: its latest version
+    iter_features('dataset/', version='v000003-20261129T001500Z')
+
+Files are found through the manifest (a run's ``manifest.json``, a
+dataset version's manifest), never by globbing folders.
 """
-import glob
+import json
 import os
 import sys
-from typing import Iterator, NamedTuple, Optional, Union
+from typing import Iterator, List, NamedTuple, Optional, Union
 
 import numpy as np
+
+from pipeline.refresh import versions
 
 
 class Features(NamedTuple):
@@ -23,21 +30,47 @@ class Features(NamedTuple):
   label: Optional[Union[int, bytes]]
 
 
-def iter_features(output_dir: str) -> Iterator[Features]:
-  """Yields every feature record of a finished local run, shard by shard.
+def feature_files(path: str, version: Optional[str] = None,
+                  kind: str = 'features') -> List[str]:
+  """The files of one kind of a finished run or of a dataset version.
 
   Args:
-    output_dir: A featurize output folder (with ``_SUCCESS``).
+    path: A run's output folder (with ``_SUCCESS``), or a dataset root
+      (with ``LATEST``).
+    version: For a dataset, a version name; default the latest.
+    kind: ``features`` or ``errors``.
 
   Raises:
-    FileNotFoundError: the folder holds no finished run.
+    FileNotFoundError: ``path`` holds neither.
+  """
+  if versions.read_pointer(path) is not None:
+    manifest = versions.read_manifest(
+        path, version or versions.read_pointer(path).version)
+    return [versions.path(path, p) for p in versions.files_of(manifest,
+                                                              kind)]
+  if version is not None:
+    raise FileNotFoundError(f'{path} is not a versioned dataset')
+  if not os.path.exists(os.path.join(path, '_SUCCESS')):
+    raise FileNotFoundError(f'{path} holds no finished featurize run or '
+                            'dataset version')
+  with open(os.path.join(path, 'manifest.json')) as f:
+    manifest = json.load(f)
+  return [os.path.join(path, s['path'])
+          for s in manifest[f'{"feature" if kind == "features" else "error"}'
+                            '_shards']]
+
+
+def iter_features(path: str,
+                  version: Optional[str] = None) -> Iterator[Features]:
+  """Yields every feature record of a finished local run or of a local
+  dataset's version (default: its latest), file by file.
+
+  Raises:
+    FileNotFoundError: ``path`` holds neither.
   """
   from tfrecord.reader import tfrecord_loader
-  if not os.path.exists(os.path.join(output_dir, '_SUCCESS')):
-    raise FileNotFoundError(f'{output_dir} holds no finished featurize run')
-  for path in sorted(glob.glob(os.path.join(output_dir,
-                                            'features-*.tfrecord'))):
-    for example in tfrecord_loader(path, None):
+  for file_path in feature_files(path, version):
+    for example in tfrecord_loader(file_path, None):
       label = example.get('label')
       if isinstance(label, np.ndarray):
         label = int(label[0])

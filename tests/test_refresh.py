@@ -8,13 +8,15 @@ pipeline must have read the images of the new and changed shards only.
 """
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from benchmarks import dataset as bench_dataset
 from pipeline import cli, demo, options
-from pipeline.refresh import lock, publish, run as refresh_run, versions
+from pipeline.refresh import lock, run as refresh_run, versions
 from tests.test_end_to_end import read_errors, read_outputs
 from transforms import tfrecord_framing
 
@@ -64,7 +66,7 @@ def read_version(root, manifest):
           'features': tf.io.VarLenFeature(tf.float32),
           'label': tf.io.VarLenFeature(tf.int64)}
   records = {}
-  paths = [versions.path(root, p) for p in publish.files_of(manifest)]
+  paths = [versions.path(root, p) for p in versions.files_of(manifest)]
   for raw in tf.data.TFRecordDataset(paths):
     example = tf.io.parse_single_example(raw, spec)
     key = example['key'].numpy().decode()
@@ -73,7 +75,7 @@ def read_version(root, manifest):
     records[key] = (tf.sparse.to_dense(example['features']).numpy(),
                     int(label[0]) if len(label) else None)
   errors = []
-  for p in publish.files_of(manifest, 'errors'):
+  for p in versions.files_of(manifest, 'errors'):
     with open(versions.path(root, p)) as f:
       errors.extend(json.loads(line) for line in f)
   return records, errors
@@ -183,3 +185,54 @@ def test_one_refresh_at_a_time(dataset, capsys):
   lock.release(root, 'fourth')
   assert cli.main(job) == 0  # and the refresh releases its own lock
   assert not os.path.exists(os.path.join(root, lock.LOCK))
+
+
+def test_readers_history_and_keep(dataset, tmp_path, capsys):
+  root, pattern, shards = dataset
+  v1 = do_refresh(root, pattern).manifest
+  write_shard(str(shards), 4)
+  v2 = do_refresh(root, pattern).manifest
+  capsys.readouterr()
+
+  assert cli.main(['files', root]) == 0
+  listed = capsys.readouterr().out.split()
+  assert listed == [versions.path(root, p) for p in versions.files_of(v2)]
+  assert all(os.path.isfile(p) for p in listed) and len(listed) == 5
+  assert cli.main(['files', root, '--version', v1['version'], '--kind',
+                   'errors']) == 0
+  assert capsys.readouterr().out.split() == [
+      versions.path(root, p) for p in versions.files_of(v1, 'errors')]
+  assert cli.main(['history', root]) == 0
+  lines = capsys.readouterr().out.splitlines()
+  assert [line.split()[0] for line in lines] == [v1['version'],
+                                                 v2['version']]
+  assert lines[-1].endswith('<- LATEST') and '5 shards, 16 images' in lines[-1]
+
+  # The TensorFlow-free reader follows the pointer, or a named version.
+  script = ('import sys, json; from pipeline.read_features import '
+            'iter_features\nprint(json.dumps([sorted(r.key for r in '
+            'iter_features(sys.argv[1], v)) for v in (None, sys.argv[2])]))')
+  result = subprocess.run([sys.executable, '-c', script, root,
+                           v1['version']], check=True, capture_output=True,
+                          text=True)
+  latest_keys, v1_keys = json.loads(result.stdout)
+  assert latest_keys == sorted(read_version(root, v2)[0])
+  assert v1_keys == sorted(read_version(root, v1)[0])
+  assert len(latest_keys) == len(v1_keys) + IMAGES_PER_SHARD
+
+  # --keep 1 after a third version: v1's and v2's manifests go, and of
+  # their files only those v3 does not list (shard 1's, rewritten in v3).
+  write_shard(str(shards), 1, variant=1)
+  job = options.parse_run_args(['--config', LOCAL, '--input', pattern,
+                                '--output', root, *JOB])
+  v3 = refresh_run.refresh(job.job, job.beam_args, keep=1,
+                           log=lambda _: None).manifest
+  assert versions.list_versions(root) == [v3['version']]
+  kept = set(versions.files_of(v3) + versions.files_of(v3, 'errors'))
+  assert all(os.path.exists(versions.path(root, p)) for p in kept)
+  older = set(versions.files_of(v1) + versions.files_of(v1, 'errors')
+              + versions.files_of(v2) + versions.files_of(v2, 'errors'))
+  assert len(older - kept) == 1  # shard 1's first features file
+  for p in older:
+    assert os.path.exists(versions.path(root, p)) == (p in kept), p
+  assert read_version(root, v3)[0]  # and the latest reads whole

@@ -133,6 +133,8 @@ def publish_version(root: str, staging: str, read_counts: List[ShardRead],
   versions.swap_pointer(root, version,
                         versions.Pointer(*parent) if parent else None)
   delete_tree(staging)
+  if plan.get('keep'):
+    versions.prune(root, plan['keep'])
   lock.release(root, plan['refresh'])
   return manifest
 
@@ -159,9 +161,3 @@ class PublishVersionFn(beam.DoFn):
               error_files: List[ShardWritten]) -> Iterable[dict]:
     yield publish_version(self._root, self._staging, read_counts,
                           feature_files, error_files)
-
-
-def files_of(manifest: dict, kind: str = FEATURES_KIND) -> List[str]:
-  """Paths (relative to the root) of a version's files of one kind."""
-  return [f['path'] for entry in manifest['shards']
-          for f in entry['files'][kind]]

@@ -86,14 +86,15 @@ def _write(path: str, data: bytes) -> None:
 
 def refresh(job: JobConfig, beam_args: Sequence[str], plan_only: bool = False,
             lock_timeout_s: float = lock.DEFAULT_TIMEOUT_S,
-            break_lock: bool = False,
+            break_lock: bool = False, keep: Optional[int] = None,
             log: Callable[[str], None] = print) -> RefreshResult:
   """Brings the dataset at ``job.output.directory`` up to date with the
   shards ``job.read.pattern`` matches now.
 
   Holds the dataset's lock from before the plan until the new version is
   published (the pipeline's last step releases it; the launcher does when
-  it sees the job fail).
+  it sees the job fail). With ``keep``, the newest ``keep`` versions stay
+  and files no kept version lists are deleted.
   """
   options = PipelineOptions(list(beam_args))
   FileSystems.set_options(options)
@@ -124,7 +125,7 @@ def refresh(job: JobConfig, beam_args: Sequence[str], plan_only: bool = False,
         'model_fingerprint': plan.model_fingerprint,
         'input_pattern': job.read.pattern, 'describe': describe(job),
         'max_error_fraction': job.output.max_error_fraction,
-        'reused': plan.reused, 'to_process': plan.to_process,
+        'reused': plan.reused, 'to_process': plan.to_process, 'keep': keep,
     }).encode())
     read = 0
     if not plan.to_process:

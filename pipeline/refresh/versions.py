@@ -10,7 +10,7 @@ the pointer sees one whole version, the old or the new.
 import datetime
 import json
 import os
-from typing import NamedTuple, Optional
+from typing import List, NamedTuple, Optional
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -127,3 +127,49 @@ def swap_pointer(root: str, version: str,
   with FileSystems.create(temp) as f:
     f.write(data)
   FileSystems.rename([temp], [target])
+
+
+def files_of(manifest: dict, kind: str = 'features') -> List[str]:
+  """Paths (relative to the root) of a version's files of one kind."""
+  return [f['path'] for entry in manifest['shards']
+          for f in entry['files'][kind]]
+
+
+def list_versions(root: str) -> List[str]:
+  """Every version with a manifest, oldest first."""
+  matched = FileSystems.match([manifest_path(root, '*')])[0].metadata_list
+  names = [m.path.rsplit('/', 1)[-1][:-len('.json')] for m in matched]
+  return sorted(n for n in names if n.startswith('v'))
+
+
+def prune(root: str, keep: int) -> List[str]:
+  """Keeps the newest ``keep`` versions (the latest always among them),
+  deletes the others' manifests and every file no kept version lists.
+
+  Returns:
+    The versions deleted.
+  """
+  names = list_versions(root)
+  pointer = read_pointer(root)
+  kept = set(names[-keep:]) | ({pointer.version} if pointer else set())
+  dropped = [n for n in names if n not in kept]
+  if not dropped:
+    return []
+  in_use = set()
+  for name in kept:
+    manifest = read_manifest(root, name)
+    in_use.update(files_of(manifest, 'features') + files_of(manifest,
+                                                            'errors'))
+  garbage = set()
+  for name in dropped:
+    manifest = read_manifest(root, name)
+    garbage.update(files_of(manifest, 'features') + files_of(manifest,
+                                                             'errors'))
+  doomed = [path(root, p) for p in sorted(garbage - in_use)]
+  doomed = [p for p in doomed if FileSystems.exists(p)]
+  if doomed:
+    FileSystems.delete(doomed)
+  # Manifests last: a prune killed half way leaves them to say what is
+  # still to delete.
+  FileSystems.delete([manifest_path(root, name) for name in dropped])
+  return dropped
