@@ -39,7 +39,9 @@ def _read(target: str) -> Tuple[Optional[dict], Optional[int]]:
     if not blob.exists():
       return None, None
     blob.reload()
-    return json.loads(blob.download_as_bytes()), blob.generation
+    generation = blob.generation  # The download may reset it.
+    return json.loads(blob.download_as_bytes(
+        if_generation_match=generation)), generation
   try:
     with open(target) as f:
       return json.load(f), None

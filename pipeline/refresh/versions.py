@@ -58,8 +58,10 @@ def read_pointer(root: str) -> Optional[Pointer]:
     if not blob.exists():
       return None
     blob.reload()
-    data = blob.download_as_bytes(if_generation_match=blob.generation)
-    return Pointer(json.loads(data)['version'], blob.generation)
+    # Kept before the download, which may reset the blob's properties.
+    generation = blob.generation
+    data = blob.download_as_bytes(if_generation_match=generation)
+    return Pointer(json.loads(data)['version'], generation)
   if not FileSystems.exists(target):
     return None
   with FileSystems.open(target) as f:
