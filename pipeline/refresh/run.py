@@ -106,6 +106,11 @@ def refresh(job: JobConfig, beam_args: Sequence[str], plan_only: bool = False,
   if not plan_only:
     lock.acquire(root, refresh_id, lock_timeout_s, break_lock)
   try:
+    if not plan_only:
+      # Holding the lock, whatever is staged, or past the latest version,
+      # is a dead refresh's.
+      publish.delete_tree(versions.path(root, versions.STAGING))
+      versions.remove_unpublished(root)
     pointer = versions.read_pointer(root)
     latest = versions.read_manifest(root, pointer.version) if pointer else None
     plan = make_plan(listing, fingerprints.model_fingerprint(job), latest)
@@ -116,8 +121,6 @@ def refresh(job: JobConfig, beam_args: Sequence[str], plan_only: bool = False,
       lock.release(root, refresh_id)
       return RefreshResult(plan, latest, False)
     version = versions.next_version(plan.parent)
-    # Holding the lock, whatever is staged is a dead refresh's.
-    publish.delete_tree(versions.path(root, versions.STAGING))
     staging = versions.path(root, versions.STAGING, version)
     _write(versions.path(staging, publish.PLAN_FILE), json.dumps({
         'version': version, 'refresh': refresh_id, 'parent': plan.parent,

@@ -82,7 +82,7 @@ def latest(root: str) -> Optional[dict]:
 def next_version(parent: Optional[str],
                  now: Optional[datetime.datetime] = None) -> str:
   """``v000004-20261129T001500Z``: numbered after the parent, sortable."""
-  number = int(parent.split('-')[0][1:]) + 1 if parent else 1
+  number = _number(parent) + 1 if parent else 1
   now = now or datetime.datetime.now(datetime.timezone.utc)
   return f'v{number:06d}-{now.strftime("%Y%m%dT%H%M%SZ")}'
 
@@ -175,3 +175,29 @@ def prune(root: str, keep: int) -> List[str]:
   # still to delete.
   FileSystems.delete([manifest_path(root, name) for name in dropped])
   return dropped
+
+
+def _number(version: str) -> int:
+  return int(version.split('-')[0][1:])
+
+
+def remove_unpublished(root: str) -> List[str]:
+  """Deletes what a killed refresh left past the latest version: manifests
+  and files of versions the pointer never reached. Call it holding the
+  lock. Returns the paths deleted.
+  """
+  pointer = read_pointer(root)
+  newest = _number(pointer.version) if pointer else 0
+  doomed = [manifest_path(root, name) for name in list_versions(root)
+            if _number(name) > newest]
+  files = FileSystems.match([path(root, FILES, '*', '**')])[0].metadata_list
+  prefix = path(root, FILES) + '/'
+  for metadata in files:
+    version = metadata.path[len(prefix):].split('/', 1)[0]
+    if version.startswith('v') and _number(version) > newest:
+      doomed.append(metadata.path)
+  doomed += [m.path for m in FileSystems.match(
+      [path(root, VERSIONS, '*.tmp')])[0].metadata_list]
+  if doomed:
+    FileSystems.delete(doomed)
+  return doomed
