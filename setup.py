@@ -41,7 +41,9 @@ setuptools.setup(
         'Apache Beam pipeline: image shards in, VGG16 features out as '
         'sharded TFRecords, with bounded memory per worker.'),
     python_requires='>=3.11,<3.12',
-    packages=['pipeline', 'pipeline.flink_local', 'transforms'],
+    # Every subpackage too (pipeline.flink_local, pipeline.refresh, ...).
+    packages=setuptools.find_packages(include=['pipeline', 'pipeline.*',
+                                               'transforms', 'transforms.*']),
     install_requires=INSTALL_REQUIRES,
     extras_require={'test': TEST_REQUIRES},
     entry_points={'console_scripts': ['featurize=pipeline.cli:main']},

@@ -236,3 +236,27 @@ def test_readers_history_and_keep(dataset, tmp_path, capsys):
   for p in older:
     assert os.path.exists(versions.path(root, p)) == (p in kept), p
   assert read_version(root, v3)[0]  # and the latest reads whole
+
+
+def test_a_reader_keeps_reading_its_version_while_a_refresh_publishes(
+    dataset):
+  root, pattern, shards = dataset
+  v1 = do_refresh(root, pattern).manifest
+  # The TensorFlow-free reader, in a process of its own: it opens the
+  # dataset, reads one record, and waits while a refresh publishes.
+  script = ('import sys, json\nfrom pipeline.read_features import '
+            'iter_features\nrecords = iter_features(sys.argv[1])\n'
+            'keys = [next(records).key]\nprint("READY", flush=True)\n'
+            'sys.stdin.readline()\nkeys += [r.key for r in records]\n'
+            'print(json.dumps(keys))')
+  reader = subprocess.Popen([sys.executable, '-c', script, root],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+  assert reader.stdout.readline().strip() == 'READY'
+  write_shard(str(shards), 4)
+  write_shard(str(shards), 0, variant=1)
+  v2 = do_refresh(root, pattern).manifest
+  assert versions.read_pointer(root).version == v2['version']
+  keys, _ = reader.communicate('go\n', timeout=60)
+  assert sorted(json.loads(keys)) == sorted(read_version(root, v1)[0])
+  assert set(read_version(root, v2)[0]) != set(read_version(root, v1)[0])
