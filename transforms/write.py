@@ -1,5 +1,6 @@
 """``WriteOutputs``: features and error lines to sharded files, then the
-manifest and ``_SUCCESS``, written last.
+manifest and ``_SUCCESS``, written last. ``WriteAndPublish`` is the shape
+it shares with a refresh, which publishes a dataset version instead.
 
 Nothing here groups the feature records: each bundle streams into its own
 file (``bundle_files``) and one final step renames them (``publish``).
@@ -14,37 +15,57 @@ from transforms.output_files import ERRORS_KIND, FEATURES_KIND, OutputConfig
 from transforms.publish import PublishRunFn
 
 
-class WriteOutputs(beam.PTransform):
-  """Writes features, error lines, then the manifest and ``_SUCCESS``.
+class WriteAndPublish(beam.PTransform):
+  """Writes features and error lines to temporary files, then publishes.
+
+  Args:
+    temp_dir: Where the temporary files go.
+    publish_fn: A DoFn run once, after every file is written, with the
+      shards' counts (``ShardRead``) and the files written
+      (``ShardWritten``) as three list side inputs.
+    per_source: One file per input shard (a refresh reuses shards' files),
+      instead of one per bundle.
+
+  Input: a dict with ``features`` (``FeatureRecord``), ``errors``
+  (``ErrorRecord``) and ``counts`` (``ShardRead``) PCollections.
+  Returns what ``publish_fn`` outputs (one element).
+  """
+
+  def __init__(self, temp_dir: str, publish_fn: beam.DoFn,
+               per_source: bool = False):
+    super().__init__()
+    self.temp_dir = temp_dir
+    self.publish_fn = publish_fn
+    self.per_source = per_source
+
+  def expand(self, outputs):
+    pipeline = outputs['features'].pipeline
+    feature_files = outputs['features'] | 'WriteFeatures' >> WriteShards(
+        FEATURES_KIND, self.temp_dir, encode_feature_record, self.per_source)
+    error_files = outputs['errors'] | 'WriteErrors' >> WriteShards(
+        ERRORS_KIND, self.temp_dir, encode_error_line, self.per_source)
+    return (
+        pipeline
+        | 'Once' >> beam.Create([None])
+        | 'Publish' >> beam.ParDo(
+            self.publish_fn,
+            beam.pvalue.AsList(outputs['counts']),
+            beam.pvalue.AsList(feature_files),
+            beam.pvalue.AsList(error_files)))
+
+
+class WriteOutputs(WriteAndPublish):
+  """A run's outputs: files per bundle, then the manifest and ``_SUCCESS``.
 
   Args:
     config: Output folder and error threshold.
     describe: What produced the features (model, preprocessing, versions),
       copied into the manifest.
-
-  Input: a dict with ``features`` (``FeatureRecord``), ``errors``
-  (``ErrorRecord``) and ``counts`` (``ShardRead``) PCollections.
-  Returns the PCollection holding the manifest (one element).
   """
 
   def __init__(self, config: OutputConfig, describe: dict):
-    super().__init__()
+    # A fresh folder per run; creating it waits for run time.
+    temp_dir = config.path(f'.temp-featurize-{uuid.uuid4().hex[:12]}')
+    super().__init__(temp_dir, PublishRunFn(config, temp_dir, describe))
     self.config = config
     self.describe = describe
-    # A fresh folder per run; creating it waits for run time.
-    self.temp_dir = config.path(f'.temp-featurize-{uuid.uuid4().hex[:12]}')
-
-  def expand(self, outputs):
-    pipeline = outputs['features'].pipeline
-    feature_files = outputs['features'] | 'WriteFeatures' >> WriteShards(
-        FEATURES_KIND, self.temp_dir, encode_feature_record)
-    error_files = outputs['errors'] | 'WriteErrors' >> WriteShards(
-        ERRORS_KIND, self.temp_dir, encode_error_line)
-    return (
-        pipeline
-        | 'Once' >> beam.Create([None])
-        | 'PublishRun' >> beam.ParDo(
-            PublishRunFn(self.config, self.temp_dir, self.describe),
-            beam.pvalue.AsList(outputs['counts']),
-            beam.pvalue.AsList(feature_files),
-            beam.pvalue.AsList(error_files)))

@@ -24,9 +24,7 @@ from pipeline.build import extract_all
 from pipeline.config import JobConfig, describe
 from pipeline.refresh import fingerprints, lock, publish, versions
 from pipeline.refresh.plan import Plan, make_plan
-from transforms.bundle_files import (WriteShards, encode_error_line,
-                                     encode_feature_record)
-from transforms.output_files import ERRORS_KIND, FEATURES_KIND
+from transforms.write import WriteAndPublish
 
 
 class RefreshResult(NamedTuple):
@@ -65,18 +63,10 @@ def build_refresh(pipeline: beam.Pipeline, job: JobConfig, root: str,
                   staging: str):
   """read (the listed shards) -> decode -> VGG16 -> per-shard files ->
   the new version. No I/O here."""
-  outputs = extract_all(pipeline, job)
-  temp = versions.path(staging, publish.TEMP)
-  features = outputs['features'] | 'WriteFeatures' >> WriteShards(
-      FEATURES_KIND, temp, encode_feature_record, per_source=True)
-  errors = outputs['errors'] | 'WriteErrors' >> WriteShards(
-      ERRORS_KIND, temp, encode_error_line, per_source=True)
-  return (pipeline
-          | 'Once' >> beam.Create([None])
-          | 'PublishVersion' >> beam.ParDo(
-              publish.PublishVersionFn(root, staging),
-              beam.pvalue.AsList(outputs['counts']),
-              beam.pvalue.AsList(features), beam.pvalue.AsList(errors)))
+  return (extract_all(pipeline, job)
+          | 'WriteVersion' >> WriteAndPublish(
+              versions.path(staging, publish.TEMP),
+              publish.PublishVersionFn(root, staging), per_source=True))
 
 
 def _write(path: str, data: bytes) -> None:
