@@ -114,7 +114,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       refresh.refresh(parsed.job, parsed.beam_args,
                       plan_only=flags.plan_only,
                       lock_timeout_s=flags.lock_timeout * 3600,
-                      break_lock=flags.break_lock, keep=flags.keep)
+                      break_lock=flags.break_lock, keep=flags.keep,
+                      wait=parsed.wait)
       return 0
     summary = run_job(parsed.job, parsed.beam_args, wait=parsed.wait)
   except (RunRefused, TooManyErrors, JobFailed, PointerMoved, lock.Locked,

@@ -260,3 +260,14 @@ def test_a_reader_keeps_reading_its_version_while_a_refresh_publishes(
   keys, _ = reader.communicate('go\n', timeout=60)
   assert sorted(json.loads(keys)) == sorted(read_version(root, v1)[0])
   assert set(read_version(root, v2)[0]) != set(read_version(root, v1)[0])
+
+
+def test_no_wait_returns_once_the_job_is_accepted(dataset, capsys):
+  root, pattern, _ = dataset
+  assert cli.main(['refresh', '--config', LOCAL, '--input', pattern,
+                   '--dataset', root, *JOB, '--no-wait']) == 0
+  assert 'submitted' in capsys.readouterr().out
+  # FnApiRunner runs the job within run(): its last step has published
+  # the version and released the lock by the time the launcher returns.
+  assert versions.read_pointer(root).version.startswith('v000001-')
+  assert not os.path.exists(os.path.join(root, lock.LOCK))

@@ -77,6 +77,7 @@ def _write(path: str, data: bytes) -> None:
 def refresh(job: JobConfig, beam_args: Sequence[str], plan_only: bool = False,
             lock_timeout_s: float = lock.DEFAULT_TIMEOUT_S,
             break_lock: bool = False, keep: Optional[int] = None,
+            wait: bool = True,
             log: Callable[[str], None] = print) -> RefreshResult:
   """Brings the dataset at ``job.output.directory`` up to date with the
   shards ``job.read.pattern`` matches now.
@@ -84,7 +85,9 @@ def refresh(job: JobConfig, beam_args: Sequence[str], plan_only: bool = False,
   Holds the dataset's lock from before the plan until the new version is
   published (the pipeline's last step releases it; the launcher does when
   it sees the job fail). With ``keep``, the newest ``keep`` versions stay
-  and files no kept version lists are deleted.
+  and files no kept version lists are deleted. Without ``wait``, it
+  returns once the runner has accepted the job (``manifest`` None): the
+  job's last step publishes the version and releases the lock.
   """
   options = PipelineOptions(list(beam_args))
   FileSystems.set_options(options)
@@ -131,6 +134,10 @@ def refresh(job: JobConfig, beam_args: Sequence[str], plan_only: bool = False,
       pipeline = beam.Pipeline(options=options)
       build_refresh(pipeline, job, root, staging)
       result = pipeline.run()
+      if not wait:
+        log(f'featurize: refresh job for version {version} submitted; '
+            f'{root}/{versions.POINTER} points at it once it has finished')
+        return RefreshResult(plan, None, False)
       result.wait_until_finish()
       read = images_read(result)
       manifest = versions.read_manifest(root, version)
