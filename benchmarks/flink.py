@@ -25,7 +25,7 @@ import sys
 import tempfile
 from typing import Dict, List
 
-from benchmarks import dataset, measure
+from benchmarks import dataset, measure, report
 from pipeline import demo
 from pipeline.flink_local import (cluster, distribution, job_server,
                                   processes, services)
@@ -155,11 +155,8 @@ def markdown(summary: dict) -> str:
             'without start-up, job submission and model loading). Peaks: '
             'the DirectRunner\'s one process; each TaskManager (a JVM); each '
             'worker pool\'s tree (the pool and its SDK workers, summed); '
-            'its largest process (the SDK worker holding VGG16).', '',
-            '## Targets', '']
-  for t in summary['targets']:
-    lines.append(f'- {"PASS" if t["pass"] else "FAIL"}: {t["target"]}: '
-                 f'{t["value"]}')
+            'its largest process (the SDK worker holding VGG16).',
+            *report.target_lines(summary['targets'])]
   return '\n'.join(lines) + '\n'
 
 
@@ -208,14 +205,7 @@ def main(argv=None) -> int:
       runner: steady_images_per_s(speed[runner]) for runner in speed}
   summary['targets'] = targets(
       summary, float(settings.taskmanager_memory.rstrip('m')))
-  os.makedirs(args.results, exist_ok=True)
-  with open(os.path.join(args.results, 'summary.json'), 'w') as f:
-    json.dump(summary, f, indent=2)
-  text = markdown(summary)
-  with open(os.path.join(args.results, 'RESULTS.md'), 'w') as f:
-    f.write(text)
-  print(text)
-  return 0 if all(t['pass'] for t in summary['targets']) else 1
+  return report.write_results(args.results, summary, markdown(summary))
 
 
 if __name__ == '__main__':

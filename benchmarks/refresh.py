@@ -23,7 +23,7 @@ import sys
 import tempfile
 from typing import List
 
-from benchmarks import dataset, measure
+from benchmarks import dataset, measure, report
 from pipeline import demo
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -129,17 +129,9 @@ def main(argv=None) -> int:
                  f'{summary["new_shard"][str(count)]["wall_s"]} s; '
                  f'`featurize run` over that shard alone: '
                  f'{summary["full_run"][str(count)]["wall_s"]} s')
-  lines += ['', '## Targets', '']
-  lines += [f'- {"PASS" if t["pass"] else "FAIL"}: {t["target"]}: '
-            f'{t["value"]}' for t in summary['targets']]
-  text = '\n'.join(lines) + '\n'
-  os.makedirs(args.results, exist_ok=True)
-  with open(os.path.join(args.results, 'summary.json'), 'w') as f:
-    json.dump(summary, f, indent=2)
-  with open(os.path.join(args.results, 'RESULTS.md'), 'w') as f:
-    f.write(text)
-  print(text)
-  return 0 if all(t['pass'] for t in summary['targets']) else 1
+  lines += report.target_lines(summary['targets'])
+  return report.write_results(args.results, summary,
+                              '\n'.join(lines) + '\n')
 
 
 if __name__ == '__main__':

@@ -1,4 +1,5 @@
 """Targets (PASS/FAIL), the Markdown table and the plots of a benchmark."""
+import json
 import os
 from typing import List
 
@@ -101,11 +102,27 @@ def markdown(summary: dict) -> str:
     cells = [_peak_cell(summary, 'by_resolution', name, k)
              for k in ('imagenet', '12mp', '24mp')]
     lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
-  lines += ['', '## Targets', '']
-  for t in summary['targets']:
-    lines.append(f'- {"PASS" if t["pass"] else "FAIL"}: {t["target"]}: '
-                 f'{t["value"]}')
+  lines += target_lines(summary['targets'])
   return '\n'.join(lines) + '\n'
+
+
+def target_lines(targets: List[dict]) -> List[str]:
+  """The Markdown "Targets" section: one PASS/FAIL line per target."""
+  return ['', '## Targets', ''] + [
+      f'- {"PASS" if t["pass"] else "FAIL"}: {t["target"]}: {t["value"]}'
+      for t in targets]
+
+
+def write_results(folder: str, summary: dict, text: str) -> int:
+  """Writes ``summary.json`` and ``RESULTS.md``, prints the text; returns
+  the exit status (0 when every target passes)."""
+  os.makedirs(folder, exist_ok=True)
+  with open(os.path.join(folder, 'summary.json'), 'w') as f:
+    json.dump(summary, f, indent=2)
+  with open(os.path.join(folder, 'RESULTS.md'), 'w') as f:
+    f.write(text)
+  print(text)
+  return 0 if all(t['pass'] for t in summary['targets']) else 1
 
 
 def plots(summary: dict, folder: str) -> None:

@@ -264,14 +264,10 @@ def main(argv=None) -> int:
   }
   summary['targets'] = report.targets(summary)
   summary['duration_s'] = round(time.time() - started)
-  with open(os.path.join(args.results, 'summary.json'), 'w') as f:
-    json.dump(summary, f, indent=2)
-  text = report.markdown(summary)
-  with open(os.path.join(args.results, 'RESULTS.md'), 'w') as f:
-    f.write(text)
+  status = report.write_results(args.results, summary,
+                                report.markdown(summary))
   report.plots(summary, args.results)
-  print(text)
-  return 0 if all(t['pass'] for t in summary['targets']) else 1
+  return status
 
 
 if __name__ == '__main__':

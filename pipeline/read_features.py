@@ -43,9 +43,9 @@ def feature_files(path: str, version: Optional[str] = None,
   Raises:
     FileNotFoundError: ``path`` holds neither.
   """
-  if versions.read_pointer(path) is not None:
-    manifest = versions.read_manifest(
-        path, version or versions.read_pointer(path).version)
+  pointer = versions.read_pointer(path)
+  if pointer is not None:
+    manifest = versions.read_manifest(path, version or pointer.version)
     return [versions.path(path, p) for p in versions.files_of(manifest,
                                                               kind)]
   if version is not None:
@@ -55,9 +55,8 @@ def feature_files(path: str, version: Optional[str] = None,
                             'dataset version')
   with open(os.path.join(path, 'manifest.json')) as f:
     manifest = json.load(f)
-  return [os.path.join(path, s['path'])
-          for s in manifest[f'{"feature" if kind == "features" else "error"}'
-                            '_shards']]
+  shards = {'features': 'feature_shards', 'errors': 'error_shards'}[kind]
+  return [os.path.join(path, s['path']) for s in manifest[shards]]
 
 
 def iter_features(path: str,

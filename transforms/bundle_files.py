@@ -11,7 +11,7 @@ deleted with the temporary folder.
 """
 import json
 import uuid
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Optional
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -54,18 +54,19 @@ class _WriteBundleFn(beam.DoFn):
     self._source = None
     self._count = 0
 
-  def _close(self) -> Iterable:
-    if self._file is not None:
-      self._file.close()
-      self._file = None
-      yield GlobalWindows.windowed_value(ShardWritten(
-          self._kind, self._path, self._count,
-          self._source if self._per_source else None))
+  def _close(self) -> Optional[ShardWritten]:
+    """Closes the open file, if any; returns what it holds."""
+    if self._file is None:
+      return None
+    self._file.close()
+    self._file = None
+    return ShardWritten(self._kind, self._path, self._count,
+                        self._source if self._per_source else None)
 
   def process(self, element) -> Iterable:
     source = element.source if self._per_source else None
     if self._file is not None and source != self._source:
-      yield from (w.value for w in self._close())
+      yield self._close()
     if self._file is None:
       self._path = FileSystems.join(self._temp_dir,
                                     f'{self._kind}-{uuid.uuid4().hex}')
@@ -76,7 +77,9 @@ class _WriteBundleFn(beam.DoFn):
     self._count += 1
 
   def finish_bundle(self):
-    yield from self._close()
+    written = self._close()
+    if written is not None:
+      yield GlobalWindows.windowed_value(written)
 
   def teardown(self):
     if getattr(self, '_file', None) is not None:
