@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Dict, List, NamedTuple, Optional
+from typing import Dict, List, NamedTuple, Optional, Union
 
 
 class Measurement(NamedTuple):
@@ -84,13 +84,14 @@ def process_tree(pid: int) -> List[int]:
 def run_measured(command: List[str], cwd: str,
                  env: Optional[Dict[str, str]] = None,
                  timeout_s: float = 3600,
-                 first_output_glob: Optional[str] = None,
+                 first_output_glob: Union[None, str, List[str]] = None,
                  done_glob: Optional[str] = None) -> Measurement:
   """Runs ``command``, sampling the memory of its process tree.
 
   The command must print a JSON object as its last stdout line. With
-  ``first_output_glob``, also notes when a matching file first holds data
-  (the time to the first output record); with ``done_glob``, when a
+  ``first_output_glob`` (a pattern, or a list of them), also notes when a
+  matching file first holds data (the time to the first output record);
+  with ``done_glob``, when a
   matching file first exists (``_SUCCESS``).
 
   Raises:
@@ -107,8 +108,9 @@ def run_measured(command: List[str], cwd: str,
 
   def sample():
     while not done.is_set():
-      if first_output_glob and not first_output and _has_data(
-          first_output_glob):
+      if first_output_glob and not first_output and any(
+          _has_data(p) for p in ([first_output_glob] if isinstance(
+              first_output_glob, str) else first_output_glob)):
         first_output.append(time.perf_counter() - start)
       if done_glob and not finished and glob.glob(done_glob):
         finished.append(time.perf_counter() - start)

@@ -51,10 +51,13 @@ class Bench:
         'benchmarks.contenders', name, '--images', self.images[images],
         '--count', str(count), '--output', out, '--precision', precision,
         '--batch-size', str(batch_size), '--workers', str(workers))
-    first_glob = os.path.join(out, 'features', '.temp-featurize-*',
-                              'features-*')
+    # The first record on disk: a bundle's temporary file or, where a run
+    # is so short that it was published between two samples, a final one.
+    first_globs = [os.path.join(out, 'features', '.temp-featurize-*',
+                                'features-*'),
+                   os.path.join(out, 'features', 'features-*')]
     result = measure.run_measured(
-        command, cwd=ROOT, first_output_glob=first_glob,
+        command, cwd=ROOT, first_output_glob=first_globs,
         done_glob=os.path.join(out, 'features', '_SUCCESS'))
     row = {'contender': name, 'count': count, 'images': images,
            'precision': precision, 'workers': workers,
