@@ -22,8 +22,6 @@ INSTALL_REQUIRES = [
 
 TEST_REQUIRES = [
     'pytest==9.2.0',
-    # A real GCS JSON-API server on loopback, for the gs:// tests.
-    'gcp-storage-emulator==2026.7.19',
     # Benchmark plots (the benchmark's smoke test runs in the suite).
     'matplotlib==3.11.2',
     # Kubernetes' own schemas, for the Flink-on-Kubernetes manifest's Job.

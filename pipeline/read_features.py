@@ -11,14 +11,15 @@ this module never imports TensorFlow, and nothing it imports does.
     iter_features('dataset/', version='v000003-20261129T001500Z')
 
 Files are found through the manifest (a run's ``manifest.json``, a
-dataset version's manifest), never by globbing folders.
+dataset version's manifest), never by globbing folders. Paths may be local
+or on any filesystem Beam reads (``gs://``).
 """
 import json
-import os
 import sys
 from typing import Iterator, List, NamedTuple, Optional, Union
 
 import numpy as np
+from apache_beam.io.filesystems import FileSystems
 
 from pipeline.refresh import versions
 
@@ -50,26 +51,47 @@ def feature_files(path: str, version: Optional[str] = None,
                                                               kind)]
   if version is not None:
     raise FileNotFoundError(f'{path} is not a versioned dataset')
-  if not os.path.exists(os.path.join(path, '_SUCCESS')):
+  if not FileSystems.exists(versions.path(path, '_SUCCESS')):
     raise FileNotFoundError(f'{path} holds no finished featurize run or '
                             'dataset version')
-  with open(os.path.join(path, 'manifest.json')) as f:
+  with FileSystems.open(versions.path(path, 'manifest.json')) as f:
     manifest = json.load(f)
   shards = {'features': 'feature_shards', 'errors': 'error_shards'}[kind]
-  return [os.path.join(path, s['path']) for s in manifest[shards]]
+  return [versions.path(path, s['path']) for s in manifest[shards]]
+
+
+def _examples(file_path: str) -> Iterator[dict]:
+  """The examples of one feature file, decoded by the ``tfrecord`` package.
+
+  Its loader opens local paths only; elsewhere (``gs://``) the records are
+  framed from a Beam file object by the shard reader's framing code.
+  """
+  from tfrecord import example_pb2
+  from tfrecord.reader import extract_feature_dict, tfrecord_loader
+  if '://' not in file_path:
+    yield from tfrecord_loader(file_path, None)
+    return
+  from transforms.tfrecord_framing import iter_records
+  typenames = {'byte': 'bytes_list', 'float': 'float_list',
+               'int': 'int64_list'}
+  with FileSystems.open(file_path) as stream:
+    for record in iter_records(stream, max_record_bytes=1 << 31):
+      if record.data is None:
+        raise ValueError(f'{file_path}: {record.message}')
+      example = example_pb2.Example.FromString(record.data)
+      yield extract_feature_dict(example.features, None, typenames)
 
 
 def iter_features(path: str,
                   version: Optional[str] = None) -> Iterator[Features]:
-  """Yields every feature record of a finished local run or of a local
-  dataset's version (default: its latest), file by file.
+  """Yields every feature record of a finished run or of a dataset's
+  version (default: its latest), file by file.
 
   Raises:
     FileNotFoundError: ``path`` holds neither.
   """
-  from tfrecord.reader import tfrecord_loader
   for file_path in feature_files(path, version):
-    for example in tfrecord_loader(file_path, None):
+    for example in _examples(file_path):
       label = example.get('label')
       if isinstance(label, np.ndarray):
         label = int(label[0])

@@ -1,7 +1,7 @@
 """gs:// end to end: shards, weights and outputs in a real GCS API server.
 
 Everything goes through Beam's FileSystems and the google-cloud-storage
-client, as on Dataflow; the server is ``gcp-storage-emulator`` on loopback,
+client, as on Dataflow; the server is ``fake-gcs-server`` on loopback,
 and the client authenticates with application-default credentials that
 refresh against a token endpoint on loopback.
 """

@@ -1,34 +1,42 @@
-"""A refresh killed (SIGKILL of its whole process tree) at several points:
-the latest version stays untouched and readable, and the next refresh
-(taking over the dead one's lock) leaves the dataset as one uninterrupted
-refresh would, with no leftover file."""
-import glob
+"""A refresh killed (SIGKILL of its whole process tree) at several points,
+on local disk and on the GCS server: the latest version stays untouched and
+readable, and the next refresh (taking over the dead one's lock) leaves the
+dataset as one uninterrupted refresh would, with no leftover file."""
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import uuid
 
 import numpy as np
 import pytest
+from apache_beam.io.filesystems import FileSystems
 
 from pipeline import options
+from pipeline.read_features import feature_files
 from pipeline.refresh import lock, publish, run as refresh_run, versions
-from tests.test_refresh import LOCAL, JOB, do_refresh, read_version, write_shard
+from tests.conftest import BUCKET
+from tests.test_refresh import LOCAL, JOB, do_refresh, write_shard
+from transforms.tfrecord_framing import iter_records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def _match(pattern):
+  return {m.path for m in FileSystems.match([pattern])[0].metadata_list}
+
+
 def _staged(root, pattern):
-  return glob.glob(os.path.join(root, versions.STAGING, '*', pattern))
+  return _match(versions.path(root, versions.STAGING, '*', pattern))
 
 
 KILL_POINTS = {
     # The plan is written; the pipeline is starting and reading shards.
     'after_plan': lambda root: _staged(root, publish.PLAN_FILE),
     # Per-shard files are being written.
-    'writing': lambda root: _staged(root, os.path.join(publish.TEMP,
-                                                       'features-*')),
+    'writing': lambda root: _staged(root, f'{publish.TEMP}/features-*'),
     # Every file and the manifest are in place; the pointer is not yet.
     'before_pointer': lambda root: len(versions.list_versions(root)) == 2,
 }
@@ -41,6 +49,30 @@ def _shards(folder, count, start=0):
   return os.path.join(folder, '*.tfrecord')
 
 
+def read_dataset(root, version=None):
+  """A version's feature records and error keys, through its manifest, on
+  any filesystem.
+
+  (This process has TensorFlow loaded, which the TensorFlow-free reader's
+  ``tfrecord`` package cannot share it with; tests/test_refresh_gcs.py
+  runs that reader on gs:// in a process of its own.)
+  """
+  import tensorflow as tf
+  records = {}
+  for path in feature_files(root, version):
+    with FileSystems.open(path) as f:
+      for framed in iter_records(f, max_record_bytes=1 << 30):
+        example = tf.train.Example.FromString(framed.data).features.feature
+        key = example['key'].bytes_list.value[0].decode()
+        assert key not in records, f'duplicate key {key}'
+        records[key] = np.array(example['features'].float_list.value)
+  errors = []
+  for path in feature_files(root, version, 'errors'):
+    with FileSystems.open(path) as f:
+      errors += [json.loads(line)['key'] for line in f.read().splitlines()]
+  return records, sorted(errors)
+
+
 def _listed_files(root):
   listed = set()
   for name in versions.list_versions(root):
@@ -50,20 +82,29 @@ def _listed_files(root):
   return {versions.path(root, p) for p in listed}
 
 
+@pytest.fixture(params=['local', 'gcs'])
+def storage(request, tmp_path):
+  """Where the dataset lives: a local folder or the GCS server's bucket."""
+  if request.param == 'local':
+    return str(tmp_path / 'features'), {}
+  gcs = request.getfixturevalue('gcs_env')
+  return f'gs://{BUCKET}/crash/{uuid.uuid4().hex[:8]}/features', gcs.env
+
+
 @pytest.mark.parametrize('point', sorted(KILL_POINTS))
 def test_a_killed_refresh_leaves_the_latest_version_and_is_completed(
-    point, tmp_path):
+    point, storage, tmp_path):
+  root, env = storage
   shards = str(tmp_path / 'shards')
   pattern = _shards(shards, 3)
-  root = str(tmp_path / 'features')
   first = do_refresh(root, pattern).manifest
-  before = read_version(root, first)
+  before = read_dataset(root)
   _shards(shards, 3, start=3)
 
-  env = {**os.environ, 'FEATURIZE_TEST_PAUSE_BEFORE_POINTER': '120'}
   process = subprocess.Popen(
       [sys.executable, '-m', 'pipeline.cli', 'refresh', '--config', LOCAL,
-       '--input', pattern, '--dataset', root, *JOB], cwd=ROOT, env=env,
+       '--input', pattern, '--dataset', root, *JOB], cwd=ROOT,
+      env={**os.environ, **env, 'FEATURIZE_TEST_PAUSE_BEFORE_POINTER': '120'},
       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
       start_new_session=True)
   deadline = time.monotonic() + 120
@@ -76,11 +117,10 @@ def test_a_killed_refresh_leaves_the_latest_version_and_is_completed(
 
   # The latest version is untouched and reads whole.
   assert versions.read_pointer(root).version == first['version']
-  after = read_version(root, versions.latest(root))
-  assert set(after[0]) == set(before[0]) and after[1] == before[1]
-  assert os.path.exists(os.path.join(root, lock.LOCK))  # the dead one's
+  assert _same(read_dataset(root), before)
+  assert FileSystems.exists(versions.path(root, lock.LOCK))  # the dead one's
 
-  with pytest.raises(lock.Locked):
+  with pytest.raises(lock.Locked, match='being refreshed by refresh'):
     do_refresh(root, pattern)
   parsed = options.parse_run_args(
       ['--config', LOCAL, '--input', pattern, '--output', root, *JOB])
@@ -90,25 +130,26 @@ def test_a_killed_refresh_leaves_the_latest_version_and_is_completed(
 
   # As one uninterrupted refresh over the same inputs.
   reference = str(tmp_path / 'reference')
-  ref = do_refresh(reference, pattern)
-  ours, our_errors = read_version(root, done.manifest)
-  theirs, their_errors = read_version(reference, ref.manifest)
-  assert set(ours) == set(theirs)
-  for key in theirs:
-    np.testing.assert_allclose(ours[key][0], theirs[key][0], rtol=1e-5,
-                               atol=1e-5)
-  assert sorted(e['key'] for e in our_errors) == sorted(
-      e['key'] for e in their_errors)
+  do_refresh(reference, pattern)
+  assert _same(read_dataset(root), read_dataset(reference))
 
   # No leftovers: nothing staged, no lock, no temporary or unlisted file.
-  assert not glob.glob(os.path.join(root, versions.STAGING, '*'))
-  assert not os.path.exists(os.path.join(root, lock.LOCK))
-  on_disk = {p for p in glob.glob(os.path.join(root, '**'), recursive=True)
-             if os.path.isfile(p)}
+  assert not _match(versions.path(root, versions.STAGING, '**'))
+  assert not FileSystems.exists(versions.path(root, lock.LOCK))
   expected = _listed_files(root) | {
       versions.path(root, versions.POINTER)} | {
           versions.manifest_path(root, n)
           for n in versions.list_versions(root)}
-  assert on_disk == expected
+  assert _match(versions.path(root, '**')) == expected
   assert [n.split('-')[0] for n in versions.list_versions(root)] == [
       'v000001', 'v000002']
+
+
+def _same(ours, theirs) -> bool:
+  (our_records, our_errors), (their_records, their_errors) = ours, theirs
+  assert set(our_records) == set(their_records)
+  for key, features in their_records.items():
+    np.testing.assert_allclose(our_records[key], features, rtol=1e-5,
+                               atol=1e-5, err_msg=key)
+  assert our_errors == their_errors
+  return True
