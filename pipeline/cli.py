@@ -59,21 +59,7 @@ def _parser():
       'refresh', help='Bring a versioned feature dataset up to date with '
       'the shards --input matches now, reading only new and changed ones.')
   options.add_job_arguments(refresh_parser, output_flag='--dataset')
-  refresh_parser.add_argument(
-      '--plan-only', '--plan_only', action='store_true',
-      help='Print what the refresh would reuse, read and drop, and stop.')
-  refresh_parser.add_argument(
-      '--lock-timeout', '--lock_timeout', type=float,
-      default=lock.DEFAULT_TIMEOUT_S / 3600, metavar='HOURS',
-      help='Take over the lock of a refresh older than this (default '
-      '%(default)g h): one that was killed.')
-  refresh_parser.add_argument(
-      '--break-lock', '--break_lock', action='store_true',
-      help='Take over the dataset\'s lock now (its refresh is dead).')
-  refresh_parser.add_argument(
-      '--keep', type=int, metavar='N',
-      help='Keep the newest N versions; delete the files no kept version '
-      'lists.')
+  options.add_refresh_arguments(refresh_parser)
   dataset_parsers = dataset_cli.add_parsers(commands)
   flink_parser = commands.add_parser(
       'flink-local', help='Set up, start, check and stop a local Flink '

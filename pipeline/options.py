@@ -12,6 +12,7 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple
 import yaml
 
 from pipeline.config import JobConfig
+from pipeline.refresh import lock
 from transforms import imaging, vgg16
 from transforms.read import INPUT_FORMATS, ReadConfig
 from transforms.output_files import OutputConfig
@@ -187,6 +188,33 @@ def run_parser() -> argparse.ArgumentParser:
   """A parser of ``featurize run``'s job flags."""
   parser = argparse.ArgumentParser(prog='featurize run')
   add_job_arguments(parser)
+  return parser
+
+
+def add_refresh_arguments(parser: argparse.ArgumentParser) -> None:
+  """Adds the flags of ``featurize refresh`` beyond the job flags."""
+  parser.add_argument(
+      '--plan-only', '--plan_only', action='store_true',
+      help='Print what the refresh would reuse, read and drop, and stop.')
+  parser.add_argument(
+      '--lock-timeout', '--lock_timeout', type=float,
+      default=lock.DEFAULT_TIMEOUT_S / 3600, metavar='HOURS',
+      help='Take over the lock of a refresh older than this many hours '
+      f'(default {lock.DEFAULT_TIMEOUT_S / 3600:g}): one that was killed.')
+  parser.add_argument(
+      '--break-lock', '--break_lock', action='store_true',
+      help='Take over the dataset\'s lock now (its refresh is dead).')
+  parser.add_argument(
+      '--keep', type=int, metavar='N',
+      help='Keep the newest N versions; delete the files no kept version '
+      'lists.')
+
+
+def refresh_parser() -> argparse.ArgumentParser:
+  """A parser of ``featurize refresh``'s flags."""
+  parser = argparse.ArgumentParser(prog='featurize refresh')
+  add_job_arguments(parser, output_flag='--dataset')
+  add_refresh_arguments(parser)
   return parser
 
 

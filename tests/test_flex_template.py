@@ -11,9 +11,13 @@ import re
 import pytest
 
 from pipeline import flex_template, options
+from pipeline.refresh import versions
+from tests.test_refresh import IMAGES_PER_SHARD, write_shard
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METADATA = os.path.join(ROOT, 'run_configs', 'flex_template_metadata.json')
+REFRESH_METADATA = os.path.join(ROOT, 'run_configs',
+                                'flex_template_refresh_metadata.json')
 
 
 def _read(*parts) -> str:
@@ -34,6 +38,58 @@ def test_committed_metadata_matches_the_job_flags():
   required = [p['name'] for p in committed['parameters']
               if not p['isOptional']]
   assert required == ['input', 'output']
+
+
+def test_committed_refresh_metadata_matches_the_refresh_flags():
+  with open(REFRESH_METADATA) as f:
+    committed = json.load(f)
+  assert committed == flex_template.metadata('refresh'), (
+      'regenerate it: python -c "from pipeline import flex_template; '
+      'flex_template.write_metadata(\'run_configs/flex_template_refresh_'
+      'metadata.json\', \'refresh\')"')
+  by_name = {p['name']: p for p in committed['parameters']}
+  assert [n for n, p in by_name.items() if not p['isOptional']] == [
+      'input', 'dataset']
+  assert 'output' not in by_name and 'wait' not in by_name
+  assert re.match(by_name['keep']['regexes'][0], '7')
+  assert not re.match(by_name['keep']['regexes'][0], 'all')
+  assert by_name['plan_only']['regexes'] == ['^(true|false)$']
+  # Both templates share the job flags, checked alike.
+  run = {p['name']: p for p in flex_template.metadata()['parameters']}
+  assert by_name['layer'] == run['layer']
+
+
+def test_a_template_launch_with_a_dataset_refreshes_it(tmp_path):
+  """The entry point as the launcher calls it: parameters as --name=value.
+
+  On the local runner the launch returns once the job is done, so the
+  version is published when it returns.
+  """
+  shards = tmp_path / 'shards'
+  shards.mkdir()
+  for index in range(2):
+    write_shard(str(shards), index)
+  root = str(tmp_path / 'dataset')
+  launch = [f'--input={shards}/*.tfrecord', f'--dataset={root}',
+            '--weights=random', '--layer=block2_pool', '--pooling=avg',
+            '--batch_size=4', '--keep=1', '--plan_only=false',
+            '--runner=FnApiRunner']
+  assert flex_template.job_of(launch) == 'refresh'
+  args = flex_template.template_args(
+      [*launch[:2], '--break_lock=true', '--plan_only=false'])
+  flags, _ = options.refresh_parser().parse_known_args(args)
+  assert flags.break_lock and not flags.plan_only and not flags.wait
+  assert flags.output == root
+  assert flex_template.main(launch) == 0
+  first = versions.latest(root)
+  assert first['counts']['images_processed'] == 2 * IMAGES_PER_SHARD
+  write_shard(str(shards), 2)
+  assert flex_template.main(launch) == 0
+  second = versions.latest(root)
+  assert second['parent'] == first['version']
+  assert second['counts']['images_processed'] == IMAGES_PER_SHARD
+  assert second['counts']['images_in'] == 3 * IMAGES_PER_SHARD
+  assert versions.list_versions(root) == [second['version']]  # --keep=1
 
 
 def test_metadata_patterns_accept_defaults_and_refuse_junk():
