@@ -8,8 +8,10 @@ pipeline must have read the images of the new and changed shards only.
 """
 import json
 import os
+import re
 import subprocess
 import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -20,6 +22,7 @@ from pipeline.refresh import lock, run as refresh_run, versions
 from tests.test_end_to_end import read_errors, read_outputs
 from transforms import tfrecord_framing
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOCAL = demo.LOCAL_CONFIG
 JOB = ('--weights', 'random', '--layer', 'block2_pool', '--pooling', 'avg',
        '--batch-size', '4', '--max-error-fraction', '1')
@@ -271,3 +274,21 @@ def test_no_wait_returns_once_the_job_is_accepted(dataset, capsys):
   # the version and released the lock by the time the launcher returns.
   assert versions.read_pointer(root).version.startswith('v000001-')
   assert not os.path.exists(os.path.join(root, lock.LOCK))
+
+
+def test_the_readme_tf_data_recipe_reads_a_version(dataset):
+  """The README's tf.data recipe, run as printed, on a local dataset."""
+  root, pattern, shards = dataset
+  v1 = do_refresh(root, pattern).manifest
+  write_shard(str(shards), 4)
+  v2 = do_refresh(root, pattern).manifest
+  with open(os.path.join(ROOT, 'README.md')) as f:
+    blocks = re.findall(r'```python\n(.*?)```', f.read(), re.S)
+  recipe, = [textwrap.dedent(b) for b in blocks if 'def dataset_files' in b]
+  assert "'gs://my-bucket/features'" in recipe
+  scope = {}
+  exec(recipe.replace("'gs://my-bucket/features'", repr(root)), scope)  # pylint: disable=exec-used
+  keys = [r['key'].numpy().decode() for r in scope['ds']]
+  assert sorted(keys) == sorted(read_version(root, v2)[0])
+  assert scope['dataset_files'](root, v1['version']) == [
+      versions.path(root, p) for p in versions.files_of(v1)]
