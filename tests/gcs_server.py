@@ -109,11 +109,13 @@ def running_token_server(folder: str):
     server.server_close()
 
 
-# The fake-gcs-server release the tests run against; ``go install`` takes
-# it from the Go module proxy (one of the registries these machines reach).
+# The fake-gcs-server release the tests run against; ``go mod download``
+# takes it from the Go module proxy (a registry these machines reach). The
+# cache folder names the patch below too, so that a changed patch rebuilds.
 FAKE_GCS_SERVER = 'github.com/fsouza/fake-gcs-server@v1.56.1'
 CACHE = os.path.join(os.path.expanduser('~'), '.cache', 'featurize',
-                     'fake-gcs-server', FAKE_GCS_SERVER.rsplit('@', 1)[1])
+                     'fake-gcs-server',
+                     FAKE_GCS_SERVER.rsplit('@', 1)[1] + '-batch-ids')
 
 
 # fake-gcs-server skips the parts of a batch request that carry no
@@ -158,7 +160,7 @@ def server_binary() -> str:
     return binary
   go = shutil.which('go')
   if not go:
-    raise RuntimeError('the GCS tests need Go (1.24 or newer) to build '
+    raise RuntimeError('the GCS tests need Go (1.26 or newer) to build '
                        f'{FAKE_GCS_SERVER}; none is on PATH')
   module = json.loads(_go(go, ['mod', 'download', '-json', FAKE_GCS_SERVER]))
   building = f'{CACHE}.building'
