@@ -11,9 +11,10 @@ from typing import Optional, Sequence
 
 from pipeline import demo, options
 from pipeline.flink_local import cli as flink_local_cli
-from pipeline.refresh import cli as dataset_cli, lock, run as refresh
+from pipeline.refresh import cli as dataset_cli, run as refresh
 from pipeline.refresh.versions import PointerMoved
 from pipeline.run import JobFailed, RunSummary, run_job
+from transforms import output_lock as lock
 from transforms.output_files import RunRefused, TooManyErrors
 
 

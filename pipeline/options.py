@@ -12,8 +12,7 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple
 import yaml
 
 from pipeline.config import JobConfig
-from pipeline.refresh import lock
-from transforms import imaging, vgg16
+from transforms import imaging, output_lock as lock, vgg16
 from transforms.read import INPUT_FORMATS, ReadConfig
 from transforms.output_files import OutputConfig
 
@@ -216,6 +215,20 @@ def refresh_parser() -> argparse.ArgumentParser:
   add_job_arguments(parser, output_flag='--dataset')
   add_refresh_arguments(parser)
   return parser
+
+
+# Runners that run the whole job inside the launcher's process tree.
+LOCAL_RUNNERS = ('FnApiRunner', 'DirectRunner', 'BundleBasedDirectRunner',
+                 'SwitchingDirectRunner')
+
+
+def runs_locally(beam_args: Sequence[str]) -> bool:
+  """Whether the job runs in this process tree (so that it ends when
+  this process is killed)."""
+  from apache_beam.options.pipeline_options import (PipelineOptions,
+                                                    StandardOptions)
+  runner = PipelineOptions(list(beam_args)).view_as(StandardOptions).runner
+  return (runner or 'DirectRunner').rsplit('.', 1)[-1] in LOCAL_RUNNERS
 
 
 def names_runner(flags: Sequence[str]) -> bool:

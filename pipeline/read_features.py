@@ -91,13 +91,18 @@ def iter_features(path: str,
     FileNotFoundError: ``path`` holds neither.
   """
   for file_path in feature_files(path, version):
-    for example in _examples(file_path):
-      label = example.get('label')
-      if isinstance(label, np.ndarray):
-        label = int(label[0])
-      yield Features(key=example['key'].decode('utf-8'),
-                     features=example['features'].reshape(example['shape']),
-                     label=label)
+    yield from iter_file(file_path)
+
+
+def iter_file(file_path: str) -> Iterator[Features]:
+  """Yields the feature records of one feature file, in file order."""
+  for example in _examples(file_path):
+    label = example.get('label')
+    if isinstance(label, np.ndarray):
+      label = int(label[0])
+    yield Features(key=example['key'].decode('utf-8'),
+                   features=example['features'].reshape(example['shape']),
+                   label=label)
 
 
 def main(argv=None) -> int:

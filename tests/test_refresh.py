@@ -18,7 +18,8 @@ import pytest
 
 from benchmarks import dataset as bench_dataset
 from pipeline import cli, demo, options
-from pipeline.refresh import lock, run as refresh_run, versions
+from pipeline.refresh import run as refresh_run, versions
+from transforms import output_lock as lock
 from tests.test_end_to_end import read_errors, read_outputs
 from transforms import tfrecord_framing
 
@@ -182,9 +183,18 @@ def test_one_refresh_at_a_time(dataset, capsys):
   lock.release(root, 'someone-else')  # not the holder: nothing happens
   with pytest.raises(lock.Locked):
     lock.acquire(root, 'second')
+  # A lock whose holder cannot be known dead (this process is alive; a
+  # job on Dataflow is not watched) waits for the timeout; a watched
+  # holder's lock goes as soon as its process is gone.
+  assert not lock.holder_is_gone(held)
+  assert not lock.holder_is_gone({**held, 'pid': 2 ** 22 + 1, 'watch': False})
+  assert lock.holder_is_gone({**held, 'pid': 2 ** 22 + 1, 'watch': True})
+  assert lock.holder_is_gone({**held, 'pid_start': -1, 'watch': True})
+  assert not lock.holder_is_gone({**held, 'pid_start': -1, 'watch': True,
+                                  'host': 'another-host'})
   # A killed refresh's lock: taken over once stale, or broken at once.
-  assert lock.acquire(root, 'third', timeout_s=0)['refresh'] == 'third'
-  assert lock.acquire(root, 'fourth', break_lock=True)['refresh'] == 'fourth'
+  assert lock.acquire(root, 'third', timeout_s=0)['holder'] == 'third'
+  assert lock.acquire(root, 'fourth', break_lock=True)['holder'] == 'fourth'
   lock.release(root, 'fourth')
   assert cli.main(job) == 0  # and the refresh releases its own lock
   assert not os.path.exists(os.path.join(root, lock.LOCK))

@@ -16,7 +16,8 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline import options
 from pipeline.read_features import feature_files
-from pipeline.refresh import lock, publish, run as refresh_run, versions
+from pipeline.refresh import publish, run as refresh_run, versions
+from transforms import output_lock as lock
 from tests.conftest import BUCKET
 from tests.test_refresh import LOCAL, JOB, do_refresh, write_shard
 from transforms.tfrecord_framing import iter_records
@@ -104,7 +105,7 @@ def test_a_killed_refresh_leaves_the_latest_version_and_is_completed(
   process = subprocess.Popen(
       [sys.executable, '-m', 'pipeline.cli', 'refresh', '--config', LOCAL,
        '--input', pattern, '--dataset', root, *JOB], cwd=ROOT,
-      env={**os.environ, **env, 'FEATURIZE_TEST_PAUSE_BEFORE_POINTER': '120'},
+      env={**os.environ, **env, 'FEATURIZE_TEST_PAUSE_AT': 'before_pointer:120'},
       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
       start_new_session=True)
   deadline = time.monotonic() + 120
@@ -118,13 +119,15 @@ def test_a_killed_refresh_leaves_the_latest_version_and_is_completed(
   # The latest version is untouched and reads whole.
   assert versions.read_pointer(root).version == first['version']
   assert _same(read_dataset(root), before)
-  assert FileSystems.exists(versions.path(root, lock.LOCK))  # the dead one's
+  # The dead one's lock: it ran its job in its own process tree here, so
+  # the next refresh sees that it is gone and takes the lock over at once.
+  dead, _ = lock.read(lock.lock_path(root))
+  assert dead['pid'] == process.pid and dead['watch']
+  assert lock.holder_is_gone(dead)
 
-  with pytest.raises(lock.Locked, match='being refreshed by refresh'):
-    do_refresh(root, pattern)
   parsed = options.parse_run_args(
       ['--config', LOCAL, '--input', pattern, '--output', root, *JOB])
-  done = refresh_run.refresh(parsed.job, parsed.beam_args, break_lock=True,
+  done = refresh_run.refresh(parsed.job, parsed.beam_args,
                              log=lambda _: None)
   assert done.published and done.images_read == 9  # the 3 new shards
 

@@ -13,7 +13,8 @@ import time
 import pytest
 
 from pipeline import demo
-from pipeline.refresh import lock, versions
+from pipeline.refresh import versions
+from transforms import output_lock as lock
 from tests.conftest import BUCKET
 from tests.test_refresh import IMAGES_PER_SHARD, JOB, write_shard
 
@@ -99,7 +100,7 @@ def test_a_second_refresh_refuses_while_one_runs(gcs_env, tmp_path):
   # there, it is surely running when the second starts.
   first = subprocess.Popen(
       command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-      text=True, env={**env, 'FEATURIZE_TEST_PAUSE_BEFORE_POINTER': '15'})
+      text=True, env={**env, 'FEATURIZE_TEST_PAUSE_AT': 'before_pointer:15'})
   lock_blob = gcs.bucket.blob('concurrent/features/.lock')
   deadline = time.monotonic() + 60
   while not lock_blob.exists():
@@ -110,7 +111,7 @@ def test_a_second_refresh_refuses_while_one_runs(gcs_env, tmp_path):
   second = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
                           env=env)
   assert second.returncode == 1
-  assert (f'being refreshed by refresh {holder["refresh"]} (host '
+  assert (f'being refreshed by refresh {holder["holder"]} (host '
           f'{holder["host"]}, pid {holder["pid"]}') in second.stderr
   assert first.pid == holder['pid']
   out, err = first.communicate(timeout=120)
@@ -124,17 +125,17 @@ def test_a_stale_lock_goes_to_one_taker_only(gcs_env):
   root = f'gs://{BUCKET}/stale-lock/features'
   lock.acquire(root, 'dead-refresh')
   target = versions.path(root, lock.LOCK)
-  _, stale_generation = lock._read(target)  # pylint: disable=protected-access
+  _, stale_generation = lock.read(target)
   # Two refreshes find the lock stale; the first takes it over...
-  assert lock.acquire(root, 'taker-1', timeout_s=0)['refresh'] == 'taker-1'
+  assert lock.acquire(root, 'taker-1', timeout_s=0)['holder'] == 'taker-1'
   # ...so the second's write, conditioned on the generation it read as
   # stale, fails on the server, and it must not take the lock.
-  assert not lock._create(target, b'{}', stale_generation)  # pylint: disable=protected-access
-  assert not lock._create(target, b'{}', None)  # pylint: disable=protected-access
+  assert not lock.create(target, b'{}', stale_generation)
+  assert not lock.create(target, b'{}', None)
   with pytest.raises(lock.Locked, match='taker-1'):
     lock.acquire(root, 'taker-2')
   lock.release(root, 'taker-1')
-  assert lock._read(target) == (None, None)  # pylint: disable=protected-access
+  assert lock.read(target) == (None, None)
 
 
 def test_a_pointer_that_moved_is_not_overwritten(gcs_env):

@@ -20,13 +20,13 @@ import hashlib
 import json
 import os
 import re
-import time
 from typing import Iterable, List
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.refresh import lock, versions
+from pipeline.refresh import versions
+from transforms import fault_points, output_lock as lock
 from transforms.output_files import (ERRORS_KIND, FEATURES_KIND, SUFFIXES,
                                      OutputConfig, TooManyErrors,
                                      error_share_problem)
@@ -130,7 +130,7 @@ def publish_version(root: str, staging: str, read_counts: List[ShardRead],
       'shards': shards,
   }
   versions.write_manifest(root, manifest)
-  _pause_for_crash_tests()
+  fault_points.pause('before_pointer')
   parent = plan['parent_pointer']
   versions.swap_pointer(root, version,
                         versions.Pointer(*parent) if parent else None)
@@ -139,15 +139,6 @@ def publish_version(root: str, staging: str, read_counts: List[ShardRead],
     versions.prune(root, plan['keep'])
   lock.release(root, plan['refresh'])
   return manifest
-
-
-def _pause_for_crash_tests() -> None:
-  """Fault injection: with FEATURIZE_TEST_PAUSE_BEFORE_POINTER=SECONDS,
-  waits between the last file of a version and the pointer update, so that
-  tests can kill a refresh there (the window is otherwise milliseconds)."""
-  seconds = os.environ.get('FEATURIZE_TEST_PAUSE_BEFORE_POINTER')
-  if seconds:
-    time.sleep(float(seconds))
 
 
 def delete_tree(folder: str) -> None:

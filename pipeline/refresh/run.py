@@ -22,8 +22,10 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipeline import run as run_module
 from pipeline.build import extract_all
 from pipeline.config import JobConfig, describe
-from pipeline.refresh import fingerprints, lock, publish, versions
+from pipeline.options import runs_locally
+from pipeline.refresh import fingerprints, publish, versions
 from pipeline.refresh.plan import Plan, make_plan
+from transforms import output_lock as lock
 from transforms.write import WriteAndPublish
 
 
@@ -97,7 +99,8 @@ def refresh(job: JobConfig, beam_args: Sequence[str], plan_only: bool = False,
   refresh_id = (f'{socket.gethostname()}-{os.getpid()}-'
                 f'{uuid.uuid4().hex[:8]}')
   if not plan_only:
-    lock.acquire(root, refresh_id, lock_timeout_s, break_lock)
+    lock.acquire(root, refresh_id, lock_timeout_s, break_lock, job='refresh',
+                 watch=wait and runs_locally(beam_args))
   try:
     if not plan_only:
       # Holding the lock, whatever is staged, or past the latest version,

@@ -14,6 +14,8 @@ from typing import List, NamedTuple, Optional
 
 from apache_beam.io.filesystems import FileSystems
 
+from transforms import gcs_objects
+
 POINTER = 'LATEST'
 VERSIONS = 'versions'
 FILES = 'files'
@@ -44,17 +46,11 @@ def manifest_path(root: str, version: str) -> str:
   return path(root, VERSIONS, f'{version}.json')
 
 
-def gcs_blob(gcs_path: str):
-  from google.cloud import storage  # Only where a dataset lives in GCS.
-  bucket, _, name = gcs_path[len('gs://'):].partition('/')
-  return storage.Client().bucket(bucket).blob(name)
-
-
 def read_pointer(root: str) -> Optional[Pointer]:
   """The pointer, or None for a dataset with no version yet."""
   target = path(root, POINTER)
   if target.startswith('gs://'):
-    blob = gcs_blob(target)
+    blob = gcs_objects.blob(target)
     if not blob.exists():
       return None
     blob.reload()
@@ -112,7 +108,7 @@ def swap_pointer(root: str, version: str,
   if target.startswith('gs://'):
     from google.api_core import exceptions
     try:
-      gcs_blob(target).upload_from_string(
+      gcs_objects.blob(target).upload_from_string(
           data, content_type='application/json',
           if_generation_match=expected.generation if expected else 0)
     except exceptions.PreconditionFailed:
