@@ -1,4 +1,6 @@
 """Builds the featurize graph. No I/O here: only the graph."""
+from typing import Optional
+
 import apache_beam as beam
 
 from pipeline.config import JobConfig, describe
@@ -24,14 +26,17 @@ def extract_all(pipeline: beam.Pipeline, job: JobConfig) -> dict:
           'counts': read.counts}
 
 
-def build_pipeline(pipeline: beam.Pipeline, job: JobConfig):
+def build_pipeline(pipeline: beam.Pipeline, job: JobConfig,
+                   lock_holder: Optional[str] = None):
   """Adds read -> decode -> VGG16 -> write to ``pipeline``.
 
   Every stage streams: no step holds a shard, the dataset or more than a
-  batch of activations, and nothing groups the feature records.
+  batch of activations, and nothing groups the feature records. The last
+  step releases the output folder's lock for ``lock_holder``.
 
   Returns:
     The PCollection holding the manifest (one element, after ``_SUCCESS``).
   """
   return (extract_all(pipeline, job)
-          | 'WriteOutputs' >> WriteOutputs(job.output, describe(job)))
+          | 'WriteOutputs' >> WriteOutputs(job.output, describe(job),
+                                         lock_holder))

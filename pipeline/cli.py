@@ -9,7 +9,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from pipeline import demo, options
+from pipeline import demo, inspect_output, options
 from pipeline.flink_local import cli as flink_local_cli
 from pipeline.refresh import cli as dataset_cli, run as refresh
 from pipeline.refresh.versions import PointerMoved
@@ -47,6 +47,7 @@ def _parser():
   run_parser = commands.add_parser(
       'run', help='Extract features from --input into --output.')
   options.add_job_arguments(run_parser)
+  options.add_lock_arguments(run_parser)
   demo_parser = commands.add_parser(
       'demo', help='Write a demo dataset of real photos and run on it.')
   options.add_job_arguments(demo_parser, require_io=False)
@@ -62,13 +63,14 @@ def _parser():
   options.add_job_arguments(refresh_parser, output_flag='--dataset')
   options.add_refresh_arguments(refresh_parser)
   dataset_parsers = dataset_cli.add_parsers(commands)
+  inspect_parsers = inspect_output.add_parser(commands)
   flink_parser = commands.add_parser(
       'flink-local', help='Set up, start, check and stop a local Flink '
       'cluster for featurize (see run_configs/flink.yaml).')
   flink_local_cli.add_arguments(flink_parser)
   return parser, {'run': run_parser, 'demo': demo_parser,
                   'refresh': refresh_parser, 'flink-local': flink_parser,
-                  **dataset_parsers}
+                  **dataset_parsers, **inspect_parsers}
 
 
 def _quiet_known_noise(record: logging.LogRecord) -> bool:
@@ -92,6 +94,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return flink_local_cli.main(rest)
   if command in dataset_cli.COMMANDS:
     return dataset_cli.main(command, rest, sub_parsers[command])
+  if command == 'inspect':
+    return inspect_output.main(rest, sub_parsers[command])
   try:
     if command == 'demo':
       rest = demo.prepare_demo_args(rest, sub_parsers[command])
@@ -104,7 +108,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       break_lock=flags.break_lock, keep=flags.keep,
                       wait=parsed.wait)
       return 0
-    summary = run_job(parsed.job, parsed.beam_args, wait=parsed.wait)
+    flags = sub_parsers[command].parse_known_args(rest)[0]
+    summary = run_job(
+        parsed.job, parsed.beam_args, wait=parsed.wait,
+        lock_timeout_s=getattr(flags, 'lock_timeout',
+                               lock.DEFAULT_TIMEOUT_S / 3600) * 3600,
+        break_lock=getattr(flags, 'break_lock', False))
   except (RunRefused, TooManyErrors, JobFailed, PointerMoved, lock.Locked,
           FileNotFoundError, ValueError) as e:
     print(f'featurize: error: {e}', file=sys.stderr)

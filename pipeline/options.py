@@ -187,7 +187,21 @@ def run_parser() -> argparse.ArgumentParser:
   """A parser of ``featurize run``'s job flags."""
   parser = argparse.ArgumentParser(prog='featurize run')
   add_job_arguments(parser)
+  add_lock_arguments(parser)
   return parser
+
+
+def add_lock_arguments(parser: argparse.ArgumentParser) -> None:
+  """Adds the flags of the output's lock (``transforms/output_lock.py``)."""
+  parser.add_argument(
+      '--lock-timeout', '--lock_timeout', type=float,
+      default=lock.DEFAULT_TIMEOUT_S / 3600, metavar='HOURS',
+      help='Take over the output\'s lock from a job older than this many '
+      f'hours (default {lock.DEFAULT_TIMEOUT_S / 3600:g}): one that was '
+      'killed. A local job\'s lock goes as soon as its process is gone.')
+  parser.add_argument(
+      '--break-lock', '--break_lock', action='store_true',
+      help='Take over the output\'s lock now (its job is dead).')
 
 
 def add_refresh_arguments(parser: argparse.ArgumentParser) -> None:
@@ -195,14 +209,7 @@ def add_refresh_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument(
       '--plan-only', '--plan_only', action='store_true',
       help='Print what the refresh would reuse, read and drop, and stop.')
-  parser.add_argument(
-      '--lock-timeout', '--lock_timeout', type=float,
-      default=lock.DEFAULT_TIMEOUT_S / 3600, metavar='HOURS',
-      help='Take over the lock of a refresh older than this many hours '
-      f'(default {lock.DEFAULT_TIMEOUT_S / 3600:g}): one that was killed.')
-  parser.add_argument(
-      '--break-lock', '--break_lock', action='store_true',
-      help='Take over the dataset\'s lock now (its refresh is dead).')
+  add_lock_arguments(parser)
   parser.add_argument(
       '--keep', type=int, metavar='N',
       help='Keep the newest N versions; delete the files no kept version '

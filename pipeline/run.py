@@ -4,6 +4,8 @@ import datetime
 import json
 import logging
 import os
+import socket
+import uuid
 from typing import NamedTuple, Optional, Sequence
 
 import apache_beam as beam
@@ -13,9 +15,11 @@ from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 
 from pipeline.build import build_pipeline
 from pipeline.config import JobConfig
-from transforms import vgg16
+from pipeline.options import runs_locally
+from transforms import output_lock, vgg16
 from transforms.output_files import (MANIFEST_FILE, SUCCESS_FILE, RunRefused,
-                                     TooManyErrors, error_share_problem)
+                                     TooManyErrors, error_share_problem,
+                                     remove_leftovers)
 
 
 class JobFailed(Exception):
@@ -90,9 +94,29 @@ def with_weights_inspected(job: JobConfig) -> JobConfig:
       job.model, weights_sha256=digest, weights_size=size))
 
 
-def start_job(job: JobConfig,
-              beam_args: Sequence[str]) -> beam.runners.runner.PipelineResult:
+class OutputLock(NamedTuple):
+  """How a run takes its output folder's lock (``output_lock``).
+
+  Attributes:
+    holder: This run's id in the lock.
+    watch: The launcher awaits a job that runs in its own process tree.
+    timeout_s: Age after which another run's lock counts as stale.
+    break_lock: Take the lock over whatever its age.
+  """
+  holder: str
+  watch: bool
+  timeout_s: float = output_lock.DEFAULT_TIMEOUT_S
+  break_lock: bool = False
+
+
+def start_job(job: JobConfig, beam_args: Sequence[str],
+              lock: Optional[OutputLock] = None
+              ) -> beam.runners.runner.PipelineResult:
   """Checks, builds and starts a job; returns without waiting for it.
+
+  With ``lock``, the output folder's lock is taken after the checks, what
+  unfinished runs left in the folder is deleted, and the job's last step
+  releases the lock (as does this function if the start fails).
 
   With Beam's ``--dry_run`` (DataflowRunner), the job is built down to the
   runner's job description, which the result's ``job`` holds, and nothing
@@ -103,20 +127,40 @@ def start_job(job: JobConfig,
   # filesystem options as the workers (credentials, --no_auth, ...).
   FileSystems.set_options(options)
   job = preflight(job)
-  pipeline = beam.Pipeline(options=options)
-  build_pipeline(pipeline, job)
-  return pipeline.run()
+  if lock:
+    output_lock.acquire(job.output.directory, lock.holder, lock.timeout_s,
+                        lock.break_lock, job='run', watch=lock.watch)
+  try:
+    if lock:
+      remove_leftovers(job.output)
+    pipeline = beam.Pipeline(options=options)
+    build_pipeline(pipeline, job, lock.holder if lock else None)
+    return pipeline.run()
+  except BaseException:
+    if lock:
+      output_lock.release(job.output.directory, lock.holder)
+    raise
 
 
-def run_job(job: JobConfig, beam_args: Sequence[str],
-            wait: bool = True) -> RunSummary:
-  """Runs a parsed job and, when awaited, reads back its manifest."""
+def run_job(job: JobConfig, beam_args: Sequence[str], wait: bool = True,
+            lock_timeout_s: float = output_lock.DEFAULT_TIMEOUT_S,
+            break_lock: bool = False) -> RunSummary:
+  """Runs a parsed job and, when awaited, reads back its manifest.
+
+  The run holds its output folder's lock from launch to publication: a
+  second run into the same folder is refused while the first works.
+  """
   launched = datetime.datetime.now(datetime.timezone.utc).replace(
       microsecond=0)
-  result = start_job(job, beam_args)
+  dry_run = PipelineOptions(list(beam_args)).view_as(TestOptions).dry_run
+  lock = None if dry_run else OutputLock(
+      f'{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}',
+      watch=wait and runs_locally(beam_args), timeout_s=lock_timeout_s,
+      break_lock=break_lock)
+  result = start_job(job, beam_args, lock)
   job_id = getattr(result, 'job_id', None)  # a method on Dataflow's result
   job_id = job_id() if callable(job_id) else job_id
-  if PipelineOptions(list(beam_args)).view_as(TestOptions).dry_run:
+  if dry_run:
     return RunSummary(job.output.directory, None, state='DRY_RUN')
   if not wait:
     return RunSummary(job.output.directory, None, state='SUBMITTED',
@@ -128,6 +172,10 @@ def run_job(job: JobConfig, beam_args: Sequence[str],
   except RuntimeError as e:  # How portable runners report a failed job.
     raise_too_many_errors(job, launched)
     raise JobFailed(failure_line(str(e))) from e
+  finally:
+    # Released by the job's last step when it published; not when the
+    # job failed before it.
+    output_lock.release(job.output.directory, lock.holder)
   with FileSystems.open(job.output.path(MANIFEST_FILE)) as f:
     manifest = json.load(f)
   return RunSummary(job.output.directory, manifest, model_loads(result),

@@ -4,8 +4,15 @@
     DIR/errors-SSSSS-of-NNNNN.jsonl        one line per image that failed
     DIR/manifest.json                      what was run and what came out
     DIR/_SUCCESS                           written last
+
+and, while a run works, ``DIR/.lock`` (``output_lock``) and its temporary
+folder ``DIR/.temp-featurize-<id>/``.
 """
 import dataclasses
+import glob
+import logging
+import os
+import shutil
 from typing import Optional
 
 from apache_beam.io.filesystems import FileSystems
@@ -15,6 +22,7 @@ MANIFEST_FILE = 'manifest.json'
 FEATURES_KIND = 'features'
 ERRORS_KIND = 'errors'
 SUFFIXES = {FEATURES_KIND: '.tfrecord', ERRORS_KIND: '.jsonl'}
+TEMP_PREFIX = '.temp-featurize-'
 
 
 class RunRefused(Exception):
@@ -61,3 +69,22 @@ def error_share_problem(images_in: int, errors: int,
 def shard_name(kind: str, index: int, total: int) -> str:
   """``features-00000-of-00003.tfrecord`` and the like."""
   return f'{kind}-{index:05d}-of-{total:05d}{SUFFIXES[kind]}'
+
+
+def remove_leftovers(config: OutputConfig) -> int:
+  """Deletes what unfinished runs left in the output folder: their
+  temporary folders and half-written JSON files. Returns how many files.
+
+  Only safe while holding the folder's lock: no other run is writing.
+  """
+  matched = FileSystems.match([config.path(TEMP_PREFIX + '**'),
+                               config.path('*.tmp')])
+  files = [m.path for result in matched for m in result.metadata_list]
+  if files:
+    logging.info('Removing %d files of unfinished runs', len(files))
+    FileSystems.delete(files)
+  if '://' not in config.directory:  # Local folders outlive their files.
+    for folder in glob.glob(os.path.join(config.directory,
+                                         TEMP_PREFIX + '*')):
+      shutil.rmtree(folder, ignore_errors=True)
+  return len(files)

@@ -6,12 +6,14 @@ Nothing here groups the feature records: each bundle streams into its own
 file (``bundle_files``) and one final step renames them (``publish``).
 """
 import uuid
+from typing import Optional
 
 import apache_beam as beam
 
 from transforms.bundle_files import (WriteShards, encode_error_line,
                                      encode_feature_record)
-from transforms.output_files import ERRORS_KIND, FEATURES_KIND, OutputConfig
+from transforms.output_files import (ERRORS_KIND, FEATURES_KIND, TEMP_PREFIX,
+                                     OutputConfig)
 from transforms.publish import PublishRunFn
 
 
@@ -61,11 +63,15 @@ class WriteOutputs(WriteAndPublish):
     config: Output folder and error threshold.
     describe: What produced the features (model, preprocessing, versions),
       copied into the manifest.
+    lock_holder: The run's id in the folder's lock, which the last step
+      releases (``output_lock``); None for a run that holds none.
   """
 
-  def __init__(self, config: OutputConfig, describe: dict):
+  def __init__(self, config: OutputConfig, describe: dict,
+               lock_holder: Optional[str] = None):
     # A fresh folder per run; creating it waits for run time.
-    temp_dir = config.path(f'.temp-featurize-{uuid.uuid4().hex[:12]}')
-    super().__init__(temp_dir, PublishRunFn(config, temp_dir, describe))
+    temp_dir = config.path(f'{TEMP_PREFIX}{uuid.uuid4().hex[:12]}')
+    super().__init__(temp_dir, PublishRunFn(config, temp_dir, describe,
+                                            lock_holder))
     self.config = config
     self.describe = describe
