@@ -157,7 +157,11 @@ def run_job(job: JobConfig, beam_args: Sequence[str], wait: bool = True,
       f'{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}',
       watch=wait and runs_locally(beam_args), timeout_s=lock_timeout_s,
       break_lock=break_lock)
-  result = start_job(job, beam_args, lock)
+  try:
+    result = start_job(job, beam_args, lock)
+  except RuntimeError as e:  # Local runners run the whole job in run().
+    raise_too_many_errors(job, launched)
+    raise JobFailed(failure_line(str(e))) from e
   job_id = getattr(result, 'job_id', None)  # a method on Dataflow's result
   job_id = job_id() if callable(job_id) else job_id
   if dry_run:

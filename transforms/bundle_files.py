@@ -17,7 +17,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
 
-from transforms import example_codec, tfrecord_framing
+from transforms import example_codec, fault_points, tfrecord_framing
 from transforms.records import ErrorRecord, FeatureRecord, ShardWritten
 
 
@@ -75,6 +75,7 @@ class _WriteBundleFn(beam.DoFn):
       self._count = 0
     self._file.write(self._encode(element))
     self._count += 1
+    fault_points.pause('writing')
 
   def finish_bundle(self):
     written = self._close()

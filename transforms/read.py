@@ -16,7 +16,7 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from transforms import shard_readers
+from transforms import fault_points, shard_readers
 from transforms.records import ErrorRecord, ShardRead
 
 INPUT_FORMATS = ('auto',) + shard_readers.SHARD_FORMATS
@@ -105,6 +105,7 @@ class _ReadShardFn(beam.DoFn):
     self._errors = beam.metrics.Metrics.counter('featurize', 'read_errors')
 
   def process(self, path: str) -> Iterator:
+    fault_points.pause('reading')  # after the match, before any read
     count = 0
     try:
       for result in iter_shard(path, self._config):

@@ -136,12 +136,16 @@ def refresh(job: JobConfig, beam_args: Sequence[str], plan_only: bool = False,
           job.read, shard_list=shard_list))
       pipeline = beam.Pipeline(options=options)
       build_refresh(pipeline, job, root, staging)
-      result = pipeline.run()
-      if not wait:
-        log(f'featurize: refresh job for version {version} submitted; '
-            f'{root}/{versions.POINTER} points at it once it has finished')
-        return RefreshResult(plan, None, False)
-      result.wait_until_finish()
+      try:
+        result = pipeline.run()  # Local runners run the whole job here.
+        if not wait:
+          log(f'featurize: refresh job for version {version} submitted; '
+              f'{root}/{versions.POINTER} points at it once it has '
+              'finished')
+          return RefreshResult(plan, None, False)
+        result.wait_until_finish()
+      except RuntimeError as e:  # How runners report a failed job.
+        raise run_module.JobFailed(run_module.failure_line(str(e))) from e
       read = images_read(result)
       manifest = versions.read_manifest(root, version)
   except BaseException:
