@@ -186,6 +186,16 @@ def run_job(job: JobConfig, beam_args: Sequence[str], wait: bool = True,
                     job_id=job_id)
 
 
+# Runner messages that say little on their own, and what they mean.
+_EXPLAINED = {
+    # The FnApiRunner's gRPC channel to a worker process broke: the worker
+    # ended mid-bundle (killed, or out of memory). It has no bundle retries.
+    'Channel closed prematurely': 'a Beam worker process ended in the '
+                                  'middle of its work (killed, or out of '
+                                  'memory?)',
+}
+
+
 def failure_line(message: str, limit: int = 600) -> str:
   """The first line of a runner's failure message, cut to ``limit``.
 
@@ -194,6 +204,9 @@ def failure_line(message: str, limit: int = 600) -> str:
   """
   lines = [line.strip() for line in message.splitlines() if line.strip()]
   first = lines[0] if lines else 'the job failed (no message from the runner)'
+  for known, meaning in _EXPLAINED.items():
+    if known in first:
+      first = f'{meaning}: {first}'
   return first if len(first) <= limit else first[:limit - 3] + '...'
 
 

@@ -8,7 +8,11 @@ loud failure, never a silent loss:
 * the output's disk fills up: a clear failure, no ``_SUCCESS``, no file
   under a final name;
 * shards deleted, truncated and replaced between the launch's match and
-  their read: error lines for what was lost, the rest completes.
+  their read: error lines for what was lost, the rest completes;
+* a worker process of the multi-process DirectRunner killed mid-bundle:
+  the run fails loudly (the FnApiRunner does not retry bundles; its
+  channel to the worker breaks) with no ``_SUCCESS`` and no file under a
+  final name, and the same command then completes.
 """
 import glob
 import json
@@ -184,3 +188,29 @@ def test_shards_changed_after_the_match_end_as_error_lines(shards, tmp_path):
   assert not any(k.startswith('shard3-v0/') for k in keys)
   assert manifest['counts']['images_in'] == (
       manifest['counts']['features'] + manifest['counts']['errors'])
+
+
+def test_a_worker_killed_mid_bundle_fails_the_run_loudly(shards, reference,
+                                                         tmp_path):
+  out = str(tmp_path / 'out')
+  marker = str(tmp_path / 'paused')
+  command = _command(shards, out, '--direct_running_mode=multi_processing',
+                     '--direct_num_workers=2')
+  process = _start(command, ('writing', 60, marker))
+  _wait_for(marker, process)
+  with open(marker) as f:
+    worker = int(f.read())  # the worker process that paused there
+  assert worker != process.pid
+  os.kill(worker, signal.SIGKILL)
+  _, err = process.communicate(timeout=120)
+  assert process.returncode == 1
+  assert ('featurize: error: a Beam worker process ended in the middle of '
+          'its work') in err.strip().splitlines()[-1]
+  assert not os.path.exists(os.path.join(out, '_SUCCESS'))
+  assert not glob.glob(os.path.join(out, 'features-*'))
+  assert not os.path.exists(os.path.join(out, '.lock'))
+
+  again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+  assert again.returncode == 0, again.stderr[-3000:]
+  _same_output(out, reference)
+  assert set(os.listdir(out)) == _finished(out)[1]
