@@ -28,6 +28,7 @@ TEST_REQUIRES = [
     'kubernetes-validate==1.37.0',
     # The FlinkDeployment against the Flink operator's CRD schema.
     'jsonschema==4.26.0',
+    'hypothesis==6.170.15',  # tests/test_fuzz.py: fuzzing the bytes
 ]
 # Also for the tests: benchmarks/requirements-nodeps.txt, installed with
 # --no-deps (see that file for why).
@@ -43,6 +44,8 @@ setuptools.setup(
     packages=setuptools.find_packages(include=['pipeline', 'pipeline.*',
                                                'transforms', 'transforms.*']),
     install_requires=INSTALL_REQUIRES,
-    extras_require={'test': TEST_REQUIRES},
+    extras_require={'test': TEST_REQUIRES,
+                    # featurize inspect --plot
+                    'plot': ['matplotlib==3.11.2']},
     entry_points={'console_scripts': ['featurize=pipeline.cli:main']},
 )

@@ -9,13 +9,11 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from pipeline import demo, inspect_output, options
+from pipeline import console, demo, inspect_output, options
 from pipeline.flink_local import cli as flink_local_cli
 from pipeline.refresh import cli as dataset_cli, run as refresh
-from pipeline.refresh.versions import PointerMoved
-from pipeline.run import JobFailed, RunSummary, run_job
+from pipeline.run import RunSummary, run_job
 from transforms import output_lock as lock
-from transforms.output_files import RunRefused, TooManyErrors
 
 
 def _print_summary(summary: RunSummary) -> None:
@@ -37,6 +35,15 @@ def _print_summary(summary: RunSummary) -> None:
         'manifest.json, errors-*.jsonl, _SUCCESS)')
 
 
+def _add_console_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument(
+      '--verbose', action='store_true',
+      help='Show start-up logs, Beam\'s log and a failure\'s traceback.')
+  parser.add_argument(
+      '--quiet', action='store_true',
+      help='No progress line while a local job runs.')
+
+
 def _parser():
   """The top-level parser and the parser of each sub-command."""
   parser = argparse.ArgumentParser(
@@ -48,9 +55,11 @@ def _parser():
       'run', help='Extract features from --input into --output.')
   options.add_job_arguments(run_parser)
   options.add_lock_arguments(run_parser)
+  _add_console_arguments(run_parser)
   demo_parser = commands.add_parser(
       'demo', help='Write a demo dataset of real photos and run on it.')
   options.add_job_arguments(demo_parser, require_io=False)
+  _add_console_arguments(demo_parser)
   # From a source checkout the demo uses run_configs/local.yaml; an
   # installed copy has no run_configs/ and runs on featurize's default
   # runner (the same FnApiRunner).
@@ -62,6 +71,7 @@ def _parser():
       'the shards --input matches now, reading only new and changed ones.')
   options.add_job_arguments(refresh_parser, output_flag='--dataset')
   options.add_refresh_arguments(refresh_parser)
+  _add_console_arguments(refresh_parser)
   dataset_parsers = dataset_cli.add_parsers(commands)
   inspect_parsers = inspect_output.add_parser(commands)
   flink_parser = commands.add_parser(
@@ -96,30 +106,31 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return dataset_cli.main(command, rest, sub_parsers[command])
   if command == 'inspect':
     return inspect_output.main(rest, sub_parsers[command])
+  flags = sub_parsers[command].parse_known_args(rest)[0]
   try:
     if command == 'demo':
       rest = demo.prepare_demo_args(rest, sub_parsers[command])
     parsed = options.parse_run_args(rest, sub_parsers[command])
+    console.quiet_start(flags.verbose,
+                        model_here=options.runs_locally(parsed.beam_args))
     if command == 'refresh':
-      flags = sub_parsers[command].parse_known_args(rest)[0]
       refresh.refresh(parsed.job, parsed.beam_args,
                       plan_only=flags.plan_only,
                       lock_timeout_s=flags.lock_timeout * 3600,
                       break_lock=flags.break_lock, keep=flags.keep,
                       wait=parsed.wait)
-      return 0
-    flags = sub_parsers[command].parse_known_args(rest)[0]
+      return console.EXIT_OK
     summary = run_job(
         parsed.job, parsed.beam_args, wait=parsed.wait,
         lock_timeout_s=getattr(flags, 'lock_timeout',
                                lock.DEFAULT_TIMEOUT_S / 3600) * 3600,
         break_lock=getattr(flags, 'break_lock', False))
-  except (RunRefused, TooManyErrors, JobFailed, PointerMoved, lock.Locked,
-          FileNotFoundError, ValueError) as e:
-    print(f'featurize: error: {e}', file=sys.stderr)
-    return 1
+  except Exception as e:  # pylint: disable=broad-except
+    status = console.exit_status(e)  # re-raises what it does not know
+    print(console.failure_message(e, flags.verbose), file=sys.stderr)
+    return status
   _print_summary(summary)
-  return 0
+  return console.EXIT_OK
 
 
 if __name__ == '__main__':

@@ -8,6 +8,8 @@ import dataclasses
 import json
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
+from transforms.output_files import TEMP_PREFIX
+
 EXAMPLES_PER_GROUP = 3
 FILES_LISTED = 8
 
@@ -171,11 +173,11 @@ class Leftovers(NamedTuple):
     folders: How many temporary folders.
     feature_files: Temporary feature files with the complete records each
       holds (-1 where not counted: remote files are not scanned).
-    error_files: Temporary error files with their lines.
+    error_files: Paths of the temporary error files.
   """
   folders: int
   feature_files: Tuple[FileCount, ...]
-  error_files: Tuple[FileCount, ...]
+  error_files: Tuple[str, ...]
 
 
 def model_info(describe: dict) -> ModelInfo:
@@ -209,15 +211,17 @@ def _error_notes(manifest_errors: Optional[int], tally: ErrorTally,
     notes.append(f'the {what} counts {manifest_errors} errors but its error '
                  f'files hold {tally.lines} lines')
   if tally.unreadable:
-    notes.append(f'{tally.unreadable} error lines are not JSON (cut short?)')
+    notes.append(f'not JSON: {count_of(tally.unreadable, "error line")} '
+                 '(cut short?)')
   return notes
 
 
 def _leftover_note(leftovers: Optional[Leftovers]) -> List[str]:
   if not leftovers or not leftovers.folders:
     return []
-  return [f'{leftovers.folders} .temp-featurize-* folder(s) left by a run '
-          'that did not finish (a later run over this folder deletes them)']
+  return [f'{count_of(leftovers.folders, "temporary folder")} '
+          f'({TEMP_PREFIX}*) left by a run that did not finish (the next '
+          'run into this folder deletes them)']
 
 
 def summarise_run(path: str, manifest: dict, has_success: bool,
@@ -237,12 +241,11 @@ def summarise_run(path: str, manifest: dict, has_success: bool,
   errors = counts.get('errors')
   if manifest.get('status') == 'too_many_errors':
     status = FAILED
-    share = (f' ({errors / counts["images_in"]:.1%})'
+    share = (f', {errors / counts["images_in"]:.1%}'
              if counts.get('images_in') else '')
-    detail = (f'FAILED: too many errors, {errors} of '
-              f'{counts.get("images_in")} images{share}, more than its '
-              '--max-error-fraction allowed; no _SUCCESS, so readers that '
-              'wait for it skip this output')
+    detail = (f'FAILED: too many errors ({errors} of '
+              f'{counts.get("images_in")} images{share}); no _SUCCESS, so '
+              'readers that wait for it skip this output')
   elif has_success:
     status, detail = SUCCEEDED, 'succeeded (_SUCCESS present)'
   else:
@@ -319,21 +322,24 @@ def summarise_leftovers(path: str, leftovers: Leftovers, tally: ErrorTally,
                         lock_note: Optional[str] = None) -> Summary:
   """The summary of a folder where a run started but wrote no manifest.
 
-  The temporary files hold what finished bundles wrote; bundles that were
-  retried may have left duplicates, so the counts are what is there, not
-  what the run would have published.
+  Its files hold what finished bundles wrote (in temporary folders, or
+  renamed by a publish step that did not finish); retried bundles may
+  have left duplicates, so the counts are what is there, not what the run
+  would have published.
   """
   counted = [f.records for f in leftovers.feature_files if f.records >= 0]
   features = (sum(counted) if len(counted) == len(leftovers.feature_files)
               else None)
-  notes = [f'{leftovers.folders} .temp-featurize-* folder(s): '
-           f'{len(leftovers.feature_files)} temporary feature files'
+  notes = [f'left behind: {count_of(leftovers.folders, "temporary folder")} '
+           f'({TEMP_PREFIX}*), '
+           f'{count_of(len(leftovers.feature_files), "feature file")}'
            + ('' if features is not None else ' (remote: records not counted)')
-           + f', {len(leftovers.error_files)} temporary error files; counts '
-           'include any duplicates of retried bundles']
+           + f', {count_of(len(leftovers.error_files), "error file")}; the '
+           'counts above are of complete records there, duplicates of '
+           'retried bundles included']
   if tally.unreadable:
-    notes.append(f'{tally.unreadable} error lines are not JSON (cut short '
-                 'by the kill?)')
+    notes.append(f'not JSON: {count_of(tally.unreadable, "error line")} '
+                 '(cut short by a kill?)')
   if lock_note:
     notes.append(lock_note)
   return Summary(
@@ -346,30 +352,47 @@ def summarise_leftovers(path: str, leftovers: Leftovers, tally: ErrorTally,
       notes=tuple(notes))
 
 
+def summarise_unpublished(root: str,
+                          lock_note: Optional[str] = None) -> Summary:
+  """The summary of a dataset root with versions staged or written but
+  no ``LATEST``: its first refresh is running, or was killed."""
+  return Summary(
+      path=root, kind='dataset', status=UNFINISHED,
+      status_detail=('UNFINISHED: a dataset with no published version yet '
+                     '(no LATEST): its first refresh is running or was '
+                     'killed; the next refresh cleans up'),
+      notes=(lock_note,) if lock_note else ())
+
+
 def _number(value: Optional[int]) -> str:
   return '?' if value is None else f'{value:,}'
 
 
-def _files_lines(title: str, files: Tuple[FileCount, ...],
-                 unit: str) -> List[str]:
+def count_of(count: Optional[int], noun: str) -> str:
+  """``1 error``, ``1,234 errors``, ``? errors`` (where not known)."""
+  return f'{_number(count)} {noun}{"" if count == 1 else "s"}'
+
+
+def _files_lines(title: str, files: Tuple[FileCount, ...], unit: str,
+                 width: int) -> List[str]:
   total = sum(f.records for f in files)
-  lines = [f'{title}: {len(files)} ({total:,} {unit})']
-  width = max((len(f.path) for f in files[:FILES_LISTED]), default=0)
+  lines = [f'{title}: {len(files)} ({count_of(total, unit)})']
   for f in files[:FILES_LISTED]:
     lines.append(f'  {f.path:<{width}}  {f.records:>9,}')
   if len(files) > FILES_LISTED:
     rest = files[FILES_LISTED:]
     records = [f.records for f in rest]
     lines.append(f'  ... and {len(rest)} more ({min(records):,} to '
-                 f'{max(records):,} {unit} each)')
+                 f'{max(records):,} {unit}s each)')
   return lines
 
 
 def _error_lines(summary: Summary) -> List[str]:
   if not summary.error_groups:
     return ['errors by stage and type: none']
-  lines = [f'errors by stage and type ({summary.error_lines_read:,} lines, '
-           f'{len(summary.error_groups)} groups):']
+  lines = [f'errors by stage and type '
+           f'({count_of(summary.error_lines_read, "line")}, '
+           f'{count_of(len(summary.error_groups), "group")}):']
   stage_width = max(len('stage'), *(len(g.stage) for g in summary.error_groups))
   type_width = max(len('error_type'),
                    *(len(g.error_type) for g in summary.error_groups))
@@ -395,10 +418,15 @@ def format_report(summary: Summary) -> str:
              ('created', v.created_at),
              ('model fingerprint', v.model_fingerprint)]
   share = summary.error_share
-  rows += [('images in', _number(summary.images_in)),
-           ('features', _number(summary.features)),
-           ('errors', _number(summary.errors) + (
-               f' ({share:.1%} of images in)' if share is not None else ''))]
+  # A dataset with no version yet has no counts at all.
+  has_counts = summary.errors is not None
+  if summary.images_in is not None:
+    rows.append(('images in', _number(summary.images_in)))
+  if has_counts:
+    rows += [('features', _number(summary.features)),
+             ('errors', _number(summary.errors) + (
+                 f' ({share:.1%} of images in)' if share is not None
+                 else ''))]
   if summary.model:
     m = summary.model
     rows += [('model', f'{m.model} {m.layer}, {m.pooling} pooling, '
@@ -417,11 +445,15 @@ def format_report(summary: Summary) -> str:
     rows.append(('input', text))
   width = max(len(name) for name, _ in rows)
   lines += [f'  {name:<{width}}  {value}' for name, value in rows]
-  if summary.kind != 'leftovers':
+  if summary.model is not None:  # Files are as a manifest lists them.
+    listed = (summary.feature_files[:FILES_LISTED] +
+              summary.error_files[:FILES_LISTED])
+    width = max((len(f.path) for f in listed), default=0)
     lines += [''] + _files_lines('feature files', summary.feature_files,
-                                 'records')
-    lines += _files_lines('error files', summary.error_files, 'lines')
-  lines += [''] + _error_lines(summary)
+                                 'record', width)
+    lines += _files_lines('error files', summary.error_files, 'line', width)
+  if has_counts:
+    lines += [''] + _error_lines(summary)
   if summary.notes:
     lines += [''] + [f'note: {note}' for note in summary.notes]
   return '\n'.join(lines)

@@ -202,7 +202,7 @@ def test_a_finished_run_is_not_overwritten(mixed_run, notop_weights, capsys):
 def test_empty_match_is_a_clear_error(tmp_path, capsys):
   status = featurize('--input', str(tmp_path / 'nothing-*.tfrecord'),
                      '--output', str(tmp_path / 'out'), '--weights', 'random')
-  assert status == 1
+  assert status == 2  # usage
   assert 'matches no files' in capsys.readouterr().err
   assert not os.path.exists(tmp_path / 'out')
 
@@ -214,7 +214,7 @@ def test_too_many_errors_fail_loudly_without_success(tmp_path, capsys):
   status = featurize('--input', str(root / '**'), '--output', out,
                      '--weights', 'random', '--layer', 'block1_pool',
                      '--max-error-fraction', '0.1')
-  assert status == 1
+  assert status == 3  # too many bad images
   assert 'max-error-fraction' in capsys.readouterr().err
   assert not os.path.exists(os.path.join(out, '_SUCCESS'))
   manifest = json.load(open(os.path.join(out, 'manifest.json')))

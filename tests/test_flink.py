@@ -198,7 +198,7 @@ def test_a_worker_pool_without_featurize_fails_the_run_quickly(
     flink_cluster.flink_local(flink, 'stop', 'pool-1', 'pool-2')
     flink_cluster.flink_local(flink, 'start', '--worker-python',
                               sys.executable)
-  assert result.returncode == 1
+  assert result.returncode == 4  # the job failed
   last = result.stderr.strip().splitlines()[-1]
   assert last.startswith('featurize: error: ') and 'FAILED' in last, last
   assert f'worker Python {python} cannot import featurize' in last, last
@@ -301,7 +301,7 @@ def test_without_a_replacement_taskmanager_the_run_fails_loudly(
     result = run.wait(RUN_TIMEOUT_S)
   finally:
     flink_cluster.flink_local(flink, 'start')
-  assert result.returncode == 1
+  assert result.returncode == 4  # the job failed
   assert list(result.jobs.values()) == ['FAILED']
   last = result.stderr.strip().splitlines()[-1]
   assert last.startswith('featurize: error: ') and 'FAILED' in last, last

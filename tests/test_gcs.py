@@ -146,7 +146,7 @@ def test_bad_weights_object_fails_before_any_image_is_read(
   result = _featurize_process(
       gcs, tmp_path, '--input', f'gs://{BUCKET}/few/*.jpg', '--output',
       f'gs://{BUCKET}/{out}', '--weights', f'gs://{BUCKET}/weights/{weights}')
-  assert result.returncode == 1
+  assert result.returncode == 2  # usage: a bad weight file
   assert message in result.stderr and f'gs://{BUCKET}/weights/' in result.stderr
   assert not list(gcs.bucket.client.list_blobs(gcs.bucket, prefix=out))
 

@@ -150,9 +150,11 @@ def test_a_full_disk_fails_the_run_loudly(shards, tmp_path):
       command, cwd=ROOT, capture_output=True, text=True,
       preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE,
                                             (limit, limit)))
-  assert done.returncode == 1
-  last = done.stderr.strip().splitlines()[-1]
+  assert done.returncode == 4  # the job failed
+  assert done.stderr.count('\n') == 1, done.stderr  # one line, quiet start
+  last = done.stderr.strip()
   assert last.startswith('featurize: error: ') and 'File too large' in last
+  assert 'WriteBundleFiles' in last and '--verbose' in last
   assert not os.path.exists(os.path.join(out, '_SUCCESS'))
   assert not glob.glob(os.path.join(out, 'features-*'))
   assert not glob.glob(os.path.join(out, 'errors-*'))
@@ -203,7 +205,7 @@ def test_a_worker_killed_mid_bundle_fails_the_run_loudly(shards, reference,
   assert worker != process.pid
   os.kill(worker, signal.SIGKILL)
   _, err = process.communicate(timeout=120)
-  assert process.returncode == 1
+  assert process.returncode == 4  # the job failed
   assert ('featurize: error: a Beam worker process ended in the middle of '
           'its work') in err.strip().splitlines()[-1]
   assert not os.path.exists(os.path.join(out, '_SUCCESS'))

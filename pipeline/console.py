@@ -1,0 +1,101 @@
+"""What a person at the terminal sees: a quiet start, one line per
+failure, and exit statuses that say what kind of failure it was.
+
+    0  the job finished (or was submitted, with --no-wait)
+    1  refused, nothing done: the output holds a finished run, another job
+       holds its lock, or a dataset moved on under a refresh
+    2  usage: bad flags, an input pattern that matches nothing, a weight
+       file that is missing or not HDF5 (argparse's own status too)
+    3  too many bad images: more failed than --max-error-fraction allows
+       (the manifest and the error lines are written; _SUCCESS is not)
+    4  the job failed: the runner, a worker, storage (a full disk, ...)
+"""
+import contextlib
+import logging
+import os
+import sys
+import tempfile
+from typing import Dict, Type
+
+from pipeline.refresh.versions import PointerMoved
+from pipeline.run import JobFailed
+from transforms.output_files import RunRefused, TooManyErrors
+from transforms.output_lock import Locked
+
+EXIT_OK = 0
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+EXIT_TOO_MANY_ERRORS = 3
+EXIT_FAILED = 4
+
+# Checked in order: FileNotFoundError before OSError, its base class.
+EXIT_STATUSES: Dict[Type[BaseException], int] = {
+    RunRefused: EXIT_REFUSED,
+    Locked: EXIT_REFUSED,
+    PointerMoved: EXIT_REFUSED,
+    TooManyErrors: EXIT_TOO_MANY_ERRORS,
+    FileNotFoundError: EXIT_USAGE,
+    ValueError: EXIT_USAGE,
+    JobFailed: EXIT_FAILED,
+    OSError: EXIT_FAILED,
+}
+
+
+def exit_status(error: BaseException) -> int:
+  """The exit status for a failure; raises what it does not know."""
+  for kind, status in EXIT_STATUSES.items():
+    if isinstance(error, kind):
+      return status
+  raise error
+
+
+def failure_message(error: BaseException, verbose: bool) -> str:
+  """The one line a failure prints (and where to look for more)."""
+  line = f'featurize: error: {error}'
+  if isinstance(error, JobFailed) and not verbose:
+    line += ' (run again with --verbose for the runner\'s log)'
+  return line
+
+
+@contextlib.contextmanager
+def _stderr_captured():
+  """Sends file descriptor 2 to a temporary file; replays it if the block
+  fails, so that nothing useful is lost."""
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as captured:
+    os.dup2(captured.fileno(), 2)
+    try:
+      yield
+    except BaseException:
+      os.dup2(saved, 2)
+      captured.seek(0)
+      sys.stderr.write(captured.read().decode(errors='replace'))
+      raise
+    finally:
+      os.dup2(saved, 2)
+      os.close(saved)
+
+
+def quiet_start(verbose: bool, model_here: bool) -> None:
+  """Keeps start-up chatter out of the terminal unless ``verbose``.
+
+  TensorFlow's C++ start-up lines (oneDNN, CPU features, absl's notice)
+  go to file descriptor 2 while it is imported, before any setting can
+  silence them: where the model runs in this process (``model_here``),
+  TensorFlow and Keras are imported now, with that output held back.
+  ``TF_CPP_MIN_LOG_LEVEL`` quiets later C++ logs here and in worker
+  processes, which inherit it. Beam's own log of a failure (tracebacks
+  of the failing step) is left out too: the failure's one line says what
+  failed, and ``--verbose`` shows the rest.
+  """
+  if verbose:
+    logging.getLogger().setLevel(logging.INFO)
+    return
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  logging.getLogger('apache_beam').setLevel(logging.CRITICAL)
+  logging.getLogger('absl').setLevel(logging.ERROR)
+  if model_here:
+    with _stderr_captured():
+      import keras  # pylint: disable=import-outside-toplevel,unused-import
+      import tensorflow  # pylint: disable=import-outside-toplevel,unused-import
