@@ -16,6 +16,8 @@ INSTALL_REQUIRES = [
     'google-crc32c==1.9.0',
     'h5py==3.14.0',
     'PyYAML==6.0.4',
+    # The progress line on a terminal (Keras depends on it too).
+    'rich==15.0.0',
     # Carries the real photos of the bundled demo dataset in its wheel.
     'scikit-image==0.26.0',
 ]

@@ -9,7 +9,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from pipeline import console, demo, inspect_output, options
+from pipeline import console, demo, inspect_output, job_metrics, options
 from pipeline.flink_local import cli as flink_local_cli
 from pipeline.refresh import cli as dataset_cli, run as refresh
 from pipeline.run import RunSummary, run_job
@@ -27,9 +27,18 @@ def _print_summary(summary: RunSummary) -> None:
   counts = summary.counts
   print(f'featurize: {counts["images_in"]} images in, '
         f'{counts["features"]} feature records, {counts["errors"]} errors')
+  if summary.elapsed_s:
+    timing = (f'featurize: {summary.elapsed_s:.1f} s, '
+              f'{counts["images_in"] / summary.elapsed_s:.1f} images/s')
+    if summary.first_record_s is not None:
+      timing += f'; first record after {summary.first_record_s:.1f} s'
+    print(timing)
   if summary.model_loads is not None:
     print(f'featurize: VGG16 loaded {summary.model_loads} time(s) over all '
           'workers')
+  if summary.metrics:
+    for line in job_metrics.summary_lines(summary.metrics):
+      print(f'featurize: {line}')
   print(f'featurize: output in {summary.output} '
         f'({len(summary.manifest["feature_shards"])} feature shards; '
         'manifest.json, errors-*.jsonl, _SUCCESS)')
@@ -108,7 +117,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return inspect_output.main(rest, sub_parsers[command])
   flags = sub_parsers[command].parse_known_args(rest)[0]
   try:
-    if command == 'demo':
+    if command == 'demo':  # local; writing its photos loads TensorFlow
+      console.quiet_start(flags.verbose, model_here=True)
       rest = demo.prepare_demo_args(rest, sub_parsers[command])
     parsed = options.parse_run_args(rest, sub_parsers[command])
     console.quiet_start(flags.verbose,
@@ -124,7 +134,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parsed.job, parsed.beam_args, wait=parsed.wait,
         lock_timeout_s=getattr(flags, 'lock_timeout',
                                lock.DEFAULT_TIMEOUT_S / 3600) * 3600,
-        break_lock=getattr(flags, 'break_lock', False))
+        break_lock=getattr(flags, 'break_lock', False),
+        show_progress=not flags.quiet)
   except Exception as e:  # pylint: disable=broad-except
     status = console.exit_status(e)  # re-raises what it does not know
     print(console.failure_message(e, flags.verbose), file=sys.stderr)

@@ -1,8 +1,8 @@
 """Parse, check, build and run a featurize job."""
+import contextlib
 import dataclasses
 import datetime
 import json
-import logging
 import os
 import socket
 import uuid
@@ -10,9 +10,9 @@ from typing import NamedTuple, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 
+from pipeline import job_metrics, progress
 from pipeline.build import build_pipeline
 from pipeline.config import JobConfig
 from pipeline.options import runs_locally
@@ -39,12 +39,19 @@ class RunSummary(NamedTuple):
     state: ``DONE``; ``SUBMITTED`` for a run that was not awaited;
       ``DRY_RUN`` for a job that was built but not submitted.
     job_id: The runner's id of the job, where it has one (Dataflow).
+    metrics: Beam's metrics of the job, where the runner reports them.
+    elapsed_s: Seconds from launch to the end, for an awaited run.
+    first_record_s: Seconds from launch to the first image written, where
+      the job ran locally.
   """
   output: str
   manifest: Optional[dict]
   model_loads: Optional[int] = None
   state: str = 'DONE'
   job_id: Optional[str] = None
+  metrics: Optional[job_metrics.JobMetrics] = None
+  elapsed_s: Optional[float] = None
+  first_record_s: Optional[float] = None
 
   @property
   def counts(self) -> dict:
@@ -144,21 +151,27 @@ def start_job(job: JobConfig, beam_args: Sequence[str],
 
 def run_job(job: JobConfig, beam_args: Sequence[str], wait: bool = True,
             lock_timeout_s: float = output_lock.DEFAULT_TIMEOUT_S,
-            break_lock: bool = False) -> RunSummary:
+            break_lock: bool = False,
+            show_progress: bool = False) -> RunSummary:
   """Runs a parsed job and, when awaited, reads back its manifest.
 
   The run holds its output folder's lock from launch to publication: a
-  second run into the same folder is refused while the first works.
+  second run into the same folder is refused while the first works. A
+  local run shows its progress line with ``show_progress``.
   """
   launched = datetime.datetime.now(datetime.timezone.utc).replace(
       microsecond=0)
   dry_run = PipelineOptions(list(beam_args)).view_as(TestOptions).dry_run
+  local = runs_locally(beam_args)
   lock = None if dry_run else OutputLock(
       f'{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}',
-      watch=wait and runs_locally(beam_args), timeout_s=lock_timeout_s,
-      break_lock=break_lock)
+      watch=wait and local, timeout_s=lock_timeout_s, break_lock=break_lock)
+  watching = (progress.ProgressLine(count_shards(job.read.pattern),
+                                    show=show_progress)
+              if local and wait else contextlib.nullcontext())
   try:
-    result = start_job(job, beam_args, lock)
+    with watching:
+      result = start_job(job, beam_args, lock)
   except RuntimeError as e:  # Local runners run the whole job in run().
     raise_too_many_errors(job, launched)
     raise JobFailed(failure_line(str(e))) from e
@@ -182,8 +195,18 @@ def run_job(job: JobConfig, beam_args: Sequence[str], wait: bool = True,
     output_lock.release(job.output.directory, lock.holder)
   with FileSystems.open(job.output.path(MANIFEST_FILE)) as f:
     manifest = json.load(f)
-  return RunSummary(job.output.directory, manifest, model_loads(result),
-                    job_id=job_id)
+  metrics = job_metrics.from_result(result)
+  elapsed = (datetime.datetime.now(datetime.timezone.utc)
+             - launched).total_seconds()
+  return RunSummary(job.output.directory, manifest,
+                    metrics.model_loads if metrics else None, job_id=job_id,
+                    metrics=metrics, elapsed_s=elapsed,
+                    first_record_s=getattr(watching, 'first_record_s', None))
+
+
+def count_shards(pattern: str) -> int:
+  """How many files the input pattern matches now."""
+  return len(FileSystems.match([pattern])[0].metadata_list)
 
 
 # Runner messages that say little on their own, and what they mean.
@@ -236,20 +259,3 @@ def raise_too_many_errors(job: JobConfig,
                         'manifest)')
 
 
-def model_loads(result: beam.runners.runner.PipelineResult) -> Optional[int]:
-  """Number of model loads, summed over workers, from Beam's metrics.
-
-  RunInference records one ``load_model_latency_milli_secs`` value per
-  load, so the distribution's count is the number of loads.
-  """
-  try:
-    query = result.metrics().query(
-        MetricsFilter().with_name('load_model_latency_milli_secs'))
-  except Exception:  # pylint: disable=broad-except
-    logging.info('This runner reports no metrics', exc_info=True)
-    return None
-  total = 0
-  for distribution in query['distributions']:
-    value = distribution.committed or distribution.attempted
-    total += value.count if value else 0
-  return total

@@ -17,7 +17,8 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
 
-from transforms import example_codec, fault_points, tfrecord_framing
+from transforms import example_codec, fault_points, progress, tfrecord_framing
+from transforms.output_files import ERRORS_KIND
 from transforms.records import ErrorRecord, FeatureRecord, ShardWritten
 
 
@@ -47,6 +48,8 @@ class _WriteBundleFn(beam.DoFn):
     self._temp_dir = temp_dir
     self._encode = encode
     self._per_source = per_source
+    self._written = beam.metrics.Metrics.counter('featurize',
+                                                 f'{kind}_written')
 
   def start_bundle(self):
     self._file = None
@@ -75,9 +78,14 @@ class _WriteBundleFn(beam.DoFn):
       self._count = 0
     self._file.write(self._encode(element))
     self._count += 1
+    self._written.inc()
+    progress.add(progress.IMAGES)  # one image's outcome, whichever kind
+    if self._kind == ERRORS_KIND:
+      progress.add(progress.ERRORS)
     fault_points.pause('writing')
 
   def finish_bundle(self):
+    progress.flush()
     written = self._close()
     if written is not None:
       yield GlobalWindows.windowed_value(written)

@@ -3,6 +3,7 @@
 A thin DoFn over ``imaging.decode_image``; every failure becomes an
 ``ErrorRecord`` on the ``errors`` output and the run goes on.
 """
+import time
 from typing import Iterator
 
 import apache_beam as beam
@@ -32,13 +33,20 @@ class _DecodeFn(beam.DoFn):
     self._config = config
     self._failures = beam.metrics.Metrics.counter('featurize',
                                                   'decode_errors')
+    self._decoded = beam.metrics.Metrics.counter('featurize',
+                                                 'images_decoded')
+    self._decode_us = beam.metrics.Metrics.distribution(
+        'featurize', 'decode_micros')
 
   def process(self, record: ImageRecord) -> Iterator:
+    started = time.perf_counter()
     result = decode_record(record, self._config)
+    self._decode_us.update(int((time.perf_counter() - started) * 1e6))
     if isinstance(result, ErrorRecord):
       self._failures.inc()
       yield beam.pvalue.TaggedOutput(ERRORS_TAG, result)
     else:
+      self._decoded.inc()
       yield result
 
 

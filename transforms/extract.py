@@ -21,6 +21,8 @@ def batch_failure_to_errors(failure) -> Iterator[ErrorRecord]:
       ``(exception type, message, traceback lines)``.
   """
   batch, (error_type, message, unused_traceback) = failure
+  beam.metrics.Metrics.counter('featurize', 'inference_errors').inc(
+      len(batch))
   for image in batch:
     image: DecodedImage
     yield ErrorRecord(image.key, image.source, 'inference',

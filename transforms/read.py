@@ -16,7 +16,7 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from transforms import fault_points, shard_readers
+from transforms import fault_points, progress, shard_readers
 from transforms.records import ErrorRecord, ShardRead
 
 INPUT_FORMATS = ('auto',) + shard_readers.SHARD_FORMATS
@@ -128,6 +128,7 @@ class _ReadShardFn(beam.DoFn):
                       error_type='unreadable_shard',
                       message=f'{type(e).__name__}: {e}'))
       count += 1
+    progress.add(progress.SHARDS)
     yield beam.pvalue.TaggedOutput(COUNTS_TAG, ShardRead(path, count))
 
 

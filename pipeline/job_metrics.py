@@ -1,0 +1,107 @@
+"""Beam's metrics of a finished job, as one summary.
+
+The same counters and distributions show in Dataflow's and Flink's UIs
+(namespace ``featurize``; RunInference's own under ``featurize_vgg16``);
+``featurize run`` prints this summary of them at the end.
+"""
+import logging
+from typing import Dict, NamedTuple, Optional
+
+import apache_beam as beam
+
+STAGES = ('read', 'decode', 'inference')
+
+
+class JobMetrics(NamedTuple):
+  """What the job's steps counted and timed, summed over workers.
+
+  Attributes:
+    images_read: Images read from the shards.
+    images_decoded: Images decoded and resized.
+    images_featurized: Images that went through VGG16.
+    features_written: Feature records written.
+    error_lines_written: Error lines written.
+    errors_by_stage: Error lines by the stage that failed.
+    model_loads: Times VGG16 was loaded.
+    batches: Model calls.
+    mean_batch_size: Images per model call.
+    mean_decode_ms: Decode and resize time of one image.
+    mean_batch_ms: Time of one model call.
+  """
+  images_read: int
+  images_decoded: int
+  images_featurized: int
+  features_written: int
+  error_lines_written: int
+  errors_by_stage: Dict[str, int]
+  model_loads: int
+  batches: int
+  mean_batch_size: Optional[float]
+  mean_decode_ms: Optional[float]
+  mean_batch_ms: Optional[float]
+
+
+def _value(result):
+  return result.committed if result.committed is not None else (
+      result.attempted)
+
+
+def from_result(result: beam.runners.runner.PipelineResult
+                ) -> Optional[JobMetrics]:
+  """The job's metrics, or None where the runner reports none."""
+  try:
+    query = result.metrics().query()
+  except Exception:  # pylint: disable=broad-except
+    logging.info('This runner reports no metrics', exc_info=True)
+    return None
+  counters, distributions = {}, {}
+  for found in query['counters']:
+    name = found.key.metric.name
+    counters[name] = counters.get(name, 0) + (_value(found) or 0)
+  for found in query['distributions']:
+    value = _value(found)
+    if value is not None and value.count:
+      total, count = distributions.get(found.key.metric.name, (0, 0))
+      distributions[found.key.metric.name] = (total + value.sum,
+                                              count + value.count)
+
+  def mean(name: str, scale: float = 1.0) -> Optional[float]:
+    if name not in distributions:
+      return None
+    total, count = distributions[name]
+    return total / count * scale
+
+  return JobMetrics(
+      images_read=counters.get('images_read', 0),
+      images_decoded=counters.get('images_decoded', 0),
+      images_featurized=counters.get('num_inferences', 0),
+      features_written=counters.get('features_written', 0),
+      error_lines_written=counters.get('errors_written', 0),
+      errors_by_stage={stage: counters.get(f'{stage}_errors', 0)
+                       for stage in STAGES},
+      model_loads=distributions.get('load_model_latency_milli_secs',
+                                    (0, 0))[1],
+      batches=distributions.get('inference_batch_latency_micro_secs',
+                                (0, 0))[1],
+      mean_batch_size=mean('inference_request_batch_size'),
+      mean_decode_ms=mean('decode_micros', 1e-3),
+      mean_batch_ms=mean('inference_batch_latency_micro_secs', 1e-3))
+
+
+def summary_lines(metrics: JobMetrics) -> list:
+  """What ``featurize run`` prints of the metrics."""
+  errors = ', '.join(f'{stage} {metrics.errors_by_stage[stage]}'
+                     for stage in STAGES)
+  lines = [f'images: {metrics.images_read} read, {metrics.images_decoded} '
+           f'decoded, {metrics.images_featurized} featurized; '
+           f'{metrics.features_written} feature records and '
+           f'{metrics.error_lines_written} error lines written ({errors})']
+  timing = []
+  if metrics.mean_batch_size is not None:
+    timing.append(f'{metrics.batches} batches of {metrics.mean_batch_size:.1f} '
+                  f'images, {metrics.mean_batch_ms:.0f} ms each')
+  if metrics.mean_decode_ms is not None:
+    timing.append(f'decode {metrics.mean_decode_ms:.1f} ms an image')
+  if timing:
+    lines.append('; '.join(timing))
+  return lines
