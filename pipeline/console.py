@@ -10,15 +10,13 @@ failure, and exit statuses that say what kind of failure it was.
        (the manifest and the error lines are written; _SUCCESS is not)
     4  the job failed: the runner, a worker, storage (a full disk, ...)
 """
-import contextlib
 import logging
 import os
-import sys
-import tempfile
 from typing import Dict, Type
 
 from pipeline.refresh.versions import PointerMoved
 from pipeline.run import JobFailed
+from transforms import quiet_import
 from transforms.output_files import RunRefused, TooManyErrors
 from transforms.output_lock import Locked
 
@@ -57,45 +55,23 @@ def failure_message(error: BaseException, verbose: bool) -> str:
   return line
 
 
-@contextlib.contextmanager
-def _stderr_captured():
-  """Sends file descriptor 2 to a temporary file; replays it if the block
-  fails, so that nothing useful is lost."""
-  sys.stderr.flush()
-  saved = os.dup(2)
-  with tempfile.TemporaryFile() as captured:
-    os.dup2(captured.fileno(), 2)
-    try:
-      yield
-    except BaseException:
-      os.dup2(saved, 2)
-      captured.seek(0)
-      sys.stderr.write(captured.read().decode(errors='replace'))
-      raise
-    finally:
-      os.dup2(saved, 2)
-      os.close(saved)
-
-
 def quiet_start(verbose: bool, model_here: bool) -> None:
   """Keeps start-up chatter out of the terminal unless ``verbose``.
 
-  TensorFlow's C++ start-up lines (oneDNN, CPU features, absl's notice)
-  go to file descriptor 2 while it is imported, before any setting can
-  silence them: where the model runs in this process (``model_here``),
-  TensorFlow and Keras are imported now, with that output held back.
+  Where the model runs in this process (``model_here``), TensorFlow and
+  Keras are imported now, with their start-up lines held back
+  (``transforms/quiet_import.py``; worker processes do the same).
   ``TF_CPP_MIN_LOG_LEVEL`` quiets later C++ logs here and in worker
   processes, which inherit it. Beam's own log of a failure (tracebacks
   of the failing step) is left out too: the failure's one line says what
   failed, and ``--verbose`` shows the rest.
   """
   if verbose:
+    os.environ[quiet_import.VERBOSE_ENV] = '1'  # worker processes too
     logging.getLogger().setLevel(logging.INFO)
     return
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   logging.getLogger('apache_beam').setLevel(logging.CRITICAL)
   logging.getLogger('absl').setLevel(logging.ERROR)
   if model_here:
-    with _stderr_captured():
-      import keras  # pylint: disable=import-outside-toplevel,unused-import
-      import tensorflow  # pylint: disable=import-outside-toplevel,unused-import
+    quiet_import.import_quietly()

@@ -13,7 +13,7 @@ from typing import Any, Dict, Iterable, Optional, Sequence
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler
 
-from transforms import vgg16
+from transforms import quiet_import, vgg16
 from transforms.records import DecodedImage, FeatureRecord
 
 
@@ -32,6 +32,7 @@ class VGG16FeatureHandler(ModelHandler[DecodedImage, FeatureRecord, Any]):
     # RunInference counts loads in its load_model_latency_milli_secs metric
     # (see pipeline.run.model_loads); the log line says where it happened.
     logging.info('Loading VGG16 in process %d', os.getpid())
+    quiet_import.import_quietly()
     return vgg16.build_feature_model(self._config)
 
   def run_inference(

@@ -1,0 +1,51 @@
+"""TensorFlow and Keras imported without their start-up chatter.
+
+TensorFlow's C++ libraries print lines (oneDNN, CPU features, absl's
+notice) to file descriptor 2 while they load, before any setting can
+silence them. ``import_quietly`` holds that output back and replays it if
+the import fails. The launcher calls it (``pipeline/console.py``), and so
+does each worker process before it builds VGG16, unless
+``FEATURIZE_VERBOSE`` is set (``--verbose``; worker processes inherit it).
+"""
+import contextlib
+import os
+import sys
+import tempfile
+
+VERBOSE_ENV = 'FEATURIZE_VERBOSE'
+
+
+@contextlib.contextmanager
+def stderr_captured():
+  """Sends file descriptor 2 to a temporary file; replays it if the block
+  fails, so that nothing useful is lost."""
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile() as captured:
+    os.dup2(captured.fileno(), 2)
+    try:
+      yield
+    except BaseException:
+      os.dup2(saved, 2)
+      captured.seek(0)
+      sys.stderr.write(captured.read().decode(errors='replace'))
+      raise
+    finally:
+      os.dup2(saved, 2)
+      os.close(saved)
+
+
+def import_quietly() -> None:
+  """Imports TensorFlow and Keras, quietly unless ``FEATURIZE_VERBOSE``.
+
+  Cheap once they are imported.
+  """
+  if 'keras' in sys.modules and 'tensorflow' in sys.modules:
+    return
+  if os.environ.get(VERBOSE_ENV):
+    import keras  # pylint: disable=import-outside-toplevel,unused-import
+    return
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  with stderr_captured():
+    import keras  # pylint: disable=import-outside-toplevel,unused-import
+    import tensorflow  # pylint: disable=import-outside-toplevel,unused-import
