@@ -80,6 +80,11 @@ def test_quiet_and_verbose(shards, tmp_path):
   quiet = _run(shards, str(tmp_path / 'quiet'), '--quiet',
                env={progress.LOG_EVERY_ENV: '0.3'})
   assert quiet.returncode == 0 and quiet.stderr == ''
+  # Worker processes start quietly too.
+  workers = _run(shards, str(tmp_path / 'workers'), '--quiet',
+                 '--direct_running_mode=multi_processing',
+                 '--direct_num_workers=2')
+  assert workers.returncode == 0 and workers.stderr == ''
   verbose = _run(shards, str(tmp_path / 'verbose'), '--verbose', '--quiet')
   assert verbose.returncode == 0
   assert 'oneDNN' in verbose.stderr  # TensorFlow's start-up lines
