@@ -91,3 +91,10 @@ def pytest_configure(config):
   # numpy 2 deprecates; it is Keras's to fix and says nothing about ours.
   config.addinivalue_line(
       'filterwarnings', 'ignore:__array__ implementation:DeprecationWarning')
+
+
+def pytest_addoption(parser):
+  parser.addoption(
+      '--fuzz-budget', type=int, default=None, metavar='N',
+      help='Inputs tried by tests/test_fuzz.py (default: '
+      '$FEATURIZE_FUZZ_BUDGET, else the CI budget).')

@@ -157,3 +157,32 @@ def test_file_keys_are_relative_to_the_pattern_base():
       'cats/1.jpg')
   assert file_key('gs://b/x/a.png', 'gs://b/x/*.png') == 'a.png'
   assert file_key('/data/a.jpg', '/data/a.jpg') == 'a.jpg'
+
+
+def test_a_tar_of_many_members_holds_no_list_of_them(monkeypatch):
+  """tarfile's stream mode appends every header to ``members``; the reader
+  clears it, so a shard's member count does not grow memory."""
+  import io
+  import tarfile as tarfile_module
+  from tests import image_zoo
+  from transforms import shard_readers
+  data = io.BytesIO()
+  with tarfile_module.open(fileobj=data, mode='w') as tar:
+    for index in range(300):
+      payload = image_zoo.jpeg(size=(8, 8)) if index % 3 == 0 else b'1'
+      info = tarfile_module.TarInfo(
+          f'sample{index // 3:04d}.{"jpg" if index % 3 == 0 else "cls"}')
+      info.size = len(payload)
+      tar.addfile(info, io.BytesIO(payload))
+  seen = []
+  original = tarfile_module.TarFile.next
+
+  def next_member(self):
+    seen.append(len(self.members))
+    return original(self)
+  monkeypatch.setattr(tarfile_module.TarFile, 'next', next_member)
+  data.seek(0)
+  results = list(shard_readers.iter_webdataset_images(
+      data, 'many.tar', max_member_bytes=1 << 20))
+  assert len(results) == 100 and len(seen) > 100
+  assert max(seen) <= 1  # never more than the member just read

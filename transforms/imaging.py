@@ -175,8 +175,14 @@ def open_reduced(data: bytes, config: DecodeConfig) -> Image.Image:
         'too_many_pixels',
         f'{width}x{height} = {width * height} pixels exceeds the limit of '
         f'{config.max_pixels} (--max-pixels)')
-  if getattr(image, 'is_animated', False):
-    image.seek(0)
+  try:
+    if getattr(image, 'is_animated', False):
+      image.seek(0)
+  except Exception as e:
+    # Probing for animation parses the next frame's header (a GIF's frame
+    # 1): damage there raises struct.error and the like, not ImageError.
+    raise ImageError('corrupt_image',
+                     f'{image_format} frames unreadable: {e}') from e
   if image_format == 'JPEG':
     # EXIF orientation may swap the axes later; the needed size is
     # symmetric in them, so the draft size holds either way.

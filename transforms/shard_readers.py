@@ -142,6 +142,58 @@ def _sample_to_result(key: str, parts: dict, source: str) -> ReadResult:
                      label=label)
 
 
+class _CorruptTarHeader(tarfile.ReadError):
+  """A member header that fails its checksum or is cut off."""
+
+
+class _StrictTarInfo(tarfile.TarInfo):
+  """Makes a corrupt or cut member header an error, not the end.
+
+  After the first member, tarfile takes a header that fails its checksum
+  (or a partial one at the end of the stream) for the end of the archive:
+  every sample after it would vanish without an error line. Blocks of zeros
+  (the end-of-archive marker, its padding) still end the archive.
+  """
+
+  @classmethod
+  def frombuf(cls, buf, encoding, errors):
+    try:
+      return super().frombuf(buf, encoding, errors)
+    except tarfile.HeaderError as e:
+      if buf.strip(b'\0'):
+        raise _CorruptTarHeader(f'corrupt member header: {e}') from e
+      raise
+
+
+class _NoReadPastEnd:
+  """A stream whose reads fail once it has returned its end.
+
+  To skip a member it does not extract, tarfile's stream mode reads the
+  declared size in 10 KB blocks, on past the end of the stream: a header
+  declaring 2^80 bytes (a base-256 size field) would loop for ever. A tar
+  is read to its end at most once, so a second read there means a size
+  that the shard does not hold.
+  """
+
+  def __init__(self, stream: BinaryIO):
+    self._stream = stream
+    self._ended = False
+
+  def read(self, size: int = -1) -> bytes:
+    if self._ended:
+      raise tarfile.ReadError('unexpected end of data')
+    data = self._stream.read(size)
+    if size != 0 and not data:
+      self._ended = True
+    return data
+
+
+# What reading a damaged tar raises: tarfile's own errors, the stream's, and
+# the ValueError of tarfile's int() parsing of pax and GNU sparse headers
+# (``GNU.sparse.map=0,x``), which it does not wrap in a TarError.
+_TAR_ERRORS = (tarfile.TarError, EOFError, OSError, ValueError)
+
+
 def iter_webdataset_images(stream: BinaryIO, source: str, *,
                            max_member_bytes: int) -> Iterator[ReadResult]:
   """Reads a WebDataset tar shard member by member.
@@ -165,12 +217,18 @@ def iter_webdataset_images(stream: BinaryIO, source: str, *,
   failure: Optional[ErrorRecord] = None
   complete = 0
   try:
-    archive = tarfile.open(fileobj=stream, mode='r|*')
-  except (tarfile.TarError, EOFError, OSError) as e:
+    archive = tarfile.open(fileobj=_NoReadPastEnd(stream), mode='r|*',
+                           tarinfo=_StrictTarInfo)
+  except _TAR_ERRORS as e:
     yield _error(f'{source}:0', source, 'bad_tar', f'not a readable tar: {e}')
     return
   try:
     for member in archive:
+      # Stream mode keeps every header it has read in ``members``; a shard
+      # of a million members would hold a million. Past headers are never
+      # needed again (iteration reads the next one when the list is
+      # exhausted), so memory stays at one member's.
+      archive.members.clear()
       if not member.isfile():
         continue
       member_key, extension = _split_member_name(member.name)
@@ -188,7 +246,7 @@ def iter_webdataset_images(stream: BinaryIO, source: str, *,
         continue
       handle = archive.extractfile(member)
       parts[extension] = handle.read() if handle else b''
-  except (tarfile.TarError, EOFError, OSError) as e:
+  except _TAR_ERRORS as e:
     yield _error(key or f'{source}:{complete}', source, 'truncated_tar',
                  f'tar shard is truncated or corrupt after {complete} '
                  f'complete samples: {e}')
