@@ -128,7 +128,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       plan_only=flags.plan_only,
                       lock_timeout_s=flags.lock_timeout * 3600,
                       break_lock=flags.break_lock, keep=flags.keep,
-                      wait=parsed.wait)
+                      wait=parsed.wait, show_progress=not flags.quiet)
       return console.EXIT_OK
     summary = run_job(
         parsed.job, parsed.beam_args, wait=parsed.wait,

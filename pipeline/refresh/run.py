@@ -7,6 +7,7 @@ over the new and changed shards only. The pipeline's last step publishes
 the version (``publish``); when no shard needs reading (shards were only
 removed), the launcher publishes it itself.
 """
+import contextlib
 import dataclasses
 import json
 import os
@@ -19,7 +20,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline import run as run_module
+from pipeline import progress, run as run_module
 from pipeline.build import extract_all
 from pipeline.config import JobConfig, describe
 from pipeline.options import runs_locally
@@ -80,7 +81,8 @@ def refresh(job: JobConfig, beam_args: Sequence[str], plan_only: bool = False,
             lock_timeout_s: float = lock.DEFAULT_TIMEOUT_S,
             break_lock: bool = False, keep: Optional[int] = None,
             wait: bool = True,
-            log: Callable[[str], None] = print) -> RefreshResult:
+            log: Callable[[str], None] = print,
+            show_progress: bool = False) -> RefreshResult:
   """Brings the dataset at ``job.output.directory`` up to date with the
   shards ``job.read.pattern`` matches now.
 
@@ -136,8 +138,12 @@ def refresh(job: JobConfig, beam_args: Sequence[str], plan_only: bool = False,
           job.read, shard_list=shard_list))
       pipeline = beam.Pipeline(options=options)
       build_refresh(pipeline, job, root, staging)
+      watching = (
+          progress.ProgressLine(len(plan.to_process), show=show_progress)
+          if wait and runs_locally(beam_args) else contextlib.nullcontext())
       try:
-        result = pipeline.run()  # Local runners run the whole job here.
+        with watching:
+          result = pipeline.run()  # Local runners run the whole job here.
         if not wait:
           log(f'featurize: refresh job for version {version} submitted; '
               f'{root}/{versions.POINTER} points at it once it has '
