@@ -190,8 +190,8 @@ def run_job(job: JobConfig, beam_args: Sequence[str], wait: bool = True,
     raise_too_many_errors(job, launched)
     raise JobFailed(failure_line(str(e))) from e
   finally:
-    # Released by the job's last step when it published; not when the
-    # job failed before it.
+    # The job's last step releases the lock once it has published; this
+    # releases it when the job failed before that (a no-op otherwise).
     output_lock.release(job.output.directory, lock.holder)
   with FileSystems.open(job.output.path(MANIFEST_FILE)) as f:
     manifest = json.load(f)
