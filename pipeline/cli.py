@@ -7,6 +7,7 @@ import argparse
 import logging
 import os
 import sys
+import traceback
 from typing import Optional, Sequence
 
 from pipeline import console, demo, inspect_output, job_metrics, options
@@ -138,6 +139,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         show_progress=not flags.quiet)
   except Exception as e:  # pylint: disable=broad-except
     status = console.exit_status(e)  # re-raises what it does not know
+    if flags.verbose:
+      traceback.print_exc()
     print(console.failure_message(e, flags.verbose), file=sys.stderr)
     return status
   _print_summary(summary)

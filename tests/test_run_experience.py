@@ -89,6 +89,18 @@ def test_quiet_and_verbose(shards, tmp_path):
   assert verbose.returncode == 0
   assert 'oneDNN' in verbose.stderr  # TensorFlow's start-up lines
   assert 'INFO' in verbose.stderr  # and Beam's log
+  # A failure: one line, or with --verbose the traceback before it.
+  missing = str(tmp_path / 'none-*.tfrecord')
+  for flags, traceback in (([], False), (['--verbose'], True)):
+    failed = _run(missing, str(tmp_path / 'failed'), '--quiet', *flags)
+    assert failed.returncode == 2  # usage: the input matches nothing
+    last = failed.stderr.strip().splitlines()[-1]
+    assert last == (f'featurize: error: --input {missing!r} matches no '
+                    'files')
+    assert ('Traceback (most recent call last)' in failed.stderr) == (
+        traceback)
+    if not traceback:
+      assert failed.stderr.count('\n') == 1
 
 
 def test_a_terminal_gets_one_redrawn_progress_line(shards, tmp_path):
