@@ -10,7 +10,8 @@ import sys
 import traceback
 from typing import Optional, Sequence
 
-from pipeline import console, demo, inspect_output, job_metrics, options
+from pipeline import console, demo, job_metrics, options
+from pipeline.inspection import output as inspect_output
 from pipeline.flink_local import cli as flink_local_cli
 from pipeline.refresh import cli as dataset_cli, run as refresh
 from pipeline.run import RunSummary, run_job

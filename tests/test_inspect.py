@@ -23,9 +23,10 @@ import time
 import numpy as np
 import pytest
 
-from pipeline import cli, demo, inspect_plot, inspect_summary
-from pipeline.inspect_output import count_complete_records
-from pipeline.inspect_summary import ErrorTally, FileCount
+from pipeline import cli, demo
+from pipeline.inspection import plot as inspect_plot, summary as inspect_summary
+from pipeline.inspection.output import count_complete_records
+from pipeline.inspection.summary import ErrorTally, FileCount
 from pipeline.read_features import Features
 from pipeline.refresh import versions
 from tests import datasets
@@ -340,7 +341,8 @@ def test_plot_is_a_png_of_the_pca_of_the_first_records(outputs, tmp_path):
   # The points drawn are the PCA of the first 20 records, by a reference.
   script = '''
 import json, sys
-from pipeline import inspect_output, inspect_plot, read_features
+from pipeline import read_features
+from pipeline.inspection import output as inspect_output, plot as inspect_plot
 inspected = inspect_output.inspect(sys.argv[1])
 sample = inspect_plot.sample_features(inspected.feature_files, 20)
 projection = inspect_plot.draw(sys.argv[2], inspected.summary, sample)

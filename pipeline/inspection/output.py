@@ -2,7 +2,7 @@
 
 Reads what the output says about itself (the manifest, the error files it
 lists) and, with ``--plot``, a bounded sample of the features; the
-summary itself is made by the pure functions of ``inspect_summary``.
+summary itself is made by the pure functions of ``summary``.
 Never imports TensorFlow: the feature files are read with the
 ``tfrecord`` package (see ``read_features``). Paths may be local or on any
 filesystem Beam reads (``gs://``).
@@ -16,8 +16,9 @@ from typing import Iterator, NamedTuple, Optional, Sequence, Tuple
 
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline import console, inspect_summary as summary_lib
-from pipeline.inspect_summary import ErrorTally, FileCount, Leftovers, Summary
+from pipeline import console
+from pipeline.inspection import summary as summary_lib
+from pipeline.inspection.summary import ErrorTally, FileCount, Leftovers, Summary
 from pipeline.refresh import versions
 from transforms import output_lock, tfrecord_framing
 from transforms.output_files import MANIFEST_FILE, SUCCESS_FILE, TEMP_PREFIX
@@ -225,7 +226,7 @@ def inspect(path: str, version: Optional[str] = None) -> Inspected:
 
 
 def _plot(inspected: Inspected, plot_path: str, sample_size: int) -> str:
-  from pipeline import inspect_plot
+  from pipeline.inspection import plot as inspect_plot
   sample = inspect_plot.sample_features(inspected.feature_files, sample_size)
   inspect_plot.draw(plot_path, inspected.summary, sample)
   return (f'featurize: plot in {plot_path} (PCA of '

@@ -1,6 +1,6 @@
 """What ``featurize inspect`` says about an output: typed, pure, no I/O.
 
-``inspect_output`` reads manifests and error files and hands what it read
+``output`` reads manifests and error files and hands what it read
 to the functions here: an ``ErrorTally`` fed line by line, then one of the
 ``summarise_*`` functions, then ``format_report`` for people.
 """
