@@ -73,15 +73,18 @@ def _entries(targets: List[Tuple[Optional[str], str, int]],
           for _, final, records in targets]
 
 
-def _remove_stale_outputs(config: OutputConfig, keep: Set[str]) -> None:
+def _remove_stale_outputs(config: OutputConfig, keep: Set[str]) -> Set[str]:
   """Deletes shards and manifest left by an earlier run that failed (and
   this run's manifest, if an earlier attempt wrote it: it is rewritten),
-  all but the files in ``keep``."""
-  stale = sorted(_existing([config.path(p) for p in (
-      'features-*', 'errors-*', MANIFEST_FILE)]) - keep)
+  all but the files in ``keep``; returns the files of ``keep`` that are
+  there."""
+  existing = _existing([config.path(p) for p in (
+      'features-*', 'errors-*', MANIFEST_FILE)])
+  stale = sorted(existing - keep)
   if stale:
     logging.info('Removing %d outputs of an earlier unfinished run', len(stale))
     FileSystems.delete(stale)
+  return existing & keep
 
 
 def _delete_temp_dir(temp_dir: str) -> None:
@@ -132,9 +135,8 @@ def publish_run(config: OutputConfig, temp_dir: str, describe: dict,
   targets = {kind: _targets(kind, files, config) for kind, files in (
       (FEATURES_KIND, feature_files), (ERRORS_KIND, error_files))}
   finals = {final for files in targets.values() for _, final, _ in files}
-  _remove_stale_outputs(config, keep=finals)
-  present = _existing([FileSystems.join(temp_dir, '*')]) | _existing(
-      [config.path('features-*'), config.path('errors-*')])
+  published = _remove_stale_outputs(config, keep=finals)
+  present = _existing([FileSystems.join(temp_dir, '*')]) | published
   for files in targets.values():
     _publish(files, present)
   fault_points.pause('publish_renamed')

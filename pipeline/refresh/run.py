@@ -17,10 +17,9 @@ from typing import Callable, NamedTuple, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline import progress, run as run_module
+from pipeline import job_metrics, progress, run as run_module
 from pipeline.build import extract_all
 from pipeline.config import JobConfig, describe
 from pipeline.options import runs_locally
@@ -45,13 +44,6 @@ class RefreshResult(NamedTuple):
   manifest: Optional[dict]
   published: bool
   images_read: int = 0
-
-
-def images_read(result: beam.runners.runner.PipelineResult) -> int:
-  """The readers' ``images_read`` counter, summed over workers."""
-  query = result.metrics().query(
-      MetricsFilter().with_namespace('featurize').with_name('images_read'))
-  return sum(c.committed or c.attempted or 0 for c in query['counters'])
 
 
 def list_shards(pattern: str) -> dict:
@@ -152,7 +144,8 @@ def refresh(job: JobConfig, beam_args: Sequence[str], plan_only: bool = False,
         result.wait_until_finish()
       except RuntimeError as e:  # How runners report a failed job.
         raise run_module.JobFailed(run_module.failure_line(str(e))) from e
-      read = images_read(result)
+      metrics = job_metrics.from_result(result)
+      read = metrics.images_read if metrics else 0
       manifest = versions.read_manifest(root, version)
   except BaseException:
     lock.release(root, refresh_id)
