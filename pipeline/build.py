@@ -6,22 +6,31 @@ import apache_beam as beam
 from pipeline.config import JobConfig, describe
 from transforms.decode import DecodeImages
 from transforms.extract import ExtractFeatures
+from transforms.gpu.extract import ExtractOnDevice
 from transforms.read import ReadImageShards
 from transforms.write import WriteOutputs
 
 
 def extract_all(pipeline: beam.Pipeline, job: JobConfig) -> dict:
-  """read -> decode -> VGG16, the part every job shares.
+  """read -> decode -> VGG16, the part every job shares (on ``gpu``,
+  decoding and VGG16 are one step on the device).
 
   Returns:
     A dict of PCollections: ``features`` (``FeatureRecord``), ``errors``
     (``ErrorRecord``, from every stage) and ``counts`` (``ShardRead``).
   """
   read = pipeline | 'ReadImageShards' >> ReadImageShards(job.read)
-  decoded = read.images | 'DecodeImages' >> DecodeImages(job.decode)
-  extracted = decoded.decoded | 'ExtractFeatures' >> ExtractFeatures(job.model)
-  errors = ((read.errors, decoded.errors, extracted['errors'])
-            | 'GatherErrors' >> beam.Flatten())
+  if job.model.device == 'gpu':
+    # Encoded bytes go to the GPU, which decodes and runs the model.
+    extracted = read.images | 'ExtractOnDevice' >> ExtractOnDevice(
+        job.model, job.decode)
+    stage_errors = (read.errors, extracted['errors'])
+  else:
+    decoded = read.images | 'DecodeImages' >> DecodeImages(job.decode)
+    extracted = decoded.decoded | 'ExtractFeatures' >> ExtractFeatures(
+        job.model)
+    stage_errors = (read.errors, decoded.errors, extracted['errors'])
+  errors = stage_errors | 'GatherErrors' >> beam.Flatten()
   return {'features': extracted['features'], 'errors': errors,
           'counts': read.counts}
 

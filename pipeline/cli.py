@@ -120,11 +120,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   flags = sub_parsers[command].parse_known_args(rest)[0]
   try:
     if command == 'demo':  # local; writing its photos loads TensorFlow
-      console.quiet_start(flags.verbose, model_here=True)
+      console.quiet_start(flags.verbose, model_here=True,
+                          device=flags.device)
       rest = demo.prepare_demo_args(rest, sub_parsers[command])
     parsed = options.parse_run_args(rest, sub_parsers[command])
     console.quiet_start(flags.verbose,
-                        model_here=options.runs_locally(parsed.beam_args))
+                        model_here=options.runs_locally(parsed.beam_args),
+                        device=parsed.job.model.device)
     if command == 'refresh':
       refresh.refresh(parsed.job, parsed.beam_args,
                       plan_only=flags.plan_only,

@@ -25,6 +25,11 @@ class JobConfig:
       raise ValueError('model and decoding must agree on the image size')
 
 
+# What computes the features on each device (transforms/gpu/backend.py).
+BACKEND_PACKAGES = {'cpu': ('tensorflow-cpu',),
+                    'gpu': ('jax', 'jaxlib', 'torch', 'torchvision')}
+
+
 def _version(package: str) -> str:
   try:
     return importlib.metadata.version(package)
@@ -45,6 +50,7 @@ def describe(job: JobConfig) -> dict:
       'layer': model.layer,
       'pooling': model.pooling,
       'precision': model.precision,
+      'device': model.device,
       'feature_shape': list(vgg16.feature_shape(model)),
       'batch_size': vgg16.effective_batch_size(model),
       'weights': {
@@ -58,7 +64,7 @@ def describe(job: JobConfig) -> dict:
       'input': {'pattern': job.read.pattern, 'format': job.read.format},
       'versions': {
           package: _version(package)
-          for package in ('featurize', 'apache-beam', 'tensorflow-cpu',
-                          'keras', 'pillow', 'numpy')
+          for package in ('featurize', 'apache-beam') + BACKEND_PACKAGES[
+              model.device] + ('keras', 'pillow', 'numpy')
       },
   }

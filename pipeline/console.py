@@ -55,11 +55,11 @@ def failure_message(error: BaseException, verbose: bool) -> str:
   return line
 
 
-def quiet_start(verbose: bool, model_here: bool) -> None:
+def quiet_start(verbose: bool, model_here: bool, device: str = 'cpu') -> None:
   """Keeps start-up chatter out of the terminal unless ``verbose``.
 
-  Where the model runs in this process (``model_here``), TensorFlow and
-  Keras are imported now, with their start-up lines held back
+  Where the model runs in this process (``model_here``), Keras and its
+  backend for ``device`` (TensorFlow or JAX) are imported now, with their start-up lines held back
   (``transforms/quiet_import.py``; worker processes do the same).
   ``TF_CPP_MIN_LOG_LEVEL`` quiets later C++ logs here and in worker
   processes, which inherit it. Beam's own log of a failure (tracebacks
@@ -74,4 +74,4 @@ def quiet_start(verbose: bool, model_here: bool) -> None:
   logging.getLogger('apache_beam').setLevel(logging.CRITICAL)
   logging.getLogger('absl').setLevel(logging.ERROR)
   if model_here:
-    quiet_import.import_quietly()
+    quiet_import.import_quietly(device)

@@ -13,7 +13,7 @@ from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence
 
 from PIL import Image
 
-from transforms import tfrecord_framing
+from transforms import example_proto, tfrecord_framing
 
 LOCAL_CONFIG = os.path.join(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))), 'run_configs', 'local.yaml')
@@ -55,8 +55,7 @@ def encode_jpeg(image: Image.Image, quality: int = 90) -> bytes:
 
 def image_example(sample: Sample) -> bytes:
   """A TFDS/ImageNet-style ``tf.train.Example`` of one image."""
-  from tensorflow.core.example import example_pb2
-  example = example_pb2.Example()
+  example = example_proto.example_pb2().Example()
   feature = example.features.feature
   feature['image/encoded'].bytes_list.value.append(sample.data)
   feature['image/filename'].bytes_list.value.append(sample.key.encode())

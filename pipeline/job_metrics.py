@@ -27,6 +27,9 @@ class JobMetrics(NamedTuple):
     mean_batch_size: Images per model call.
     mean_decode_ms: Decode and resize time of one image.
     mean_batch_ms: Time of one model call.
+    gpu_step_ms: On the GPU path, the host's mean time a batch in each
+      step (``transforms/gpu/device_batches.Timings``, and ``wait``: for
+      the device's results); empty on the CPU path.
   """
   images_read: int
   images_decoded: int
@@ -39,6 +42,7 @@ class JobMetrics(NamedTuple):
   mean_batch_size: Optional[float]
   mean_decode_ms: Optional[float]
   mean_batch_ms: Optional[float]
+  gpu_step_ms: Dict[str, float] = {}
 
 
 def _value(result):
@@ -85,7 +89,11 @@ def from_result(result: beam.runners.runner.PipelineResult
                                 (0, 0))[1],
       mean_batch_size=mean('inference_request_batch_size'),
       mean_decode_ms=mean('decode_micros', 1e-3),
-      mean_batch_ms=mean('inference_batch_latency_micro_secs', 1e-3))
+      mean_batch_ms=mean('inference_batch_latency_micro_secs', 1e-3),
+      gpu_step_ms={
+          name[len('gpu_'):-len('_micros')]: mean(name, 1e-3)
+          for name in sorted(distributions)
+          if name.startswith('gpu_') and name.endswith('_micros')})
 
 
 def summary_lines(metrics: JobMetrics) -> list:
@@ -104,4 +112,7 @@ def summary_lines(metrics: JobMetrics) -> list:
     timing.append(f'decode {metrics.mean_decode_ms:.1f} ms an image')
   if timing:
     lines.append('; '.join(timing))
+  if metrics.gpu_step_ms:
+    lines.append('host time a GPU batch: ' + ', '.join(
+        f'{name} {ms:.1f} ms' for name, ms in metrics.gpu_step_ms.items()))
   return lines

@@ -53,10 +53,18 @@ def add_job_arguments(parser: argparse.ArgumentParser,
       help='Pool a convolutional layer\'s output over its spatial axes.')
   add('--precision', default='float32', choices=vgg16.PRECISIONS,
       help='bfloat16 is several times faster on CPUs with AMX.')
-  add('--batch-size', type=int, default=16, help='Images per model call.')
-  add('--max-batch-bytes', type=int, default=1 << 30,
+  add('--device', default='cpu', choices=vgg16.DEVICES,
+      help='cpu: Keras on TensorFlow, Pillow decoding. gpu: JPEGs decoded '
+      'on the GPU (nvJPEG) and Keras on JAX, one model per GPU; needs '
+      'featurize[gpu].')
+  add('--batch-size', type=int,
+      help='Images per model call (default '
+      f'{vgg16.DEFAULT_BATCH_SIZE["cpu"]} on cpu, '
+      f'{vgg16.DEFAULT_BATCH_SIZE["gpu"]} on gpu).')
+  add('--max-batch-bytes', type=int,
       help='Upper bound on one batch\'s activation memory; lowers the '
-      'batch size when needed.')
+      f'batch size when needed (default {vgg16.DEFAULT_MAX_BATCH_BYTES["cpu"]}'
+      f' on cpu, {vgg16.DEFAULT_MAX_BATCH_BYTES["gpu"]} on gpu).')
   add('--large-model', action=argparse.BooleanOptionalAction, default=False,
       help='One model per machine, shared by its worker processes, instead '
       'of one per process.')
@@ -89,6 +97,10 @@ def add_job_arguments(parser: argparse.ArgumentParser,
       'under "featurize:".')
 
 
+def _or_default(value, default):
+  return default if value is None else value
+
+
 def job_config_from_args(args: argparse.Namespace) -> JobConfig:
   """Builds the frozen job configuration; every job flag reaches it."""
   return JobConfig(
@@ -103,9 +115,14 @@ def job_config_from_args(args: argparse.Namespace) -> JobConfig:
       model=vgg16.ModelConfig(weights=args.weights, layer=args.layer,
                               pooling=args.pooling, precision=args.precision,
                               image_size=args.image_size,
-                              batch_size=args.batch_size,
-                              max_batch_bytes=args.max_batch_bytes,
-                              large_model=args.large_model),
+                              batch_size=_or_default(
+                                  args.batch_size,
+                                  vgg16.DEFAULT_BATCH_SIZE[args.device]),
+                              max_batch_bytes=_or_default(
+                                  args.max_batch_bytes,
+                                  vgg16.DEFAULT_MAX_BATCH_BYTES[args.device]),
+                              large_model=args.large_model,
+                              device=args.device),
       output=OutputConfig(directory=args.output,
                           max_error_fraction=args.max_error_fraction),
   )

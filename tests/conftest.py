@@ -1,5 +1,6 @@
 """Shared fixtures: a VGG16 weight file in the official Keras format, and a
 real GCS API server on loopback."""
+import os
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -8,6 +9,11 @@ import pytest
 from tests import gcs_server
 
 BUCKET = 'featurize-test'
+
+# tests/gpu needs an NVIDIA GPU; the README's test command leaves it out.
+# benchmarks/gpu/run_on_device.sh runs it on the GPU machine.
+GPU_TESTS_ENV = 'FEATURIZE_GPU_TESTS'
+collect_ignore = [] if os.environ.get(GPU_TESTS_ENV) else ['gpu']
 
 
 def write_official_weights(path: str, include_top: bool = False,

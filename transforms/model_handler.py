@@ -32,7 +32,7 @@ class VGG16FeatureHandler(ModelHandler[DecodedImage, FeatureRecord, Any]):
     # RunInference counts loads in its load_model_latency_milli_secs metric
     # (see pipeline.run.model_loads); the log line says where it happened.
     logging.info('Loading VGG16 in process %d', os.getpid())
-    quiet_import.import_quietly()
+    quiet_import.import_quietly(self._config.device)
     return vgg16.build_feature_model(self._config)
 
   def run_inference(

@@ -1,4 +1,4 @@
-"""TensorFlow and Keras imported without their start-up chatter.
+"""Keras and its backend imported without their start-up chatter.
 
 TensorFlow's C++ libraries print lines (oneDNN, CPU features, absl's
 notice) to file descriptor 2 while they load, before any setting can
@@ -8,9 +8,12 @@ does each worker process before it builds VGG16, unless
 ``FEATURIZE_VERBOSE`` is set (``--verbose``; worker processes inherit it).
 """
 import contextlib
+import importlib
 import os
 import sys
 import tempfile
+
+from transforms.gpu import backend
 
 VERBOSE_ENV = 'FEATURIZE_VERBOSE'
 
@@ -35,17 +38,22 @@ def stderr_captured():
       os.close(saved)
 
 
-def import_quietly() -> None:
-  """Imports TensorFlow and Keras, quietly unless ``FEATURIZE_VERBOSE``.
+def import_quietly(device: str = 'cpu') -> None:
+  """Imports Keras on ``device``'s backend (``gpu/backend.py``: TensorFlow
+  for ``cpu``, JAX for ``gpu``), quietly unless ``FEATURIZE_VERBOSE``.
 
   Cheap once they are imported.
+
+  Raises:
+    RuntimeError: Keras is already loaded on the other backend.
   """
-  if 'keras' in sys.modules and 'tensorflow' in sys.modules:
+  backend_name = backend.select(device)
+  if 'keras' in sys.modules and backend_name in sys.modules:
     return
   if os.environ.get(VERBOSE_ENV):
-    import keras  # pylint: disable=import-outside-toplevel,unused-import
+    importlib.import_module('keras')
     return
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   with stderr_captured():
-    import keras  # pylint: disable=import-outside-toplevel,unused-import
-    import tensorflow  # pylint: disable=import-outside-toplevel,unused-import
+    importlib.import_module('keras')
+    importlib.import_module(backend_name)

@@ -8,7 +8,7 @@ import posixpath
 import tarfile
 from typing import BinaryIO, Iterator, Optional
 
-from transforms import tfrecord_framing
+from transforms import example_proto, tfrecord_framing
 from transforms.records import ErrorRecord, ImageRecord, Label, ReadResult
 
 SHARD_FORMATS = ('tfrecord', 'webdataset', 'files')
@@ -41,10 +41,9 @@ def _error(key: str, source: str, error_type: str, message: str) -> ErrorRecord:
 
 
 def _parse_example(data: bytes):
-  # Imported here: TensorFlow is heavy, and only TFRecord input needs it
-  # at read time. Workers have it loaded for the model anyway.
-  from tensorflow.core.example import example_pb2
-  example = example_pb2.Example()
+  # Looked up here: TensorFlow is heavy, and only TFRecord input needs it
+  # at read time. CPU workers have it loaded for the model anyway.
+  example = example_proto.example_pb2().Example()
   example.ParseFromString(data)
   return example.features.feature
 

@@ -28,6 +28,11 @@ TOP_LAYERS = ('flatten', 'fc1', 'fc2', 'predictions')
 LAYERS = CONV_LAYERS + TOP_LAYERS
 POOLINGS = ('none', 'avg', 'max')
 PRECISIONS = ('float32', 'bfloat16')
+DEVICES = ('cpu', 'gpu')
+# Batch defaults per device: small batches keep a CPU worker's memory
+# low; a GPU needs a few hundred images a call to be busy (README, "GPU").
+DEFAULT_BATCH_SIZE = {'cpu': 16, 'gpu': 256}
+DEFAULT_MAX_BATCH_BYTES = {'cpu': 1 << 30, 'gpu': 8 << 30}
 
 # The official Keras weight files (keras.applications.vgg16).
 WEIGHTS_BASE_URL = ('https://storage.googleapis.com/tensorflow/'
@@ -62,6 +67,8 @@ class ModelConfig:
       instead of one per process.
     weights_cache_dir: Local folder for per-worker copies of remote weights.
     seed: Seed of the ``random`` weights (same on every worker).
+    device: ``cpu`` (Keras on TensorFlow, Pillow decoding) or ``gpu``
+      (Keras on JAX, nvJPEG decoding; ``transforms/gpu``).
   """
   weights: str = 'imagenet'
   weights_sha256: Optional[str] = None
@@ -76,8 +83,11 @@ class ModelConfig:
   weights_cache_dir: str = os.path.join(tempfile.gettempdir(),
                                         'featurize-weights')
   seed: int = 0
+  device: str = 'cpu'
 
   def __post_init__(self):
+    if self.device not in DEVICES:
+      raise ValueError(f'device must be one of {DEVICES}')
     if self.layer not in LAYERS:
       raise ValueError(f'unknown VGG16 layer {self.layer!r}; choose one of '
                        f'{", ".join(LAYERS)}')

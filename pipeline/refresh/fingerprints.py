@@ -36,7 +36,7 @@ def model_settings(job: JobConfig) -> dict:
     weights = {'source': model.weights, 'seed': model.seed,
                'file': model.official_weights_file}
   read = job.read
-  return {
+  settings = {
       'weights': weights,
       'layer': model.layer,
       'pooling': model.pooling,
@@ -47,6 +47,12 @@ def model_settings(job: JobConfig) -> dict:
                   'label_feature': read.label_feature,
                   'max_image_bytes': read.max_image_bytes},
   }
+  if model.device == 'gpu':
+    # nvJPEG's pixels differ slightly from Pillow's (its IDCT and chroma
+    # upsampling; no DCT-domain downscaling), so one dataset version never
+    # mixes the two. Absent for cpu: older fingerprints stay valid.
+    settings['decoder'] = 'nvjpeg'
+  return settings
 
 
 def model_fingerprint(job: JobConfig) -> str:

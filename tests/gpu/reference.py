@@ -1,0 +1,95 @@
+"""Reference outputs of the CPU path, made where TensorFlow runs.
+
+The GPU machine has no TensorFlow, so the CPU path's features are computed
+here and carried there: ``python -m tests.gpu.reference OUT.npz`` (in the
+project's venv). The GPU tests regenerate the same seeded weight file
+there and check its digest against the one recorded here.
+
+The file holds JPEGs made from the demo photos (their bytes, so that both
+machines decode the very same files), the CPU path's pixels of them, and
+TensorFlow's float32 features of those pixels at block5_pool, unpooled
+and average-pooled.
+"""
+import hashlib
+import io
+import sys
+
+import numpy as np
+
+# Sizes that exercise the resize rule: ImageNet-like, portrait, a large
+# photo that the CPU path decodes at reduced size (DCT scaling), a small
+# one that is enlarged.
+SIZES = {'astronaut': (500, 375), 'chelsea': (375, 500),
+         'coffee': (1600, 1200), 'rocket': (200, 150),
+         'motorcycle_left': (640, 480), 'hubble_deep_field': (500, 333),
+         'retina': (512, 512), 'camera': (512, 512)}
+
+
+def demo_jpegs():
+  """``{name: bytes}``: each photo resized to its size, JPEG quality 90."""
+  from tests import image_zoo  # pylint: disable=import-outside-toplevel
+  from PIL import Image  # pylint: disable=import-outside-toplevel
+  out = {}
+  for name, size in SIZES.items():
+    image = image_zoo.photo(name).resize(size, Image.Resampling.BICUBIC)
+    buffer = io.BytesIO()
+    image.save(buffer, 'JPEG', quality=90)
+    out[name] = buffer.getvalue()
+  return out
+
+
+def weights_digest(path: str) -> str:
+  """sha256 of the weight arrays' values (HDF5 files carry timestamps)."""
+  import h5py  # pylint: disable=import-outside-toplevel
+  digest = hashlib.sha256()
+  with h5py.File(path, 'r') as f:
+    def visit(name, item):
+      if isinstance(item, h5py.Dataset):
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(item[()]).tobytes())
+    f.visititems(visit)
+  return digest.hexdigest()
+
+
+def pack(blobs):
+  """Byte strings as one uint8 array and their offsets (npz-friendly)."""
+  offsets = np.cumsum([0] + [len(b) for b in blobs])
+  return np.frombuffer(b''.join(blobs), np.uint8), offsets
+
+
+def unpack(data, offsets):
+  return [data[offsets[i]:offsets[i + 1]].tobytes()
+          for i in range(len(offsets) - 1)]
+
+
+def main(out: str) -> None:
+  # pylint: disable=import-outside-toplevel
+  import os
+  import tempfile
+  from tests.conftest import write_official_weights
+  from transforms import imaging, vgg16
+  jpegs = demo_jpegs()
+  names = list(jpegs)
+  pixels = np.stack([imaging.decode_image(jpegs[n], imaging.DecodeConfig())
+                     for n in names])
+  with tempfile.TemporaryDirectory() as folder:
+    weights = write_official_weights(os.path.join(
+        folder, vgg16.WEIGHTS_FILE_NOTOP))
+    features = {}
+    for pooling in ('none', 'avg'):
+      model = vgg16.build_feature_model(vgg16.ModelConfig(
+          weights=weights, pooling=pooling, batch_size=len(names)))
+      features[pooling] = np.asarray(
+          model.predict_on_batch(vgg16.to_model_input(list(pixels))),
+          np.float32)
+    digest = weights_digest(weights)
+  data, offsets = pack([jpegs[n] for n in names])
+  np.savez_compressed(out, names=np.array(names), jpeg_data=data,
+                      jpeg_offsets=offsets, pixels=pixels,
+                      tf_f32_none=features['none'],
+                      tf_f32_avg=features['avg'],
+                      weights_digest=np.array(digest))
+
+
+if __name__ == '__main__':
+  main(sys.argv[1])

@@ -1,0 +1,49 @@
+"""VGG16 features of the demo photos through the GPU path's model.
+
+Run as a script (``python -m tests.jax_features WEIGHTS OUT.npz
+PRECISION POOLING``) in a process of its own: Keras picks its backend
+once per process, and the test process runs Keras on TensorFlow. The
+pixels come from the CPU path's decoder, so the comparison with
+TensorFlow isolates the model. With ``FEATURIZE_GPU_PATH_ON_CPU`` set the
+model runs on JAX's CPU device; without it, on the GPUs.
+"""
+import sys
+
+import numpy as np
+
+PHOTOS = ('astronaut', 'chelsea', 'coffee', 'rocket', 'motorcycle_left',
+          'hubble_deep_field', 'retina', 'camera')
+
+
+def demo_pixels() -> np.ndarray:
+  """The photos decoded and resized by the CPU path: ``(8, 224, 224, 3)``."""
+  # pylint: disable=import-outside-toplevel
+  from tests import image_zoo
+  from transforms import imaging
+  config = imaging.DecodeConfig()
+  return np.stack([
+      imaging.decode_image(image_zoo.encode(image_zoo.photo(name), 'PNG'),
+                           config) for name in PHOTOS])
+
+
+def model_config(weights: str, precision: str, pooling: str):
+  from transforms import vgg16  # pylint: disable=import-outside-toplevel
+  return vgg16.ModelConfig(weights=weights, precision=precision,
+                           pooling=pooling, batch_size=len(PHOTOS),
+                           device='gpu')
+
+
+def main(argv) -> None:
+  weights, out, precision, pooling = argv
+  # pylint: disable=import-outside-toplevel
+  from transforms.gpu import backend
+  backend.select('gpu')
+  from transforms.gpu.device_model import DeviceModel, visible_devices
+  model = DeviceModel(model_config(weights, precision, pooling),
+                      visible_devices(backend.on_cpu_stand_in())[:1])
+  features = np.asarray(model(demo_pixels(), 0))
+  np.savez(out, features=features, device=str(model.devices[0]))
+
+
+if __name__ == '__main__':
+  main(sys.argv[1:])

@@ -1,0 +1,146 @@
+"""The GPU path's code on a machine without a GPU.
+
+Keras on JAX runs on JAX's CPU device and a Pillow stand-in takes
+nvJPEG's place (``transforms/gpu/backend.py``, ``ON_CPU_ENV``). What these
+tests prove: the JAX model gives the TensorFlow path's features (float32
+within 1e-3, bfloat16 with cosine >= 0.999); the batching and the fallback
+to the CPU decoder give the CPU run's error lines and set of features; the
+run's counts and manifest hold. nvJPEG itself is tested on a GPU
+(tests/gpu/).
+"""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from pipeline import cli, demo
+from tests import datasets, jax_features
+from tests.test_end_to_end import read_errors, read_outputs
+from transforms import vgg16
+from transforms.gpu import backend
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def on_cpu_env() -> dict:
+  env = dict(os.environ, **{backend.ON_CPU_ENV: '1'})
+  env.pop('KERAS_BACKEND', None)  # the GPU path sets it
+  return env
+
+
+def tensorflow_features(weights: str, precision: str, pooling: str):
+  # This process runs Keras on TensorFlow: the CPU path's own model.
+  config = jax_features.model_config(weights, precision, pooling)
+  model = vgg16.build_feature_model(config)
+  x = vgg16.to_model_input(list(jax_features.demo_pixels()))
+  return np.asarray(model.predict_on_batch(x), dtype=np.float32)
+
+
+def jax_run(tmp_path, weights: str, precision: str, pooling: str):
+  out = str(tmp_path / f'jax-{precision}-{pooling}.npz')
+  subprocess.run([sys.executable, '-m', 'tests.jax_features', weights, out,
+                  precision, pooling], check=True, cwd=ROOT, env=on_cpu_env(),
+                 timeout=600)
+  return np.load(out)['features']
+
+
+def relative_l2(a, b) -> float:
+  return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def cosines(a, b) -> np.ndarray:
+  a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
+  return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+@pytest.mark.parametrize('pooling', ['none', 'avg'])
+def test_jax_float32_features_equal_tensorflow_within_1e3(tmp_path,
+                                                          notop_weights,
+                                                          pooling):
+  reference = tensorflow_features(notop_weights, 'float32', pooling)
+  got = jax_run(tmp_path, notop_weights, 'float32', pooling)
+  assert got.shape == reference.shape
+  # Relative to the layer's scale: ReLU outputs have many values near 0,
+  # where an element's own relative error means nothing (GPU_GROUNDWORK).
+  scale = np.abs(reference).max()
+  np.testing.assert_allclose(got, reference, rtol=1e-3, atol=1e-4 * scale)
+  assert relative_l2(got, reference) < 1e-3
+  # Different weights or pixels would be far off: the test can fail.
+  assert relative_l2(got[::-1], reference) > 0.1
+
+
+def test_jax_bfloat16_features_keep_cosine_0999_with_float32(tmp_path,
+                                                             notop_weights):
+  reference = tensorflow_features(notop_weights, 'float32', 'none')
+  got = jax_run(tmp_path, notop_weights, 'bfloat16', 'none')
+  assert np.isfinite(got).all()  # jaxlib 0.11 on CPU once gave NaNs
+  assert cosines(got, reference).min() >= 0.999
+  assert not np.array_equal(got, reference)  # it really ran in bfloat16
+
+
+@pytest.fixture(scope='module')
+def gpu_and_cpu_runs(tmp_path_factory, notop_weights):
+  """The mixed dataset (every format, the image zoo's bad and odd images)
+  through ``--device gpu`` on the CPU stand-in, and through the CPU path."""
+  root = tmp_path_factory.mktemp('gpu-path')
+  ds = datasets.write_dataset(str(root / 'input'))
+  common = ['--config', demo.LOCAL_CONFIG, '--input',
+            str(root / 'input' / '**'), '--weights', notop_weights,
+            '--max-error-fraction', '1', '--pooling', 'avg']
+  gpu_out, cpu_out = str(root / 'gpu'), str(root / 'cpu')
+  # Batches of 4 with 29 images: full batches, a short last one, and
+  # fallbacks mixed into device-decoded batches.
+  gpu = subprocess.run(
+      [sys.executable, '-m', 'pipeline.cli', 'run', *common, '--output',
+       gpu_out, '--device', 'gpu', '--batch-size', '4', '--quiet'],
+      cwd=ROOT, env=on_cpu_env(), capture_output=True, text=True,
+      timeout=600)
+  assert gpu.returncode == 0, gpu.stderr
+  assert cli.main(['run', *common, '--output', cpu_out, '--quiet']) == 0
+  return ds, gpu_out, cpu_out, gpu
+
+
+def test_gpu_path_gives_the_cpu_paths_error_lines(gpu_and_cpu_runs):
+  _, gpu_out, cpu_out, _ = gpu_and_cpu_runs
+
+  def lines(out):
+    return sorted((e['key'], e['source'], e['stage'], e['error_type'],
+                   e['message']) for e in read_errors(out))
+
+  cpu_lines = lines(cpu_out)
+  assert len(cpu_lines) >= 5  # the zoo's bad images, truncated shards...
+  assert lines(gpu_out) == cpu_lines
+
+
+def test_gpu_path_gives_the_cpu_paths_features(gpu_and_cpu_runs):
+  _, gpu_out, cpu_out, _ = gpu_and_cpu_runs
+  gpu, cpu = read_outputs(gpu_out), read_outputs(cpu_out)
+  assert sorted(gpu) == sorted(cpu)
+  assert len(gpu) >= 20
+  keys = sorted(cpu)
+  got = np.stack([gpu[k][0] for k in keys])
+  want = np.stack([cpu[k][0] for k in keys])
+  assert [gpu[k][1] for k in keys] == [cpu[k][1] for k in keys]  # labels
+  # Decoded at full size then resized, where the CPU path may decode a
+  # large JPEG at 1/2..1/8 in the DCT: close, not identical.
+  assert cosines(got, want).min() >= 0.99
+  assert np.median(cosines(got, want)) >= 0.9999
+
+
+def test_gpu_path_manifest_and_counts(gpu_and_cpu_runs):
+  import json
+  _, gpu_out, _, run = gpu_and_cpu_runs
+  with open(os.path.join(gpu_out, 'manifest.json')) as f:
+    manifest = json.load(f)
+  assert manifest['device'] == 'gpu'
+  assert manifest['batch_size'] == 4
+  assert manifest['status'] == 'succeeded'
+  shards = manifest['feature_shards']
+  assert sum(s['records'] for s in shards) + len(read_errors(gpu_out)) == (
+      sum(s['images'] for s in manifest['input_shards']))
+  assert sum(s['records'] for s in shards) == len(read_outputs(gpu_out))
+  assert os.path.exists(os.path.join(gpu_out, '_SUCCESS'))
+  assert 'jax' in manifest['versions']
+  assert 'images' in run.stdout

@@ -1,0 +1,11 @@
+"""The GPU path (``--device gpu``): JPEGs decoded on the GPU with nvJPEG,
+VGG16 on Keras 3's JAX backend, one model replica per GPU.
+
+* ``backend``: picks the Keras backend for a device, before Keras loads.
+* ``jpeg_header``: which JPEGs nvJPEG may decode, from their headers.
+* ``resample``: the CPU path's crop/resize rule as weight matrices.
+* ``batching``: encoded images in batches bounded by count and bytes.
+* ``decoders``: nvJPEG on the GPU (and a Pillow stand-in for CPU tests).
+* ``device_model``: VGG16 jitted once, a replica per device.
+* ``extract``: the Beam transform that ties them together.
+"""

@@ -1,0 +1,78 @@
+"""Which Keras backend runs VGG16, chosen per device before Keras loads.
+
+Keras reads ``KERAS_BACKEND`` once, at its first import, for the whole
+process. The CPU path runs on TensorFlow (oneDNN is the fastest CPU path
+measured here); the GPU path runs on JAX, whose XLA kernels were the
+fastest of the Keras backends on the H200 (docs/GPU_GROUNDWORK.md). So
+every process that builds a model, launcher and workers alike, calls
+``select`` first; Beam's local workers inherit the environment, and the
+GPU worker image sets it too.
+"""
+import importlib.metadata
+import os
+import sys
+
+DEVICES = ('cpu', 'gpu')
+BACKENDS = {'cpu': 'tensorflow', 'gpu': 'jax'}
+
+# Test seam: runs the GPU path's own code (screening, batching, fallback,
+# the jitted JAX model) on JAX's CPU device, with a Pillow stand-in for
+# nvJPEG, so that CI machines without a GPU exercise it. Never set in use.
+ON_CPU_ENV = 'FEATURIZE_GPU_PATH_ON_CPU'
+
+
+def on_cpu_stand_in() -> bool:
+  """Whether the GPU path runs on JAX's CPU device (tests only)."""
+  return bool(os.environ.get(ON_CPU_ENV))
+
+
+def _jax_environment() -> None:
+  """Settings JAX reads once, when it starts; set only where unset."""
+  # Several processes, and nvJPEG's own buffers in torch, share a GPU:
+  # JAX takes memory as it needs it instead of 75% of the GPU up front.
+  os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
+  if on_cpu_stand_in():
+    os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+    if _jaxlib_at_least((0, 11)):
+      # XLA:CPU's YNNPACK fusions give NaNs in bfloat16 convolutions in
+      # jaxlib 0.11 and 0.12 (docs/GPU_GROUNDWORK.md); 0.10 has neither
+      # the bug nor the flag (an unknown XLA flag is fatal).
+      flags = os.environ.get('XLA_FLAGS', '')
+      if 'ynn_fusion_type' not in flags:
+        os.environ['XLA_FLAGS'] = (
+            flags + ' --xla_cpu_experimental_ynn_fusion_type=').strip()
+
+
+def _jaxlib_at_least(version) -> bool:
+  try:
+    found = importlib.metadata.version('jaxlib')
+  except importlib.metadata.PackageNotFoundError:
+    return False
+  parts = tuple(int(p) for p in found.split('.')[:2] if p.isdigit())
+  return parts >= tuple(version)
+
+
+def select(device: str) -> str:
+  """Sets the Keras backend for ``device``; returns its name.
+
+  Raises:
+    ValueError: an unknown device.
+    RuntimeError: Keras is already loaded on another backend in this
+      process (it cannot switch).
+  """
+  if device not in DEVICES:
+    raise ValueError(f'device must be one of {DEVICES}, not {device!r}')
+  wanted = BACKENDS[device]
+  if 'keras' in sys.modules:
+    import keras  # pylint: disable=import-outside-toplevel
+    current = keras.backend.backend()
+    if current != wanted:
+      raise RuntimeError(
+          f'--device {device} needs Keras on {wanted}, but this process '
+          f'already loaded Keras on {current} (KERAS_BACKEND is read once '
+          'per process)')
+    return wanted
+  os.environ['KERAS_BACKEND'] = wanted
+  if wanted == 'jax':
+    _jax_environment()
+  return wanted

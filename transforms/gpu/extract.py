@@ -1,0 +1,193 @@
+"""``ExtractOnDevice``: encoded images in, VGG16 features out, on GPUs.
+
+The GPU path's counterpart of ``DecodeImages`` + ``ExtractFeatures``: what
+crosses the Beam boundary is the encoded bytes (``ImageRecord``), and
+decoding, resizing, preprocessing and the model all happen on the device
+(``device_batches``). One ``DeviceRuntime`` per process, through Beam's
+``shared.Shared`` like RunInference's model cache, holds one model replica
+and one decoder per GPU; a worker runs one process per machine (README,
+"GPU"), so that is one model per GPU. Each DoFn instance sends its batches
+to the GPUs in turn and keeps at most two per GPU in flight: while the
+device computes one, the host decodes the next.
+"""
+import dataclasses
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from typing import Any, Iterator, List
+
+import apache_beam as beam
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils import shared
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
+
+from transforms import imaging, vgg16
+from transforms.gpu import backend, batching, decoders, device_batches
+from transforms.gpu.device_model import DeviceModel, visible_devices
+from transforms.records import ErrorRecord, ImageRecord
+
+ERRORS_TAG = 'errors'
+# Host memory for the encoded bytes of one batch being collected.
+MAX_ENCODED_BATCH_BYTES = 256 << 20
+# Batches in flight per GPU: one computing, one being prepared.
+IN_FLIGHT_PER_DEVICE = 2
+
+
+@dataclasses.dataclass
+class DeviceRuntime:
+  """What one process shares between its threads: model and decoders."""
+  model: DeviceModel
+  decoders: List[Any]
+  _turns: Any = dataclasses.field(default_factory=itertools.count)
+  _lock: Any = dataclasses.field(default_factory=threading.Lock)
+
+  def next_replica(self) -> int:
+    with self._lock:
+      return next(self._turns) % len(self.decoders)
+
+
+def load_runtime(model_config: vgg16.ModelConfig,
+                 decode_config: imaging.DecodeConfig) -> DeviceRuntime:
+  """Builds the model on every visible GPU and a decoder for each."""
+  on_cpu = backend.on_cpu_stand_in()
+  devices = visible_devices(on_cpu)
+  model = DeviceModel(model_config, devices)
+  made = [decoders.make_decoder(index, decode_config, on_cpu)
+          for index in range(len(devices))]
+  return DeviceRuntime(model, made)
+
+
+class _ExtractOnDeviceFn(beam.DoFn):
+  """Batches encoded images and runs them through ``device_batches``."""
+
+  def __init__(self, model_config: vgg16.ModelConfig,
+               decode_config: imaging.DecodeConfig):
+    self._model_config = model_config
+    self._decode_config = decode_config
+    self._shared = shared.Shared()
+    self._runtime = None
+    self._batcher = None
+    self._pending = deque()
+    self._decoded = beam.metrics.Metrics.counter('featurize',
+                                                 'images_decoded')
+    self._decode_errors = beam.metrics.Metrics.counter('featurize',
+                                                       'decode_errors')
+    self._inference_errors = beam.metrics.Metrics.counter(
+        'featurize', 'inference_errors')
+    self._on_device = beam.metrics.Metrics.counter('featurize',
+                                                   'images_decoded_on_gpu')
+    # RunInference's own metrics (featurize run's summary reads them).
+    self._inferences = beam.metrics.Metrics.counter('featurize_vgg16',
+                                                    'num_inferences')
+    self._batch_sizes = beam.metrics.Metrics.distribution(
+        'featurize_vgg16', 'inference_request_batch_size')
+    self._batch_micros = beam.metrics.Metrics.distribution(
+        'featurize_vgg16', 'inference_batch_latency_micro_secs')
+    self._load_millis = beam.metrics.Metrics.distribution(
+        'featurize_vgg16', 'load_model_latency_milli_secs')
+    self._step_micros = {
+        name: beam.metrics.Metrics.distribution('featurize',
+                                                f'gpu_{name}_micros')
+        for name in device_batches.Timings._fields + ('wait',)}
+
+  def setup(self):
+    started = time.perf_counter()
+    loaded = []
+
+    def load():
+      loaded.append(True)
+      return load_runtime(self._model_config, self._decode_config)
+
+    self._runtime = self._shared.acquire(
+        load, tag=f'{self._model_config}|{self._decode_config}')
+    if loaded:  # this thread built it; the others share it
+      seconds = time.perf_counter() - started
+      self._load_millis.update(int(seconds * 1e3))
+      logging.info('GPU runtime ready in %.1f s', seconds)
+
+  def start_bundle(self):
+    self._batcher = batching.Batcher(self._runtime.model.batch_size,
+                                     MAX_ENCODED_BATCH_BYTES,
+                                     lambda image: len(image.data))
+    self._pending.clear()
+
+  def process(self, image: ImageRecord) -> Iterator:
+    batch = self._batcher.add(image)
+    if batch:
+      yield from self._start(batch)
+
+  def finish_bundle(self) -> Iterator:
+    batch = self._batcher.flush()
+    if batch:
+      for output in self._start(batch):
+        yield self._windowed(output)
+    while self._pending:
+      for output in self._finish(self._pending.popleft()):
+        yield self._windowed(output)
+
+  @staticmethod
+  def _windowed(output):
+    if isinstance(output, beam.pvalue.TaggedOutput):
+      return beam.pvalue.TaggedOutput(
+          output.tag,
+          WindowedValue(output.value, MIN_TIMESTAMP, [GlobalWindow()]))
+    return WindowedValue(output, MIN_TIMESTAMP, [GlobalWindow()])
+
+  def _start(self, batch: List[ImageRecord]) -> Iterator:
+    replica = self._runtime.next_replica()
+    pending, errors = device_batches.start_batch(
+        batch, self._runtime.decoders[replica], self._runtime.model, replica,
+        self._decode_config)
+    yield from self._errors(errors)
+    if pending is not None:
+      self._decoded.inc(len(pending.images))
+      self._on_device.inc(pending.on_device)
+      for name, seconds in pending.timings._asdict().items():
+        self._step_micros[name].update(int(seconds * 1e6))
+      self._pending.append((time.perf_counter(), pending))
+    limit = IN_FLIGHT_PER_DEVICE * len(self._runtime.decoders)
+    while len(self._pending) >= limit:
+      yield from self._finish(self._pending.popleft())
+
+  def _finish(self, dispatched) -> Iterator:
+    dispatched_at, pending = dispatched
+    started = time.perf_counter()
+    features, errors = device_batches.finish_batch(pending)
+    done = time.perf_counter()
+    self._step_micros['wait'].update(int((done - started) * 1e6))
+    self._batch_micros.update(int((done - dispatched_at) * 1e6))
+    self._batch_sizes.update(len(pending.images))
+    self._inferences.inc(len(features))
+    yield from features
+    yield from self._errors(errors)
+
+  def _errors(self, errors: List[ErrorRecord]) -> Iterator:
+    for error in errors:
+      if error.stage == 'inference':
+        self._inference_errors.inc()
+      else:
+        self._decode_errors.inc()
+      yield beam.pvalue.TaggedOutput(ERRORS_TAG, error)
+
+
+class ExtractOnDevice(beam.PTransform):
+  """Decodes and runs VGG16 on GPUs.
+
+  Returns a dict with ``features`` (``FeatureRecord``) and ``errors``
+  (``ErrorRecord``), like ``DecodeImages`` + ``ExtractFeatures``.
+  """
+
+  def __init__(self, model_config: vgg16.ModelConfig,
+               decode_config: imaging.DecodeConfig):
+    super().__init__()
+    self.model_config = model_config
+    self.decode_config = decode_config
+
+  def expand(self, images):
+    outputs = images | 'DecodeAndExtract' >> beam.ParDo(
+        _ExtractOnDeviceFn(self.model_config, self.decode_config)
+    ).with_outputs(ERRORS_TAG, main='features')
+    return {'features': outputs.features, 'errors': outputs[ERRORS_TAG]}
