@@ -1,7 +1,7 @@
 """Packaging for featurize.
 
 Dataflow stages this file with ``--setup_file``; the pins below are versions
-verified to install together on Python 3.11.
+verified to install together on Python 3.11 and 3.12.
 """
 import setuptools
 
@@ -31,6 +31,22 @@ TEST_REQUIRES = [
     # The FlinkDeployment against the Flink operator's CRD schema.
     'jsonschema==4.26.0',
     'hypothesis==6.170.15',  # tests/test_fuzz.py: fuzzing the bytes
+    # The GPU path's model on JAX's CPU device, against TensorFlow's
+    # (tests/test_gpu_path_on_cpu.py); the same jax as the gpu extra, so
+    # that both extras install together. jax 0.11 needs Python 3.12.
+    'jax[cpu]==0.10.2; python_version < "3.12"',
+    'jax[cpu]==0.11.2; python_version >= "3.12"',
+]
+
+# --device gpu: Keras on JAX with CUDA 13, nvJPEG through torchvision. The
+# GPU machine the benchmark ran on had jax 0.11.2 (Python 3.12); jax 0.11
+# needs Python 3.12, so 3.11 gets 0.10.2. PyPI's torch 2.11.0 is built
+# for CUDA 13, like jax[cuda13].
+GPU_REQUIRES = [
+    'jax[cuda13]==0.10.2; python_version < "3.12"',
+    'jax[cuda13]==0.11.2; python_version >= "3.12"',
+    'torch==2.11.0',
+    'torchvision==0.26.0',
 ]
 # Also for the tests: benchmarks/requirements-nodeps.txt, installed with
 # --no-deps (see that file for why).
@@ -41,12 +57,13 @@ setuptools.setup(
     description=(
         'Apache Beam pipeline: image shards in, VGG16 features out as '
         'sharded TFRecords, with bounded memory per worker.'),
-    python_requires='>=3.11,<3.12',
+    python_requires='>=3.11,<3.13',
     # Every subpackage too (pipeline.flink_local, pipeline.refresh, ...).
     packages=setuptools.find_packages(include=['pipeline', 'pipeline.*',
                                                'transforms', 'transforms.*']),
     install_requires=INSTALL_REQUIRES,
     extras_require={'test': TEST_REQUIRES,
+                    'gpu': GPU_REQUIRES,
                     # featurize inspect --plot
                     'plot': ['matplotlib==3.11.2']},
     entry_points={'console_scripts': ['featurize=pipeline.cli:main']},

@@ -44,7 +44,8 @@ def test_gpu_resize_gives_the_cpu_rules_pixels(nvjpeg, reference):
 
 def test_nvjpeg_pixels_are_close_to_the_cpu_decoders(nvjpeg, reference):
   names = list(reference['jpegs'])
-  batch = nvjpeg.decode([reference['jpegs'][n] for n in names])
+  batch = nvjpeg.decode([reference['jpegs'][n] for n in names],
+                        [1] * len(names))
   for index, name in enumerate(names):
     got = batch[index].cpu().numpy()
     assert got.shape == (224, 224, 3) and got.dtype == np.uint8
@@ -55,7 +56,7 @@ def test_nvjpeg_pixels_are_close_to_the_cpu_decoders(nvjpeg, reference):
     assert mean <= (3.0 if name == 'coffee' else 1.5)
     assert p99 <= 16
   # One image alone gives what it gives within a batch.
-  alone = nvjpeg.decode([reference['jpegs'][names[1]]])[0]
+  alone = nvjpeg.decode([reference['jpegs'][names[1]]], [1])[0]
   assert torch.equal(alone, batch[1])
 
 
@@ -78,3 +79,16 @@ def test_images_nvjpeg_cannot_take_give_the_cpu_paths_errors(nvjpeg):
   assert 0 < on_device < len(good)
   print(f'zoo: {on_device} decoded on the GPU, {len(good) - on_device} '
         f'on the CPU, {len(errors)} errors')
+
+
+@pytest.mark.parametrize('value', [3, 6, 8])
+def test_exif_orientation_is_applied_on_the_gpu(nvjpeg, value):
+  from tests.test_gpu_orientation import rotated_jpeg  # pylint: disable=import-outside-toplevel
+  record = ImageRecord(f'turned-{value}', 'test', rotated_jpeg(value))
+  decoded, errors, on_device, _ = device_batches.decode_batch(
+      [record], nvjpeg, CONFIG)
+  assert not errors and on_device == 1
+  mean, p99, worst = differences(decoded[0][1].cpu().numpy(),
+                                 decode_record(record, CONFIG).pixels)
+  print(f'orientation {value}: nvJPEG vs CPU path mean {mean:.3f} max {worst}')
+  assert mean <= 1.5

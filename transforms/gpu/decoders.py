@@ -19,7 +19,7 @@ from typing import Any, List, Optional, Sequence
 import numpy as np
 
 from transforms import imaging
-from transforms.gpu import resample
+from transforms.gpu import orientation, resample
 
 # Float64 working memory of one resize step on the device.
 MAX_RESIZE_BYTES = 512 << 20
@@ -39,10 +39,10 @@ class NvjpegDecoder:
     import torch
     from torchvision import io as tv_io
     self._torch = torch
+    # apply_exif_orientation is ignored on CUDA: decode() applies it.
     self._decode_jpeg = functools.partial(
         tv_io.decode_jpeg, mode=tv_io.ImageReadMode.RGB,
-        device=torch.device('cuda', device_index),
-        apply_exif_orientation=True)
+        device=torch.device('cuda', device_index))
     self._device = torch.device('cuda', device_index)
     self._config = config
     self._plans = functools.lru_cache(maxsize=256)(self._plan)
@@ -53,7 +53,15 @@ class NvjpegDecoder:
                                   dtype=self._torch.float64)
     return plan, to_device(plan.rows), to_device(plan.cols)
 
-  def decode(self, datas: Sequence[bytes]) -> List[Optional[Any]]:
+  def decode(self, datas: Sequence[bytes],
+             orientations: Sequence[int]) -> List[Optional[Any]]:
+    """Decodes and resizes JPEGs; None for those nvJPEG refused.
+
+    Args:
+      datas: The encoded images.
+      orientations: Their EXIF orientations (``jpeg_header``), applied
+        here: nvJPEG ignores them.
+    """
     torch = self._torch
     # decode_jpeg wants CPU uint8 tensors; frombuffer wraps the bytes
     # without a copy (it warns that bytes are read-only; they are only read).
@@ -63,6 +71,8 @@ class NvjpegDecoder:
       images = self._decode_jpeg(encoded)
     except RuntimeError:
       images = [self._decode_one(one) for one in encoded]
+    images = [None if image is None else orientation.apply_torch(image, turn)
+              for image, turn in zip(images, orientations)]
     return self._resize_all(images)
 
   def _decode_one(self, encoded) -> Optional[Any]:
@@ -156,22 +166,23 @@ class _quiet_readonly_warning:  # pylint: disable=invalid-name
 class PillowStandIn:
   """nvJPEG's stand-in on the CPU, for tests on machines without a GPU.
 
-  Decodes like nvJPEG (full size, EXIF orientation, RGB), with Pillow,
+  Decodes like nvJPEG (full size, stored orientation, RGB), with Pillow,
+  turns the pixels by the given orientation as ``NvjpegDecoder`` does,
   then resizes with ``resample.apply_plan``; stacks numpy rows.
   """
 
   def __init__(self, config: imaging.DecodeConfig):
     self._config = config
 
-  def decode(self, datas: Sequence[bytes]) -> List[Optional[np.ndarray]]:
-    # pylint: disable=import-outside-toplevel
-    from PIL import Image, ImageOps
+  def decode(self, datas: Sequence[bytes],
+             orientations: Sequence[int]) -> List[Optional[np.ndarray]]:
+    from PIL import Image  # pylint: disable=import-outside-toplevel
     out = []
-    for data in datas:
+    for data, turn in zip(datas, orientations):
       try:
         with Image.open(io.BytesIO(data), formats=['JPEG']) as image:
-          rgb = ImageOps.exif_transpose(image).convert('RGB')
-          pixels = np.asarray(rgb)
+          pixels = orientation.apply_numpy(
+              np.asarray(image.convert('RGB')), turn)
       except Exception:  # pylint: disable=broad-except
         out.append(None)  # what nvJPEG refuses goes to the CPU path
         continue

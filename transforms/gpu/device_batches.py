@@ -71,7 +71,8 @@ def decode_batch(images: Sequence[ImageRecord], decoder,
   sizes = [screens[i].width * screens[i].height * 3 for i in for_device]
   for chunk in batching.chunks_by_bytes(sizes, MAX_DECODED_BYTES):
     indices = [for_device[c] for c in chunk]
-    pixels = decoder.decode([images[i].data for i in indices])
+    pixels = decoder.decode([images[i].data for i in indices],
+                            [screens[i].orientation for i in indices])
     for index, result in zip(indices, pixels):
       if result is None:  # nvJPEG refused it: the CPU path decides
         on_host.append(index)

@@ -13,8 +13,9 @@ typical photo costs a few microseconds. An image goes to the device only
 when all of these hold (anything else, however harmless, goes to the CPU):
 
 * SOI, then a marker; EOI at the end, after which only zero bytes or
-  whitespace may follow (a truncated file goes to the CPU, where Pillow
-  reports it; so does one with other data after EOI).
+  whitespace may follow. A truncated file goes to the CPU, where Pillow
+  reports it (nvJPEG decodes one without EOI and says nothing); so does
+  one with other data after EOI.
 * Before SOS only APPn, COM, DQT, DHT, DRI and one SOF segment, each
   with a consistent length and inside the data.
 * SOF0 (baseline), SOF1 (extended sequential, Huffman) or SOF2
@@ -23,13 +24,15 @@ when all of these hold (anything else, however harmless, goes to the CPU):
 * 8-bit samples; 1 or 3 components (4 is CMYK or YCCK) with distinct ids;
   width and height at least 1 and ``width * height <= max_pixels`` (a
   larger image goes to the CPU path, which reports ``too_many_pixels``).
-* Sampling factors of a layout nvJPEG names: grayscale 1x1; for three
-  components, chroma 1x1 and luma 1x1, 2x1, 2x2, 1x2 or 4x1 (4:4:4,
-  4:2:2, 4:2:0, 4:4:0, 4:1:1).
-* YCbCr as libjpeg-turbo sees it: three components with an Adobe APP14
-  segment whose transform is not 1 (0 means RGB-coded), or with component
-  ids 'R', 'G', 'B' (libjpeg-turbo's sign of RGB without JFIF), go to the
-  CPU, as nvJPEG always converts from YCbCr.
+* Sampling factors of a layout nvJPEG names: grayscale 1x1 (nvJPEG
+  decodes a grayscale frame marked 2x2 wrongly); for three components,
+  chroma 1x1 and luma 1x1, 2x1, 2x2, 1x2 or 4x1 (4:4:4, 4:2:2, 4:2:0,
+  4:4:0, 4:1:1).
+* Plainly YCbCr: three components with an Adobe APP14 segment whose
+  transform is not 1 (0 means RGB-coded), or with component ids 'R', 'G',
+  'B' (libjpeg-turbo's sign of RGB without JFIF), go to the CPU.
+  libjpeg-turbo decodes such files as RGB; nvJPEG converts them from
+  YCbCr all the same.
 * The first scan is the one libjpeg-turbo and nvJPEG expect: a baseline
   scan holds every component with Ss=0, Se=63, Ah=Al=0; a progressive one
   starts with a DC scan. Its quantisation and Huffman tables are defined
@@ -40,18 +43,27 @@ when all of these hold (anything else, however harmless, goes to the CPU):
   to the CPU, which Pillow opens as MPO.
 * The EXIF orientation is the one ``ImageOps.exif_transpose`` applies:
   a single EXIF APP1 segment with a standard TIFF header and an intact
-  first IFD, an orientation entry (if any) of type SHORT and count 1, and
-  no orientation taken from XMP instead.
+  first IFD, an orientation entry (if any) of type SHORT and count 1 with
+  every entry before it whole, no orientation taken from XMP instead, and
+  an XResolution (if any) of type RATIONAL, which Pillow reads on opening
+  a file without JFIF density.
 
 The orientation is returned rather than applied: torchvision's
 ``decode_jpeg`` ignores ``apply_exif_orientation`` on CUDA, so the GPU path
 has to transpose the decoded image itself.
 
+The nvJPEG behaviour named here was seen with torchvision 0.26 on an
+H200 (CUDA 13).
+
 What the screen cannot see: damage inside the entropy-coded data (a file
 cut short and closed with EOI decodes on the CPU with grey rows; nvJPEG
-may fail or give other pixels), Huffman tables with invalid codes, and
-markers between progressive scans. The GPU path must still decode a
-failed batch image by image.
+gives other pixels, without an error), Huffman tables with invalid codes,
+and segments between progressive scans. The GPU path must still decode a
+failed batch image by image. Nor does it check that ``exif_transpose``
+can write a rotated image's EXIF back: that fails (and the CPU path
+reports ``corrupt_image``) when an entry's type is not the one Pillow
+expects for its tag, anywhere in the EXIF, and checking it as Pillow does
+costs some 200 microseconds.
 """
 import struct
 from typing import NamedTuple
@@ -122,13 +134,14 @@ _PHOTOSHOP = b'Photoshop 3.0\x00'
 # (TiffImagePlugin._load_dispatch) knows them; others it skips.
 _TIFF_UNIT = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8,
               11: 4, 12: 8, 13: 4, 16: 8}
-# A TIFF header's IFD offset, an IFD's entry count, and an entry (tag,
-# type, count, value or offset), for each byte order.
+# For each TIFF byte order: the Orientation and XResolution tags as bytes,
+# and readers of a header's IFD offset, an IFD's entry count, and an entry
+# (tag, type, count, value or offset).
 _TIFF = {
-    b'II*\x00': (b'\x12\x01', struct.Struct('<L').unpack_from,
+    b'II*\x00': (b'\x12\x01', b'\x1a\x01', struct.Struct('<L').unpack_from,
                  struct.Struct('<H').unpack_from,
                  struct.Struct('<HHLL').unpack_from),
-    b'MM\x00*': (b'\x01\x12', struct.Struct('>L').unpack_from,
+    b'MM\x00*': (b'\x01\x12', b'\x01\x1a', struct.Struct('>L').unpack_from,
                  struct.Struct('>H').unpack_from,
                  struct.Struct('>HHLL').unpack_from),
 }
@@ -179,7 +192,7 @@ def _screen(data: bytes, max_pixels: int) -> JpegScreen:
     if pos + 4 > limit:
       return JpegScreen(False, reason='header runs past the end')
     if data[pos] != 0xFF:
-      return JpegScreen(False, reason=f'no marker at byte {pos}')
+      return JpegScreen(False, reason=f'no marker after a segment: byte {pos}')
     marker = data[pos + 1]
     start = pos + 4
     stop = pos + 2 + (data[pos + 2] << 8 | data[pos + 3])
@@ -285,11 +298,11 @@ def _screen(data: bytes, max_pixels: int) -> JpegScreen:
                       subsampling)
 
   if precision != 8:
-    return cpu(f'{precision}-bit samples')
+    return cpu(f'not 8-bit samples: {precision}')
   if components == 4:
     return cpu('4 components (CMYK or YCCK)')
   if components != 1 and components != 3:
-    return cpu(f'{components} components')
+    return cpu(f'unsupported components: {components}')
   if not width or not height:
     return cpu(f'empty frame: {width}x{height}')
   if width * height > max_pixels:
@@ -310,7 +323,7 @@ def _screen(data: bytes, max_pixels: int) -> JpegScreen:
     if ids[0] == ids[1] or ids[0] == ids[2] or ids[1] == ids[2]:
       return cpu('repeated component id', subsampling)
     if adobe >= 0 and adobe != 1:
-      return cpu(f'Adobe colour transform {adobe}', subsampling)
+      return cpu(f'Adobe colour transform: {adobe}', subsampling)
     if ids == b'RGB':
       return cpu("component ids 'R', 'G', 'B'", subsampling)
   for table in tables:
@@ -391,16 +404,18 @@ def _exif_orientation(data: bytes, start: int, stop: int) -> int:
 
   Returns:
     The value of a SHORT orientation entry of the first IFD; 0 when there
-    is none; -1 where Pillow's reading may differ from this one (a
-    non-standard TIFF header, a cut first IFD, an orientation of another
-    type or given twice, or an earlier entry whose data lies outside the
-    segment, which stops Pillow reading the IFD).
+    is none; -1 where Pillow's reading may differ from this one or fail:
+    a non-standard TIFF header, a cut first IFD, an orientation of another
+    type or given twice, an earlier entry whose data lies outside the
+    segment (Pillow stops reading the IFD there), or an XResolution that
+    is not a RATIONAL (``JpegImageFile._read_dpi_from_exif`` then may
+    raise an IndexError, which fails ``Image.open``).
   """
   size = stop - start
   layout = _TIFF.get(data[start:start + 4]) if size >= 8 else None
   if layout is None:
     return -1
-  tag, u32, u16, entry = layout
+  orientation_tag, resolution_tag, u32, u16, entry = layout
   ifd = u32(data, start + 4)[0]
   if ifd + 2 > size:
     return -1
@@ -408,16 +423,13 @@ def _exif_orientation(data: bytes, start: int, stop: int) -> int:
   entries_end = first + 12 * u16(data, first - 2)[0]
   if entries_end + 4 > stop:
     return -1
-  # Find the orientation entry with find (fast), not entry by entry.
-  p = data.find(tag, first, entries_end)
-  while p >= 0 and (p - first) % 12:
-    p = data.find(tag, p + 1, entries_end)
+  p = _find_entry(data, resolution_tag, first, entries_end)
+  if p >= 0 and entry(data, p)[1] != 5:
+    return -1
+  p = _find_entry(data, orientation_tag, first, entries_end)
   if p < 0:
     return 0
-  q = data.find(tag, p + 12, entries_end)
-  while q >= 0 and (q - first) % 12:
-    q = data.find(tag, q + 1, entries_end)
-  if q >= 0:
+  if _find_entry(data, orientation_tag, p + 12, entries_end) >= 0:
     return -1
   _, kind, count, _ = entry(data, p)
   if kind != 3 or count != 1:
@@ -430,3 +442,12 @@ def _exif_orientation(data: bytes, start: int, stop: int) -> int:
     if length > 4 and offset + length > size:
       return -1
   return u16(data, p + 8)[0]
+
+
+def _find_entry(data: bytes, tag: bytes, first: int, stop: int) -> int:
+  """Offset of the first IFD entry at or after ``first`` (an entry's start)
+  whose tag is ``tag``, or -1: bytes.find, not a loop over entries."""
+  p = data.find(tag, first, stop)
+  while p >= 0 and (p - first) % 12:
+    p = data.find(tag, p + 1, stop)
+  return p

@@ -1,0 +1,110 @@
+"""Ceilings: the model alone on device-resident batches, and decode alone.
+
+* featurize's own model (``DeviceModel``: Keras VGG16 on JAX, jitted,
+  cut at block5_pool) on a batch already on the GPU, float32 (true
+  float32, as featurize runs it) and bfloat16, batch sizes 64 to 512;
+* torchvision's VGG16 ``features`` (the same network) as a second
+  reference, channels-last, float32 (PyTorch's default: TF32 convolutions)
+  and bfloat16;
+* nvJPEG decoding alone (``torchvision.io.decode_jpeg`` on the GPU) and
+  with featurize's resize (``NvjpegDecoder.decode``).
+
+Each figure is images per second over a timed loop of at least
+``seconds`` after a warm-up, ended by a device synchronisation.
+"""
+import time
+from typing import Callable, Dict, List, Sequence
+
+import numpy as np
+
+
+def _rate(step: Callable[[], object], sync: Callable[[object], None],
+          images_per_step: int, seconds: float) -> float:
+  sync(step())  # warm-up: compile, autotune, allocate
+  sync(step())
+  steps, started = 0, time.perf_counter()
+  while True:
+    out = step()
+    steps += 1
+    if steps % 5 == 0:
+      sync(out)
+      elapsed = time.perf_counter() - started
+      if elapsed >= seconds:
+        return steps * images_per_step / elapsed
+
+
+def featurize_model(precisions: Sequence[str], batches: Sequence[int],
+                    seconds: float) -> Dict[str, Dict[int, float]]:
+  """images/s of ``DeviceModel`` per precision and batch size."""
+  # pylint: disable=import-outside-toplevel
+  import jax
+  from transforms import vgg16
+  from transforms.gpu.device_model import DeviceModel, visible_devices
+  device = visible_devices(False)[:1]
+  out = {}
+  for precision in precisions:
+    out[precision] = {}
+    for batch in batches:
+      model = DeviceModel(vgg16.ModelConfig(
+          weights='random', precision=precision, batch_size=batch,
+          max_batch_bytes=1 << 40, device='gpu'), device)
+      pixels = jax.device_put(
+          np.random.default_rng(0).integers(0, 256, (batch, 224, 224, 3),
+                                            dtype=np.uint8), device[0])
+      out[precision][batch] = round(_rate(
+          lambda: model(pixels, 0), lambda y: y.block_until_ready(), batch,
+          seconds), 1)
+      print(f'ceiling featurize {precision} batch {batch}: '
+            f'{out[precision][batch]} images/s', flush=True)
+      del model
+  return out
+
+
+def torchvision_model(precisions: Sequence[str], batches: Sequence[int],
+                      seconds: float) -> Dict[str, Dict[int, float]]:
+  """images/s of torchvision's VGG16 convolutional part."""
+  # pylint: disable=import-outside-toplevel
+  import torch
+  import torchvision
+  dtypes = {'float32': torch.float32, 'bfloat16': torch.bfloat16}
+  out = {}
+  for precision in precisions:
+    out[precision] = {}
+    net = torchvision.models.vgg16(weights=None).features.eval().cuda().to(
+        dtypes[precision], memory_format=torch.channels_last)
+    for batch in batches:
+      x = torch.randn(batch, 3, 224, 224, device='cuda',
+                      dtype=dtypes[precision]).to(
+                          memory_format=torch.channels_last)
+      with torch.inference_mode():
+        out[precision][batch] = round(_rate(
+            lambda: net(x), lambda y: torch.cuda.synchronize(), batch,
+            seconds), 1)
+      print(f'ceiling torchvision {precision} batch {batch}: '
+            f'{out[precision][batch]} images/s', flush=True)
+    del net
+    torch.cuda.empty_cache()
+  return out
+
+
+def decode(jpegs: List[bytes], batch: int, seconds: float) -> Dict[str, float]:
+  """images/s of nvJPEG alone and with featurize's resize."""
+  # pylint: disable=import-outside-toplevel
+  import torch
+  from torchvision import io as tv_io
+  from transforms import imaging
+  from transforms.gpu.decoders import NvjpegDecoder
+  items = (jpegs * (batch // len(jpegs) + 1))[:batch]
+  tensors = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in items]
+  decoder = NvjpegDecoder(0, imaging.DecodeConfig())
+  sync = lambda _: torch.cuda.synchronize()
+  out = {
+      'nvjpeg_alone': _rate(
+          lambda: tv_io.decode_jpeg(tensors, mode=tv_io.ImageReadMode.RGB,
+                                    device='cuda'), sync, batch, seconds),
+      'nvjpeg_and_resize': _rate(lambda: decoder.decode(items), sync, batch,
+                                 seconds),
+  }
+  out = {name: round(value, 1) for name, value in out.items()}
+  print(f'decode batch {batch}: {out}', flush=True)
+  return out

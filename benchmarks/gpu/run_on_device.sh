@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The GPU tests and benchmark, in one call on the GPU machine (the device
+# tool of this workplace; any machine with an NVIDIA GPU, Python 3.12,
+# jax[cuda13], torch and torchvision will do).
+#
+# Before the call, on a machine with the project's venv:
+#   python -m tests.gpu.reference .gpu-ref/reference.npz   # TF's features
+#   wheels of what the GPU machine lacks into .whl/ (docs/GPU_GROUNDWORK.md)
+# Then: bash benchmarks/gpu/run_on_device.sh [tests|bench|all] [bench args]
+# Logs and results go to $OUT (or ./gpu-out).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-$PWD/gpu-out}
+mkdir -p "$OUT"
+mode=${1:-all}
+shift || true
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+    --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PWD
+else
+  export PYTHONPATH=$PWD
+fi
+export FEATURIZE_GPU_TESTS=1 PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+python3 -c 'import jax, torch, torchvision, keras, apache_beam as b; print("jax", jax.__version__, jax.devices(), "torch", torch.__version__, "torchvision", torchvision.__version__, "keras", keras.__version__, "beam", b.__version__)' 2>&1 | grep -v apitools
+status=0
+if [ "$mode" != bench ]; then
+  python3 -m pytest -q -s -p no:cacheprovider tests/gpu 2>&1 \
+    | tee "$OUT/gpu-tests.log" | grep -vE '^\s*$' | tail -60
+  status=${PIPESTATUS[0]}
+fi
+if [ "$mode" != tests ]; then
+  python3 -m benchmarks.gpu.run --out "$OUT/results" "$@" 2>&1 \
+    | tee "$OUT/benchmark.log" | grep -v apitools
+  status=$(( status || PIPESTATUS[0] ))
+fi
+exit $status
