@@ -35,28 +35,58 @@ def _rate(step: Callable[[], object], sync: Callable[[object], None],
 
 def featurize_model(precisions: Sequence[str], batches: Sequence[int],
                     seconds: float) -> Dict[str, Dict[int, float]]:
-  """images/s of ``DeviceModel`` per precision and batch size."""
+  """images/s of ``DeviceModel`` per precision and batch size; also
+  ``float32_tf32``: float32 with XLA's default TF32 convolutions, which
+  featurize does not use (see ``tf32_parity``)."""
   # pylint: disable=import-outside-toplevel
   import jax
   from transforms import vgg16
   from transforms.gpu.device_model import DeviceModel, visible_devices
   device = visible_devices(False)[:1]
   out = {}
-  for precision in precisions:
+  for precision in list(precisions) + ['float32_tf32']:
     out[precision] = {}
     for batch in batches:
       model = DeviceModel(vgg16.ModelConfig(
-          weights='random', precision=precision, batch_size=batch,
-          max_batch_bytes=1 << 40, device='gpu'), device)
+          weights='random', precision=precision.split('_')[0],
+          batch_size=batch, max_batch_bytes=1 << 40, device='gpu'), device)
       pixels = jax.device_put(
           np.random.default_rng(0).integers(0, 256, (batch, 224, 224, 3),
                                             dtype=np.uint8), device[0])
-      out[precision][batch] = round(_rate(
-          lambda: model(pixels, 0), lambda y: y.block_until_ready(), batch,
-          seconds), 1)
+      with jax.default_matmul_precision(
+          'tensorfloat32' if precision.endswith('tf32') else 'highest'):
+        out[precision][batch] = round(_rate(
+            lambda: model(pixels, 0), lambda y: y.block_until_ready(), batch,
+            seconds), 1)
       print(f'ceiling featurize {precision} batch {batch}: '
             f'{out[precision][batch]} images/s', flush=True)
-      del model
+  return out
+
+
+def tf32_parity(reference_path: str, weights: str) -> Dict[str, float]:
+  """How far TF32 convolutions take float32 features from the CPU path's
+  (TensorFlow's, in ``tests/gpu/reference.py``'s file)."""
+  # pylint: disable=import-outside-toplevel
+  import jax
+  from transforms import vgg16
+  from transforms.gpu.device_model import DeviceModel, visible_devices
+  reference = np.load(reference_path)
+  want = reference['tf_f32_none']
+  model = DeviceModel(vgg16.ModelConfig(
+      weights=weights, batch_size=len(want), device='gpu'),
+                      visible_devices(False)[:1])
+  out = {}
+  for name, precision in (('highest', 'highest'),
+                          ('tf32', 'tensorfloat32')):
+    with jax.default_matmul_precision(precision):
+      got = np.asarray(model(reference['pixels'], 0))
+    scale = np.abs(want).max()
+    out[f'{name}_relative_l2'] = float(
+        np.linalg.norm(got - want) / np.linalg.norm(want))
+    out[f'{name}_max_abs_over_max'] = float(np.abs(got - want).max() / scale)
+    out[f'{name}_elementwise_1e3_ok'] = bool(np.all(
+        np.abs(got - want) <= 1e-3 * np.abs(want) + 1e-4 * scale))
+  print(f'TF32 parity: {out}', flush=True)
   return out
 
 
@@ -82,7 +112,6 @@ def torchvision_model(precisions: Sequence[str], batches: Sequence[int],
             seconds), 1)
       print(f'ceiling torchvision {precision} batch {batch}: '
             f'{out[precision][batch]} images/s', flush=True)
-    del net
     torch.cuda.empty_cache()
   return out
 
@@ -102,8 +131,9 @@ def decode(jpegs: List[bytes], batch: int, seconds: float) -> Dict[str, float]:
       'nvjpeg_alone': _rate(
           lambda: tv_io.decode_jpeg(tensors, mode=tv_io.ImageReadMode.RGB,
                                     device='cuda'), sync, batch, seconds),
-      'nvjpeg_and_resize': _rate(lambda: decoder.decode(items), sync, batch,
-                                 seconds),
+      'nvjpeg_and_resize': _rate(
+          lambda: decoder.decode(items, [1] * len(items)), sync, batch,
+          seconds),
   }
   out = {name: round(value, 1) for name, value in out.items()}
   print(f'decode batch {batch}: {out}', flush=True)

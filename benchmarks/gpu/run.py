@@ -89,6 +89,17 @@ def profile(pattern: str, out: str, extra) -> dict:
   }
 
 
+def write_weights(folder: str) -> str:
+  """The tests' seeded weight file (the one the reference was made with)."""
+  # pylint: disable=import-outside-toplevel
+  from tests.conftest import write_official_weights
+  from transforms import vgg16
+  path = os.path.join(folder, vgg16.WEIGHTS_FILE_NOTOP)
+  if not os.path.exists(path):
+    write_official_weights(path)
+  return path
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser()
   parser.add_argument('--out', default='benchmarks/results/gpu')
@@ -99,7 +110,8 @@ def main(argv=None) -> int:
   parser.add_argument('--batch-size', type=int, default=256)
   parser.add_argument('--skip-ceilings', action='store_true',
                       help='CPU smoke runs: no torch, no GPU.')
-  parser.add_argument('--profile-images', type=int, default=20000)
+  parser.add_argument('--reference', default='.gpu-ref/reference.npz',
+                      help='tests/gpu/reference.py\'s file, for TF32 parity.')
   args = parser.parse_args(argv)
   small, large = (int(s) for s in args.sizes.split(','))
   batches = [int(b) for b in args.batches.split(',')]
@@ -133,10 +145,17 @@ def main(argv=None) -> int:
         [s.data for s in dataset.photo_variants(
             64, dataset.IMAGENET_SIZE, quality=dataset.QUALITY)],
         args.batch_size, args.seconds)
+    # The ceiling of each precision as featurize computes it: float32 is
+    # true float32 here; torchvision's float32 (PyTorch's default, TF32
+    # convolutions) is reported beside it, not counted.
     summary['ceiling_images_per_s'] = {
-        p: max(list(summary['ceiling_featurize'][p].values()) +
-               list(summary['ceiling_torchvision'][p].values()))
-        for p in PRECISIONS}
+        'float32': max(summary['ceiling_featurize']['float32'].values()),
+        'bfloat16': max(
+            list(summary['ceiling_featurize']['bfloat16'].values()) +
+            list(summary['ceiling_torchvision']['bfloat16'].values()))}
+    if os.path.exists(args.reference):
+      summary['tf32_parity'] = ceiling.tf32_parity(
+          args.reference, write_weights(args.data))
 
   runs, rates = {}, {}
   for pooling in POOLINGS:

@@ -23,7 +23,7 @@ else
 fi
 export FEATURIZE_GPU_TESTS=1 PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-python3 -c 'import jax, torch, torchvision, keras, apache_beam as b; print("jax", jax.__version__, jax.devices(), "torch", torch.__version__, "torchvision", torchvision.__version__, "keras", keras.__version__, "beam", b.__version__)' 2>&1 | grep -v apitools
+KERAS_BACKEND=jax python3 -c 'import jax, torch, torchvision, keras, apache_beam as b; print("jax", jax.__version__, jax.devices(), "torch", torch.__version__, "torchvision", torchvision.__version__, "keras", keras.__version__, "beam", b.__version__)' 2>&1 | grep -v apitools
 status=0
 if [ "$mode" != bench ]; then
   python3 -m pytest -q -s -p no:cacheprovider tests/gpu 2>&1 \
