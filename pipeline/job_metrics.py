@@ -27,6 +27,8 @@ class JobMetrics(NamedTuple):
     mean_batch_size: Images per model call.
     mean_decode_ms: Decode and resize time of one image.
     mean_batch_ms: Time of one model call.
+    micros_per_image: Time an image spent reading and writing
+      (``read``, ``features_write``, ``errors_write``), in microseconds.
     gpu_step_ms: On the GPU path, the host's mean time a batch in each
       step (``transforms/gpu/device_batches.Timings``, and ``wait``: for
       the device's results); empty on the CPU path.
@@ -43,6 +45,7 @@ class JobMetrics(NamedTuple):
   mean_decode_ms: Optional[float]
   mean_batch_ms: Optional[float]
   gpu_step_ms: Dict[str, float] = {}
+  micros_per_image: Dict[str, float] = {}
 
 
 def _value(result):
@@ -93,7 +96,12 @@ def from_result(result: beam.runners.runner.PipelineResult
       gpu_step_ms={
           name[len('gpu_'):-len('_micros')]: mean(name, 1e-3)
           for name in sorted(distributions)
-          if name.startswith('gpu_') and name.endswith('_micros')})
+          if name.startswith('gpu_') and name.endswith('_micros')},
+      micros_per_image={
+          name[:-len('_micros')]: total / max(1, counters.get(
+              'images_read', 0))
+          for name, total in sorted(counters.items())
+          if name.endswith('_micros') and total})
 
 
 def summary_lines(metrics: JobMetrics) -> list:
@@ -112,6 +120,10 @@ def summary_lines(metrics: JobMetrics) -> list:
     timing.append(f'decode {metrics.mean_decode_ms:.1f} ms an image')
   if timing:
     lines.append('; '.join(timing))
+  if metrics.micros_per_image:
+    lines.append('host time an image: ' + ', '.join(
+        f'{name} {micros:.1f} us'
+        for name, micros in metrics.micros_per_image.items()))
   if metrics.gpu_step_ms:
     lines.append('host time a GPU batch: ' + ', '.join(
         f'{name} {ms:.1f} ms' for name, ms in metrics.gpu_step_ms.items()))

@@ -10,6 +10,7 @@ the end. Files of failed or retried bundles are never reported, and are
 deleted with the temporary folder.
 """
 import json
+import time
 import uuid
 from typing import Callable, Iterable, Optional
 
@@ -50,6 +51,8 @@ class _WriteBundleFn(beam.DoFn):
     self._per_source = per_source
     self._written = beam.metrics.Metrics.counter('featurize',
                                                  f'{kind}_written')
+    self._write_micros = beam.metrics.Metrics.counter('featurize',
+                                                      f'{kind}_write_micros')
 
   def start_bundle(self):
     self._file = None
@@ -76,7 +79,9 @@ class _WriteBundleFn(beam.DoFn):
       self._file = FileSystems.create(self._path)
       self._source = source
       self._count = 0
+    started = time.perf_counter()
     self._file.write(self._encode(element))
+    self._write_micros.inc(int((time.perf_counter() - started) * 1e6))
     self._count += 1
     self._written.inc()
     progress.add(progress.IMAGES)  # one image's outcome, whichever kind

@@ -18,7 +18,13 @@ from transforms.records import FeatureRecord
 _UINT64_MASK = (1 << 64) - 1
 
 
+# Most varints (field tags, short lengths) are one byte.
+_ONE_BYTE = tuple(bytes((value,)) for value in range(0x80))
+
+
 def _varint(value: int) -> bytes:
+  if value < 0x80:
+    return _ONE_BYTE[value]
   out = bytearray()
   while True:
     byte = value & 0x7F

@@ -87,6 +87,7 @@ def featurize_run(input_pattern: str, out: str, images: int,
                        f'{done.stdout[-3000:]}\n{done.stderr[-3000:]}')
   rss = re.search(r'PEAK_RSS_KB (\d+)', done.stdout)
   steps = re.search(r'host time a GPU batch: (.*)', done.stdout)
+  per_image = re.search(r'host time an image: (.*)', done.stdout)
   written = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out)
                 if f.startswith('features-'))
   shutil.rmtree(out, ignore_errors=True)
@@ -95,6 +96,7 @@ def featurize_run(input_pattern: str, out: str, images: int,
             'host_peak_rss_mib': round(int(rss.group(1)) / 1024, 1),
             'feature_bytes_written': written,
             'host_time_per_batch': steps.group(1) if steps else None,
+            'host_time_per_image': per_image.group(1) if per_image else None,
             'stdout': done.stdout.strip().splitlines()[-6:]}
   result.update(sampler.busy_summary())
   print(f'end-to-end {" ".join(extra)} {images} images: {result}',
@@ -106,3 +108,30 @@ def steady_rate(small: dict, large: dict) -> float:
   """Images/s between the two runs: start-up costs cancel out."""
   return round((large['images'] - small['images']) /
                (large['wall_s'] - small['wall_s']), 1)
+
+
+def where_time_goes(run: dict, batch_size: int,
+                    steady_images_per_s: float) -> Dict[str, float]:
+  """Microseconds an image, by step, from a run's summary lines.
+
+  The bundle's thread reads, hands batches over and writes; the helper
+  thread screens, decodes and dispatches (overlapping the bundle's
+  thread); ``wait`` is the bundle's thread waiting for a batch (its
+  preparation and the model). ``other`` is the rest of the wall time a
+  steady image costs: Beam's per-element work, the batching and the
+  hand-over.
+  """
+  out = {}
+  for part in (run['host_time_per_image'] or '').split(', '):
+    name, value, _ = part.split(' ')
+    out[f'bundle thread: {name}'] = float(value)
+  for part in (run['host_time_per_batch'] or '').split(', '):
+    name, value, _ = part.split(' ')
+    thread = 'bundle thread' if name == 'wait' else 'helper thread'
+    out[f'{thread}: {name}'] = round(float(value) * 1e3 / batch_size, 1)
+  steady = 1e6 / steady_images_per_s
+  out['steady wall per image'] = round(steady, 1)
+  out['bundle thread: other'] = round(steady - sum(
+      value for name, value in out.items()
+      if name.startswith('bundle thread')), 1)
+  return out

@@ -7,11 +7,14 @@ decoding, resizing, preprocessing and the model all happen on the device
 ``shared.Shared`` like RunInference's model cache, holds one model replica
 and one decoder per GPU; a worker runs one process per machine (README,
 "GPU"), so that is one model per GPU. Each DoFn instance sends its batches
-to the GPUs in turn and keeps at most two per GPU in flight: while the
-device computes one, the host decodes the next.
+to the GPUs in turn and keeps at most two per GPU in flight. Three things
+overlap: the bundle's thread reads shards and writes features, a helper
+thread screens, decodes (nvJPEG) and dispatches the next batch, and the
+GPU runs the model on the one before.
 """
 import dataclasses
 import itertools
+from concurrent import futures
 import logging
 import threading
 import time
@@ -103,9 +106,17 @@ class _ExtractOnDeviceFn(beam.DoFn):
 
     self._runtime = self._shared.acquire(
         load, tag=f'{self._model_config}|{self._decode_config}')
+    # One helper thread per DoFn instance prepares batches (start_batch)
+    # while this thread reads and writes; it touches no Beam state (Beam's
+    # metrics belong to the bundle's thread: they are updated here).
+    self._prepare = futures.ThreadPoolExecutor(
+        1, thread_name_prefix='featurize-gpu-batches')
+    self._load_to_report = None
     if loaded:  # this thread built it; the others share it
       seconds = time.perf_counter() - started
-      self._load_millis.update(int(seconds * 1e3))
+      # Reported from process(): metrics updated in setup are lost (Beam's
+      # RunInference defers its load metric the same way).
+      self._load_to_report = int(seconds * 1e3)
       logging.info('GPU runtime ready in %.1f s', seconds)
 
   def start_bundle(self):
@@ -115,6 +126,9 @@ class _ExtractOnDeviceFn(beam.DoFn):
     self._pending.clear()
 
   def process(self, image: ImageRecord) -> Iterator:
+    if self._load_to_report is not None:
+      self._load_millis.update(self._load_to_report)
+      self._load_to_report = None
     batch = self._batcher.add(image)
     if batch:
       yield from self._start(batch)
@@ -136,29 +150,35 @@ class _ExtractOnDeviceFn(beam.DoFn):
           WindowedValue(output.value, MIN_TIMESTAMP, [GlobalWindow()]))
     return WindowedValue(output, MIN_TIMESTAMP, [GlobalWindow()])
 
+  def teardown(self):
+    if getattr(self, '_prepare', None) is not None:
+      self._prepare.shutdown(wait=True)
+
   def _start(self, batch: List[ImageRecord]) -> Iterator:
     replica = self._runtime.next_replica()
-    pending, errors = device_batches.start_batch(
-        batch, self._runtime.decoders[replica], self._runtime.model, replica,
-        self._decode_config)
-    yield from self._errors(errors)
-    if pending is not None:
-      self._decoded.inc(len(pending.images))
-      self._on_device.inc(pending.on_device)
-      for name, seconds in pending.timings._asdict().items():
-        self._step_micros[name].update(int(seconds * 1e6))
-      self._pending.append((time.perf_counter(), pending))
+    prepared = self._prepare.submit(
+        device_batches.start_batch, batch, self._runtime.decoders[replica],
+        self._runtime.model, replica, self._decode_config)
+    self._pending.append((time.perf_counter(), prepared))
     limit = IN_FLIGHT_PER_DEVICE * len(self._runtime.decoders)
     while len(self._pending) >= limit:
       yield from self._finish(self._pending.popleft())
 
-  def _finish(self, dispatched) -> Iterator:
-    dispatched_at, pending = dispatched
+  def _finish(self, submitted) -> Iterator:
+    submitted_at, prepared = submitted
     started = time.perf_counter()
+    pending, errors = prepared.result()  # re-raises what start_batch raised
+    yield from self._errors(errors)
+    if pending is None:
+      return
+    self._decoded.inc(len(pending.images))
+    self._on_device.inc(pending.on_device)
+    for name, seconds in pending.timings._asdict().items():
+      self._step_micros[name].update(int(seconds * 1e6))
     features, errors = device_batches.finish_batch(pending)
     done = time.perf_counter()
     self._step_micros['wait'].update(int((done - started) * 1e6))
-    self._batch_micros.update(int((done - dispatched_at) * 1e6))
+    self._batch_micros.update(int((done - submitted_at) * 1e6))
     self._batch_sizes.update(len(pending.images))
     self._inferences.inc(len(features))
     yield from features
