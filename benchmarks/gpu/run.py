@@ -109,6 +109,10 @@ def main(argv=None) -> int:
   parser.add_argument('--float32-sizes', default='10000,30000',
                       help='float32 runs\' (the model alone runs at ~1,800 '
                       'images/s: smaller, to fit the device time).')
+  parser.add_argument('--compare-inline', action='store_true',
+                      help='Also run avg/bfloat16 with batches prepared on '
+                      "the bundle's thread (no helper thread).")
+  parser.add_argument('--skip-tf32-parity', action='store_true')
   parser.add_argument('--profile', action='store_true',
                       help='Also a cProfile of one run (slow to start).')
   parser.add_argument('--seconds', type=float, default=3.0)
@@ -120,8 +124,9 @@ def main(argv=None) -> int:
                       help='tests/gpu/reference.py\'s file, for TF32 parity.')
   args = parser.parse_args(argv)
   small, large = (int(s) for s in args.sizes.split(','))
-  sizes = {'bfloat16': (small, large),
-           'float32': tuple(int(s) for s in args.float32_sizes.split(','))}
+  sizes = {'bfloat16': (small, large)}
+  if args.float32_sizes != 'none':
+    sizes['float32'] = tuple(int(s) for s in args.float32_sizes.split(','))
   batches = [int(b) for b in args.batches.split(',')]
   os.makedirs(args.out, exist_ok=True)
   summary = {'gpu': gpu_name(), 'cpu': cpu_name(),
@@ -134,7 +139,7 @@ def main(argv=None) -> int:
   shards = dataset.write_shards(os.path.join(args.data, 'all'), large)
   per_shard = 1000
   subsets = {}
-  for size in set(sizes['bfloat16'] + sizes['float32']):
+  for size in set(sum(sizes.values(), ())):
     # A folder per size, of links to the shards.
     folder = os.path.join(args.data, f'first-{size}')
     os.makedirs(folder, exist_ok=True)
@@ -162,13 +167,22 @@ def main(argv=None) -> int:
         'bfloat16': max(
             list(summary['ceiling_featurize']['bfloat16'].values()) +
             list(summary['ceiling_torchvision']['bfloat16'].values()))}
-    if os.path.exists(args.reference):
+    if os.path.exists(args.reference) and not args.skip_tf32_parity:
       summary['tf32_parity'] = ceiling.tf32_parity(
           args.reference, write_weights(args.data))
 
   runs, rates = {}, {}
+  if args.compare_inline:
+    inline_env = dict(os.environ, FEATURIZE_GPU_INLINE_PREPARE='1')
+    extra = ['--pooling', 'avg', '--precision', 'bfloat16', '--batch-size',
+             str(args.batch_size)]
+    inline = [end_to_end.featurize_run(
+        subsets[n], os.path.join(args.data, 'out'), n, extra, env=inline_env)
+              for n in sizes['bfloat16']]
+    summary['avg_bfloat16_without_helper_thread'] = {
+        'runs': inline, 'images_per_s': end_to_end.steady_rate(*inline)}
   for pooling in POOLINGS:
-    for precision in PRECISIONS:
+    for precision in sizes:
       extra = ['--pooling', pooling, '--precision', precision,
                '--batch-size', str(args.batch_size)]
       name = f'{pooling}/{precision}'
@@ -184,7 +198,7 @@ def main(argv=None) -> int:
     summary['end_to_end_ratio'] = {
         pooling: {p: round(rates[pooling][p] /
                            summary['ceiling_images_per_s'][p], 3)
-                  for p in PRECISIONS} for pooling in POOLINGS}
+                  for p in sizes} for pooling in POOLINGS}
     bf16_ratio = (rates['avg']['bfloat16'] /
                   summary['ceiling_images_per_s']['bfloat16'])
     targets.append(('end-to-end avg bfloat16 >= 0.5 x best bfloat16 ceiling '

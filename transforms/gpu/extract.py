@@ -16,6 +16,7 @@ import dataclasses
 import itertools
 from concurrent import futures
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -37,6 +38,9 @@ ERRORS_TAG = 'errors'
 MAX_ENCODED_BATCH_BYTES = 256 << 20
 # Batches in flight per GPU: one computing, one being prepared.
 IN_FLIGHT_PER_DEVICE = 2
+# Benchmark seam: "1" prepares batches on the bundle's own thread (no
+# helper thread), to measure what the helper thread buys.
+INLINE_PREPARE_ENV = 'FEATURIZE_GPU_INLINE_PREPARE'
 
 
 @dataclasses.dataclass
@@ -109,8 +113,9 @@ class _ExtractOnDeviceFn(beam.DoFn):
     # One helper thread per DoFn instance prepares batches (start_batch)
     # while this thread reads and writes; it touches no Beam state (Beam's
     # metrics belong to the bundle's thread: they are updated here).
-    self._prepare = futures.ThreadPoolExecutor(
-        1, thread_name_prefix='featurize-gpu-batches')
+    self._prepare = (_Inline() if os.environ.get(INLINE_PREPARE_ENV) else
+                     futures.ThreadPoolExecutor(
+                         1, thread_name_prefix='featurize-gpu-batches'))
     self._load_to_report = None
     if loaded:  # this thread built it; the others share it
       seconds = time.perf_counter() - started
@@ -191,6 +196,21 @@ class _ExtractOnDeviceFn(beam.DoFn):
       else:
         self._decode_errors.inc()
       yield beam.pvalue.TaggedOutput(ERRORS_TAG, error)
+
+
+class _Inline:
+  """An executor that runs the call at once, on the caller's thread."""
+
+  def submit(self, function, *args) -> futures.Future:
+    future = futures.Future()
+    try:
+      future.set_result(function(*args))
+    except Exception as e:  # pylint: disable=broad-except
+      future.set_exception(e)
+    return future
+
+  def shutdown(self, wait: bool = True) -> None:
+    del wait
 
 
 class ExtractOnDevice(beam.PTransform):
