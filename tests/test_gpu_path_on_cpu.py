@@ -144,3 +144,23 @@ def test_gpu_path_manifest_and_counts(gpu_and_cpu_runs):
   assert os.path.exists(os.path.join(gpu_out, '_SUCCESS'))
   assert 'jax' in manifest['versions']
   assert 'images' in run.stdout
+
+
+def test_large_model_is_refused_on_gpu():
+  with pytest.raises(ValueError, match='one model per GPU'):
+    vgg16.ModelConfig(device='gpu', large_model=True)
+  with pytest.raises(ValueError, match='device must be one of'):
+    vgg16.ModelConfig(device='tpu')
+
+
+def test_batch_defaults_depend_on_the_device():
+  from pipeline import options  # pylint: disable=import-outside-toplevel
+  job = options.parse_run_args(['--input', 'x', '--output', 'y',
+                                '--device', 'gpu']).job
+  assert (job.model.batch_size, job.model.max_batch_bytes) == (256, 8 << 30)
+  assert vgg16.effective_batch_size(job.model) == 256
+  job = options.parse_run_args(['--input', 'x', '--output', 'y']).job
+  assert (job.model.batch_size, job.model.max_batch_bytes) == (16, 1 << 30)
+  job = options.parse_run_args(['--input', 'x', '--output', 'y', '--device',
+                                'gpu', '--batch-size', '64']).job
+  assert job.model.batch_size == 64

@@ -88,6 +88,10 @@ class ModelConfig:
   def __post_init__(self):
     if self.device not in DEVICES:
       raise ValueError(f'device must be one of {DEVICES}')
+    if self.device == 'gpu' and self.large_model:
+      raise ValueError('--large-model is for CPU workers: on --device gpu '
+                       'one process per machine already holds one model '
+                       'per GPU')
     if self.layer not in LAYERS:
       raise ValueError(f'unknown VGG16 layer {self.layer!r}; choose one of '
                        f'{", ".join(LAYERS)}')
