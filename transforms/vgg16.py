@@ -30,7 +30,7 @@ POOLINGS = ('none', 'avg', 'max')
 PRECISIONS = ('float32', 'bfloat16')
 DEVICES = ('cpu', 'gpu')
 # Batch defaults per device: small batches keep a CPU worker's memory
-# low; a GPU needs a few hundred images a call to be busy (README, "GPU").
+# low; a GPU needs a few hundred images a call to be busy (README, "Running on GPUs").
 DEFAULT_BATCH_SIZE = {'cpu': 16, 'gpu': 256}
 DEFAULT_MAX_BATCH_BYTES = {'cpu': 1 << 30, 'gpu': 8 << 30}
 

@@ -1,7 +1,7 @@
 """featurize end to end on the GPU: TFRecord shards in, features out.
 
 Each run is ``featurize run --device gpu`` on the FnApiRunner (one
-process, as README's "GPU" section advises), in a process of its own
+process, as README's "Running on GPUs" advises), in a process of its own
 (``tests.peak_rss``, which prints the process's peak RSS), while a
 sampler reads the GPU's utilisation and memory from ``nvidia-smi``.
 Runs over 20,000 and 100,000 images give the steady rate as the

@@ -6,7 +6,7 @@ decoding, resizing, preprocessing and the model all happen on the device
 (``device_batches``). One ``DeviceRuntime`` per process, through Beam's
 ``shared.Shared`` like RunInference's model cache, holds one model replica
 and one decoder per GPU; a worker runs one process per machine (README,
-"GPU"), so that is one model per GPU. Each DoFn instance sends its batches
+"Running on GPUs"), so that is one model per GPU. Each DoFn instance sends its batches
 to the GPUs in turn and keeps at most two per GPU in flight. Three things
 overlap: the bundle's thread reads shards and writes features, a helper
 thread screens, decodes (nvJPEG) and dispatches the next batch, and the
@@ -14,12 +14,12 @@ GPU runs the model on the one before.
 """
 import dataclasses
 import itertools
-from concurrent import futures
 import logging
 import os
 import threading
 import time
 from collections import deque
+from concurrent import futures
 from typing import Any, Iterator, List
 
 import apache_beam as beam
