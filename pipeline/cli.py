@@ -119,7 +119,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return inspect_output.main(rest, sub_parsers[command])
   flags = sub_parsers[command].parse_known_args(rest)[0]
   try:
-    if command == 'demo':  # local; writing its photos loads TensorFlow
+    if command == 'demo':  # local: the model runs in this process
       console.quiet_start(flags.verbose, model_here=True,
                           device=flags.device)
       rest = demo.prepare_demo_args(rest, sub_parsers[command])

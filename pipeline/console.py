@@ -59,8 +59,9 @@ def quiet_start(verbose: bool, model_here: bool, device: str = 'cpu') -> None:
   """Keeps start-up chatter out of the terminal unless ``verbose``.
 
   Where the model runs in this process (``model_here``), Keras and its
-  backend for ``device`` (TensorFlow or JAX) are imported now, with their start-up lines held back
-  (``transforms/quiet_import.py``; worker processes do the same).
+  backend for ``device`` (TensorFlow or JAX) are imported now, with their
+  start-up lines held back (``transforms/quiet_import.py``; worker
+  processes do the same).
   ``TF_CPP_MIN_LOG_LEVEL`` quiets later C++ logs here and in worker
   processes, which inherit it. Beam's own log of a failure (tracebacks
   of the failing step) is left out too: the failure's one line says what
