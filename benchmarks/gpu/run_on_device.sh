@@ -5,7 +5,7 @@
 #
 # Before the call, on a machine with the project's venv:
 #   python -m tests.gpu.reference .gpu-ref/reference.npz   # TF's features
-#   wheels of what the GPU machine lacks into .whl/ (docs/GPU_GROUNDWORK.md)
+#   bash benchmarks/gpu/fetch_wheels.sh   # what the GPU machine lacks, .whl/
 # Then: bash benchmarks/gpu/run_on_device.sh [tests|bench|all] [bench args]
 # Logs and results go to $OUT (or ./gpu-out).
 set -uo pipefail
