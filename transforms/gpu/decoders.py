@@ -13,6 +13,7 @@ and Pillow's DCT-domain downscaling of large JPEGs, which nvJPEG lacks.
 """
 import functools
 import io
+import warnings
 from collections import defaultdict
 from typing import Any, List, Optional, Sequence
 
@@ -65,7 +66,8 @@ class NvjpegDecoder:
     torch = self._torch
     # decode_jpeg wants CPU uint8 tensors; frombuffer wraps the bytes
     # without a copy (it warns that bytes are read-only; they are only read).
-    with _quiet_readonly_warning():
+    with warnings.catch_warnings():
+      warnings.filterwarnings('ignore', message='.*not writable.*')
       encoded = [torch.frombuffer(data, dtype=torch.uint8) for data in datas]
     try:
       images = self._decode_jpeg(encoded)
@@ -148,19 +150,6 @@ class NvjpegDecoder:
 def _round(values):
   """``resample``'s rounding: add one half, floor, clip to 0..255."""
   return (values + 0.5).floor_().clamp_(0.0, 255.0)
-
-
-class _quiet_readonly_warning:  # pylint: disable=invalid-name
-  """Silences torch.frombuffer's warning about read-only ``bytes``."""
-
-  def __enter__(self):
-    import warnings  # pylint: disable=import-outside-toplevel
-    self._context = warnings.catch_warnings()
-    self._context.__enter__()
-    warnings.filterwarnings('ignore', message='.*not writable.*')
-
-  def __exit__(self, *exc):
-    return self._context.__exit__(*exc)
 
 
 class PillowStandIn:
