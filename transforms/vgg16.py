@@ -17,6 +17,8 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
+from transforms.gpu.backend import DEVICES
+
 CONV_LAYERS = (
     'block1_conv1', 'block1_conv2', 'block1_pool',
     'block2_conv1', 'block2_conv2', 'block2_pool',
@@ -28,9 +30,9 @@ TOP_LAYERS = ('flatten', 'fc1', 'fc2', 'predictions')
 LAYERS = CONV_LAYERS + TOP_LAYERS
 POOLINGS = ('none', 'avg', 'max')
 PRECISIONS = ('float32', 'bfloat16')
-DEVICES = ('cpu', 'gpu')
 # Batch defaults per device: small batches keep a CPU worker's memory
-# low; a GPU needs a few hundred images a call to be busy (README, "Running on GPUs").
+# low; a GPU needs a few hundred images a call to be busy (README,
+# "Running on GPUs").
 DEFAULT_BATCH_SIZE = {'cpu': 16, 'gpu': 256}
 DEFAULT_MAX_BATCH_BYTES = {'cpu': 1 << 30, 'gpu': 8 << 30}
 

@@ -2,19 +2,11 @@
 import numpy as np
 import pytest
 
+from tests.test_gpu_path_on_cpu import cosines, relative_l2
 from transforms import imaging, vgg16
 from transforms.gpu import decoders, device_batches
 from transforms.gpu.device_model import DeviceModel, visible_devices
 from transforms.records import ImageRecord
-
-
-def cosines(a, b):
-  a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
-  return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
-
-
-def relative_l2(a, b):
-  return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
 def model(weights, precision, pooling, batch):

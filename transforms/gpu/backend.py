@@ -12,8 +12,8 @@ import importlib.metadata
 import os
 import sys
 
-DEVICES = ('cpu', 'gpu')
 BACKENDS = {'cpu': 'tensorflow', 'gpu': 'jax'}
+DEVICES = tuple(BACKENDS)
 
 # Test seam: runs the GPU path's own code (screening, batching, fallback,
 # the jitted JAX model) on JAX's CPU device, with a Pillow stand-in for

@@ -40,11 +40,10 @@ class NvjpegDecoder:
     import torch
     from torchvision import io as tv_io
     self._torch = torch
+    self._device = torch.device('cuda', device_index)
     # apply_exif_orientation is ignored on CUDA: decode() applies it.
     self._decode_jpeg = functools.partial(
-        tv_io.decode_jpeg, mode=tv_io.ImageReadMode.RGB,
-        device=torch.device('cuda', device_index))
-    self._device = torch.device('cuda', device_index)
+        tv_io.decode_jpeg, mode=tv_io.ImageReadMode.RGB, device=self._device)
     self._config = config
     self._plans = functools.lru_cache(maxsize=256)(self._plan)
 

@@ -23,10 +23,8 @@ from concurrent import futures
 from typing import Any, Iterator, List
 
 import apache_beam as beam
-from apache_beam.transforms.window import GlobalWindow
+from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils import shared
-from apache_beam.utils.timestamp import MIN_TIMESTAMP
-from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms import imaging, vgg16
 from transforms.gpu import backend, batching, decoders, device_batches
@@ -76,6 +74,7 @@ class _ExtractOnDeviceFn(beam.DoFn):
     self._decode_config = decode_config
     self._shared = shared.Shared()
     self._runtime = None
+    self._prepare = None  # the helper thread's executor, made in setup
     self._batcher = None
     self._pending = deque()
     self._decoded = beam.metrics.Metrics.counter('featurize',
@@ -151,12 +150,11 @@ class _ExtractOnDeviceFn(beam.DoFn):
   def _windowed(output):
     if isinstance(output, beam.pvalue.TaggedOutput):
       return beam.pvalue.TaggedOutput(
-          output.tag,
-          WindowedValue(output.value, MIN_TIMESTAMP, [GlobalWindow()]))
-    return WindowedValue(output, MIN_TIMESTAMP, [GlobalWindow()])
+          output.tag, GlobalWindows.windowed_value(output.value))
+    return GlobalWindows.windowed_value(output)
 
   def teardown(self):
-    if getattr(self, '_prepare', None) is not None:
+    if self._prepare is not None:
       self._prepare.shutdown(wait=True)
 
   def _start(self, batch: List[ImageRecord]) -> Iterator:
