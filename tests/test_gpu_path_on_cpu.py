@@ -91,10 +91,12 @@ def gpu_and_cpu_runs(tmp_path_factory, notop_weights):
             '--max-error-fraction', '1', '--pooling', 'avg']
   gpu_out, cpu_out = str(root / 'gpu'), str(root / 'cpu')
   # Batches of 4 with 29 images: full batches, a short last one, and
-  # fallbacks mixed into device-decoded batches.
+  # fallbacks mixed into device-decoded batches. Two bundle threads, each
+  # with its own DoFn and helper thread, share the process's one model.
   gpu = subprocess.run(
       [sys.executable, '-m', 'pipeline.cli', 'run', *common, '--output',
-       gpu_out, '--device', 'gpu', '--batch-size', '4', '--quiet'],
+       gpu_out, '--device', 'gpu', '--batch-size', '4', '--quiet',
+       '--direct_num_workers=2', '--direct_running_mode=multi_threading'],
       cwd=ROOT, env=on_cpu_env(), capture_output=True, text=True,
       timeout=600)
   assert gpu.returncode == 0, gpu.stderr
@@ -143,7 +145,7 @@ def test_gpu_path_manifest_and_counts(gpu_and_cpu_runs):
   assert sum(s['records'] for s in shards) == len(read_outputs(gpu_out))
   assert os.path.exists(os.path.join(gpu_out, '_SUCCESS'))
   assert 'jax' in manifest['versions']
-  assert 'images' in run.stdout
+  assert 'VGG16 loaded 1 time(s) over all workers' in run.stdout
 
 
 def test_large_model_is_refused_on_gpu():
