@@ -124,6 +124,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                           device=flags.device)
       rest = demo.prepare_demo_args(rest, sub_parsers[command])
     parsed = options.parse_run_args(rest, sub_parsers[command])
+    line = console.precision_line(parsed.job.model, parsed.precision_given)
+    if line:
+      print(line, flush=True)
     console.quiet_start(flags.verbose,
                         model_here=options.runs_locally(parsed.beam_args),
                         device=parsed.job.model.device)

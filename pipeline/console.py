@@ -12,13 +12,14 @@ failure, and exit statuses that say what kind of failure it was.
 """
 import logging
 import os
-from typing import Dict, Type
+from typing import Dict, Optional, Type
 
 from pipeline.refresh.versions import PointerMoved
 from pipeline.run import JobFailed
 from transforms import quiet_import
 from transforms.output_files import RunRefused, TooManyErrors
 from transforms.output_lock import Locked
+from transforms.vgg16 import DEFAULT_PRECISION, ModelConfig
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -76,3 +77,24 @@ def quiet_start(verbose: bool, model_here: bool, device: str = 'cpu') -> None:
   logging.getLogger('absl').setLevel(logging.ERROR)
   if model_here:
     quiet_import.import_quietly(device)
+
+
+def precision_line(model: ModelConfig, given: bool) -> Optional[str]:
+  """The line a GPU run starts with: which precision, and why.
+
+  Args:
+    model: The job's model settings.
+    given: Whether ``--precision`` was set (flag or run config).
+
+  Returns:
+    The line, or None on cpu (whose default has always been float32).
+  """
+  if model.device != 'gpu':
+    return None
+  if model.precision == 'bfloat16':
+    why = ('the gpu default' if not given else '--precision bfloat16')
+    return (f'featurize: gpu: VGG16 in bfloat16 ({why}; --precision float32 '
+            'for true float32, about a tenth of the speed)')
+  why = '--precision float32' if given else 'the gpu default'
+  return (f'featurize: gpu: VGG16 in true float32 ({why}; bfloat16, the gpu '
+          f'default {DEFAULT_PRECISION["gpu"]!r}, runs about 10x faster)')

@@ -32,6 +32,9 @@ class JobMetrics(NamedTuple):
     gpu_step_ms: On the GPU path, the host's mean time a batch in each
       step (``transforms/gpu/device_batches.Timings``, and ``wait``: for
       the device's results); empty on the CPU path.
+    gpu_routes: On the GPU path, images by the decoder the header screen
+      chose (``transforms/gpu/routing.CATEGORIES``: ``device`` for
+      nvJPEG, the others for the CPU decoder); empty on the CPU path.
   """
   images_read: int
   images_decoded: int
@@ -46,6 +49,7 @@ class JobMetrics(NamedTuple):
   mean_batch_ms: Optional[float]
   gpu_step_ms: Dict[str, float] = {}
   micros_per_image: Dict[str, float] = {}
+  gpu_routes: Dict[str, int] = {}
 
 
 def _value(result):
@@ -97,6 +101,9 @@ def from_result(result: beam.runners.runner.PipelineResult
           name[len('gpu_'):-len('_micros')]: mean(name, 1e-3)
           for name in sorted(distributions)
           if name.startswith('gpu_') and name.endswith('_micros')},
+      gpu_routes={name[len('gpu_route_'):]: value
+                  for name, value in sorted(counters.items())
+                  if name.startswith('gpu_route_') and value},
       micros_per_image={
           name[:-len('_micros')]: total / max(1, counters.get(
               'images_read', 0))
@@ -124,7 +131,23 @@ def summary_lines(metrics: JobMetrics) -> list:
     lines.append('host time an image: ' + ', '.join(
         f'{name} {micros:.1f} us'
         for name, micros in metrics.micros_per_image.items()))
+  if metrics.gpu_routes:
+    lines.append(routes_line(metrics.gpu_routes))
   if metrics.gpu_step_ms:
     lines.append('host time a GPU batch: ' + ', '.join(
         f'{name} {ms:.1f} ms' for name, ms in metrics.gpu_step_ms.items()))
   return lines
+
+
+def routes_line(routes: Dict[str, int]) -> str:
+  """The share of images each decoder took on the GPU path."""
+  total = sum(routes.values()) or 1
+  device = routes.get('device', 0)
+  cpu = {name: count for name, count in routes.items() if name != 'device'}
+  line = (f'decoded by nvJPEG {100 * device / total:.1f}%, by the CPU '
+          f'{100 * sum(cpu.values()) / total:.1f}%')
+  if cpu:
+    line += ' (' + ', '.join(
+        f'{name.replace("_", " ")} {100 * count / total:.1f}%'
+        for name, count in sorted(cpu.items(), key=lambda kv: -kv[1])) + ')'
+  return line

@@ -10,13 +10,15 @@ from typing import NamedTuple, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
+from apache_beam.options.pipeline_options import (DirectOptions,
+                                                  PipelineOptions, TestOptions)
 
 from pipeline import job_metrics, progress
 from pipeline.build import build_pipeline
 from pipeline.config import JobConfig
 from pipeline.options import runs_locally
 from transforms import output_lock, vgg16
+from transforms.gpu import backend
 from transforms.output_files import (MANIFEST_FILE, SUCCESS_FILE, RunRefused,
                                      TooManyErrors, error_share_problem,
                                      remove_leftovers)
@@ -130,6 +132,8 @@ def start_job(job: JobConfig, beam_args: Sequence[str],
   is submitted.
   """
   options = PipelineOptions(list(beam_args))
+  if job.model.device == 'gpu' and runs_locally(beam_args):
+    backend.share_gpus(local_worker_processes(options))
   # The launcher's own file access (preflight, manifest) uses the same
   # filesystem options as the workers (credentials, --no_auth, ...).
   FileSystems.set_options(options)
@@ -202,6 +206,18 @@ def run_job(job: JobConfig, beam_args: Sequence[str], wait: bool = True,
                     metrics.model_loads if metrics else None, job_id=job_id,
                     metrics=metrics, elapsed_s=elapsed,
                     first_record_s=getattr(watching, 'first_record_s', None))
+
+
+def local_worker_processes(options: PipelineOptions) -> int:
+  """How many SDK worker processes a local runner starts (one unless
+  ``--direct_running_mode=multi_processing``)."""
+  direct = options.view_as(DirectOptions)
+  if direct.direct_running_mode != 'multi_processing':
+    return 1
+  workers = direct.direct_num_workers
+  if workers == 0:  # Beam's 'one per core'
+    return os.cpu_count() or 1
+  return max(1, workers)
 
 
 def count_shards(pattern: str) -> int:

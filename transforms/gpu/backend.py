@@ -20,21 +20,76 @@ DEVICES = tuple(BACKENDS)
 # nvJPEG, so that CI machines without a GPU exercise it. Never set in use.
 ON_CPU_ENV = 'FEATURIZE_GPU_PATH_ON_CPU'
 
+# How many worker processes share each GPU: the launcher sets it for a
+# local multi-process run (``share_gpus``), and worker processes inherit
+# it. Each process then takes that share of the GPU's memory and of the
+# machine's cores.
+GPU_PROCESSES_ENV = 'FEATURIZE_GPU_PROCESSES'
+# Threads of the CPU decoder per process (default: the process's share of
+# the machine's cores).
+CPU_DECODE_THREADS_ENV = 'FEATURIZE_GPU_CPU_DECODERS'
+# JAX's memory pool: at most this share of each GPU for one process, and
+# this share for all the processes that share a GPU together (torch's
+# nvJPEG buffers and the decoded pixels take the rest).
+_ONE_PROCESS_MEMORY_FRACTION = 0.4
+_ALL_PROCESSES_MEMORY_FRACTION = 0.8
+_MEMORY_FRACTION = 'XLA_PYTHON_CLIENT_MEM_FRACTION'
+_MEMORY_FRACTION_DEFAULTED = 'FEATURIZE_JAX_MEMORY_FRACTION_DEFAULTED'
+
 
 def on_cpu_stand_in() -> bool:
   """Whether the GPU path runs on JAX's CPU device (tests only)."""
   return bool(os.environ.get(ON_CPU_ENV))
 
 
+def gpu_processes() -> int:
+  """How many processes share each GPU (``GPU_PROCESSES_ENV``; 1)."""
+  try:
+    return max(1, int(os.environ.get(GPU_PROCESSES_ENV, '1')))
+  except ValueError:
+    return 1
+
+
+def memory_fraction(processes: int) -> float:
+  """JAX's cap on one process's share of a GPU's memory."""
+  return round(min(_ONE_PROCESS_MEMORY_FRACTION,
+                   _ALL_PROCESSES_MEMORY_FRACTION / max(1, processes)), 3)
+
+
+def cpu_decode_threads(cores: int = 0, processes: int = 0) -> int:
+  """Threads of one process's CPU decoder: ``CPU_DECODE_THREADS_ENV``, or
+  the process's share of the machine's cores (at least 1)."""
+  given = os.environ.get(CPU_DECODE_THREADS_ENV)
+  if given and given.isdigit() and int(given) > 0:
+    return int(given)
+  cores = cores or len(os.sched_getaffinity(0))
+  return max(1, cores // (processes or gpu_processes()))
+
+
+def share_gpus(processes: int) -> None:
+  """Tells the worker processes this launcher starts how many of them
+  share each GPU (they inherit the environment), and gives each its share
+  of JAX's memory unless the user chose one."""
+  os.environ[GPU_PROCESSES_ENV] = str(max(1, processes))
+  if (_MEMORY_FRACTION not in os.environ or
+      os.environ.get(_MEMORY_FRACTION_DEFAULTED)):
+    os.environ[_MEMORY_FRACTION] = str(memory_fraction(processes))
+    os.environ[_MEMORY_FRACTION_DEFAULTED] = '1'
+
+
 def _jax_environment() -> None:
   """Settings JAX reads once, when it starts; set only where unset."""
   # Several processes, and nvJPEG's own buffers in torch, share a GPU:
   # JAX takes memory as it needs it instead of 75% of the GPU up front,
-  # and at most 40% of it: left alone, its pool grew to 77 GB (bfloat16)
-  # and 135 GB (float32) of the H200 in the benchmark, most of it cuDNN
-  # autotuning workspace kept for reuse.
+  # and at most 40% of it (one process) or its share of 80% (several):
+  # left alone, its pool grew to 77 GB (bfloat16) and 135 GB (float32) of
+  # the H200 in the benchmark, most of it cuDNN autotuning workspace kept
+  # for reuse.
   os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
-  os.environ.setdefault('XLA_PYTHON_CLIENT_MEM_FRACTION', '0.4')
+  if _MEMORY_FRACTION not in os.environ:
+    os.environ[_MEMORY_FRACTION] = str(memory_fraction(gpu_processes()))
+    # Ours, not the user's: share_gpus may replace it.
+    os.environ[_MEMORY_FRACTION_DEFAULTED] = '1'
   if on_cpu_stand_in():
     os.environ.setdefault('JAX_PLATFORMS', 'cpu')
     if _jaxlib_at_least((0, 11)):

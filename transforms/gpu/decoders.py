@@ -1,29 +1,30 @@
-"""JPEG decoding on the GPU (nvJPEG through torchvision) and its resize.
+"""JPEG decoding on the GPU (nvJPEG through torchvision) and the resize.
 
-A decoder takes the encoded bytes of JPEGs that ``jpeg_header`` let
-through and returns, for each, the model-sized RGB pixels, or None where
-it could not decode one (the caller then asks the CPU path). It also
-stacks rows into the model's fixed-size batch on its device.
+A decoder takes the encoded bytes of JPEGs that ``routing`` sent to the
+device and returns, for each, the full-size pixels as stored (EXIF
+orientation not applied), or None where it could not decode one (the
+caller then asks the CPU path). ``resize_batch`` then turns a whole
+batch of such images, of any sizes, plus rows the CPU decoder already
+made model-sized, into the model's fixed-size batch on the device, in one
+ragged call (``ragged_resize``): the CPU path's own resize rule
+(Pillow's bilinear resampling with the crop box) in integer arithmetic,
+bit for bit, with each image's EXIF orientation folded into the
+addresses it reads.
 
-The resize is the CPU path's own rule (``resample``: Pillow's bilinear
-resampling with the crop box, as two weight matrices), so an image
-decoded on the GPU differs from the CPU path only by the decoders
-themselves: nvJPEG's IDCT and chroma upsampling against libjpeg-turbo's,
-and Pillow's DCT-domain downscaling of large JPEGs, which nvJPEG lacks.
+So an image decoded on the GPU differs from the CPU path only by the
+decoders themselves: nvJPEG's IDCT and chroma upsampling against
+libjpeg-turbo's, and Pillow's DCT-domain downscaling of large JPEGs,
+which nvJPEG lacks.
 """
 import functools
 import io
 import warnings
-from collections import defaultdict
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from transforms import imaging
-from transforms.gpu import orientation, resample
-
-# Float64 working memory of one resize step on the device.
-MAX_RESIZE_BYTES = 512 << 20
+from transforms.gpu import ragged_resize
 
 
 class NvjpegDecoder:
@@ -31,37 +32,24 @@ class NvjpegDecoder:
 
   A list of images is decoded in one call (nvJPEG's batched decoder);
   when that call fails because of one image, each is decoded alone so
-  that only the bad ones go back to the CPU path. Images of one size are
-  resized together, as two batched matrix products.
+  that only the bad ones go back to the CPU path.
   """
 
-  def __init__(self, device_index: int, config: imaging.DecodeConfig):
+  def __init__(self, device_index: int, config: imaging.DecodeConfig,
+               jax_device):
     # pylint: disable=import-outside-toplevel
     import torch
     from torchvision import io as tv_io
     self._torch = torch
     self._device = torch.device('cuda', device_index)
-    # apply_exif_orientation is ignored on CUDA: decode() applies it.
+    # apply_exif_orientation is ignored on CUDA: the resize applies it.
     self._decode_jpeg = functools.partial(
         tv_io.decode_jpeg, mode=tv_io.ImageReadMode.RGB, device=self._device)
-    self._config = config
-    self._plans = functools.lru_cache(maxsize=256)(self._plan)
+    self._resizer = ragged_resize.Resizer(config, jax_device)
 
-  def _plan(self, width: int, height: int):
-    plan = resample.resize_plan(width, height, self._config)
-    to_device = functools.partial(self._torch.as_tensor, device=self._device,
-                                  dtype=self._torch.float64)
-    return plan, to_device(plan.rows), to_device(plan.cols)
-
-  def decode(self, datas: Sequence[bytes],
-             orientations: Sequence[int]) -> List[Optional[Any]]:
-    """Decodes and resizes JPEGs; None for those nvJPEG refused.
-
-    Args:
-      datas: The encoded images.
-      orientations: Their EXIF orientations (``jpeg_header``), applied
-        here: nvJPEG ignores them.
-    """
+  def decode(self, datas: Sequence[bytes]) -> List[Optional[Any]]:
+    """Decodes JPEGs to ``(3, H, W)`` uint8 CUDA tensors, as stored; None
+    for those nvJPEG refused."""
     torch = self._torch
     # decode_jpeg wants CPU uint8 tensors; frombuffer wraps the bytes
     # without a copy (it warns that bytes are read-only; they are only read).
@@ -69,12 +57,9 @@ class NvjpegDecoder:
       warnings.filterwarnings('ignore', message='.*not writable.*')
       encoded = [torch.frombuffer(data, dtype=torch.uint8) for data in datas]
     try:
-      images = self._decode_jpeg(encoded)
+      return self._decode_jpeg(encoded)
     except RuntimeError:
-      images = [self._decode_one(one) for one in encoded]
-    images = [None if image is None else orientation.apply_torch(image, turn)
-              for image, turn in zip(images, orientations)]
-    return self._resize_all(images)
+      return [self._decode_one(one) for one in encoded]
 
   def _decode_one(self, encoded) -> Optional[Any]:
     try:
@@ -82,114 +67,90 @@ class NvjpegDecoder:
     except RuntimeError:
       return None
 
-  def _resize_all(self, images: List[Optional[Any]]) -> List[Optional[Any]]:
-    by_size = defaultdict(list)
-    for index, image in enumerate(images):
-      if image is not None:
-        by_size[tuple(image.shape[1:])].append(index)
-    resized: List[Optional[Any]] = [None] * len(images)
-    for (height, width), indices in by_size.items():
-      plan, rows, cols = self._plans(width, height)
-      span = plan.rows.shape[1] * plan.cols.shape[1] * 3 * 8
-      step = max(1, MAX_RESIZE_BYTES // span)
-      for start in range(0, len(indices), step):
-        part = indices[start:start + step]
-        out = self._resize(
-            self._torch.stack([images[i] for i in part]), plan, rows, cols)
-        for index, row in zip(part, out):
-          resized[index] = row
-    return resized
+  def resize_batch(self, images: Sequence[Tuple[Any, int]], batch_size: int):
+    """Images of any sizes into one ``(batch_size, S, S, 3)`` uint8 JAX
+    array on this device, zero-padded.
 
-  def _resize(self, images, plan, rows, cols):
-    """``(n, 3, H, W)`` uint8 to ``(n, S, S, 3)`` uint8, in the order of
-    ``resample.apply_plan``'s docstring. In float64, whose 53 bits hold
-    every sum exactly (float32 misses Pillow's rounding in ~0.2% of
-    values); the H200 runs float64 products at about the float32 rate."""
+    Args:
+      images: ``(pixels, orientation)`` pairs: nvJPEG's ``(3, H, W)``
+        tensors with their EXIF orientation, or the CPU decoder's
+        model-sized ``(S, S, 3)`` numpy rows with orientation 1.
+      batch_size: Rows of the result.
+    """
     torch = self._torch
-    span_h, span_w = plan.rows.shape[1], plan.cols.shape[1]
-    x = images[:, :, plan.top:plan.top + span_h,
-               plan.left:plan.left + span_w].double()
-
-    def horizontal(x):
-      if plan.skip_horizontal:
-        return x[..., :plan.cols.shape[0]]
-      return _round(torch.einsum('nchw,ow->ncho', x, cols))
-
-    def vertical(x):
-      if plan.skip_vertical:
-        return x[:, :, :plan.rows.shape[0]]
-      return _round(torch.einsum('nchw,oh->ncow', x, rows))
-
-    x = horizontal(vertical(x)) if plan.vertical_first else vertical(
-        horizontal(x))
-    return x.to(torch.uint8).permute(0, 2, 3, 1)
-
-  def stack(self, pixels: Sequence[Any], batch_size: int):
-    """Rows (device tensors, or numpy arrays from the CPU path) into one
-    ``(batch_size, S, S, 3)`` JAX array on this device, zero-padded."""
-    torch = self._torch
-    size = self._config.image_size
-    rows = [p if isinstance(p, torch.Tensor) else
-            torch.from_numpy(np.ascontiguousarray(p)).to(self._device)
-            for p in pixels]
-    padding = batch_size - len(rows)
-    if padding:
-      rows.append(torch.zeros((padding, size, size, 3), dtype=torch.uint8,
-                              device=self._device))
-      batch = torch.cat([r if r.dim() == 4 else r.unsqueeze(0) for r in rows])
-    else:
-      batch = torch.stack(rows)
+    parts, items, offset = [], [], 0
+    for pixels, turn in images:
+      if isinstance(pixels, torch.Tensor):
+        _, height, width = pixels.shape
+        layout = 'chw'
+      else:
+        height, width, _ = pixels.shape
+        layout = 'hwc'
+        pixels = torch.from_numpy(np.ascontiguousarray(pixels)).to(
+            self._device)
+      parts.append(pixels.reshape(-1))
+      items.append(ragged_resize.Item(offset, height, width, turn, layout))
+      offset += parts[-1].numel()
+    length = ragged_resize.padded_length(offset)
+    if length > offset:
+      parts.append(torch.zeros(length - offset, dtype=torch.uint8,
+                               device=self._device))
+    flat = torch.cat(parts)
     # JAX reads the memory on its own stream: let torch's work finish
     # first. The model of the previous batch keeps the GPU busy meanwhile.
     torch.cuda.current_stream(self._device).synchronize()
     import jax.dlpack  # pylint: disable=import-outside-toplevel
-    return jax.dlpack.from_dlpack(batch)
-
-
-def _round(values):
-  """``resample``'s rounding: add one half, floor, clip to 0..255."""
-  return (values + 0.5).floor_().clamp_(0.0, 255.0)
+    return self._resizer(jax.dlpack.from_dlpack(flat), items, batch_size)
 
 
 class PillowStandIn:
   """nvJPEG's stand-in on the CPU, for tests on machines without a GPU.
 
   Decodes like nvJPEG (full size, stored orientation, RGB), with Pillow,
-  turns the pixels by the given orientation as ``NvjpegDecoder`` does,
-  then resizes with ``resample.apply_plan``; stacks numpy rows.
+  into ``(H, W, 3)`` numpy arrays; ``resize_batch`` runs the same ragged
+  resize as on the GPU, on JAX's CPU device.
   """
 
-  def __init__(self, config: imaging.DecodeConfig):
-    self._config = config
+  def __init__(self, config: imaging.DecodeConfig, jax_device=None):
+    self._resizer = ragged_resize.Resizer(config, jax_device)
 
-  def decode(self, datas: Sequence[bytes],
-             orientations: Sequence[int]) -> List[Optional[np.ndarray]]:
+  def decode(self, datas: Sequence[bytes]) -> List[Optional[np.ndarray]]:
     from PIL import Image  # pylint: disable=import-outside-toplevel
     out = []
-    for data, turn in zip(datas, orientations):
+    for data in datas:
       try:
         with Image.open(io.BytesIO(data), formats=['JPEG']) as image:
-          pixels = orientation.apply_numpy(
-              np.asarray(image.convert('RGB')), turn)
+          out.append(np.asarray(image.convert('RGB')))
       except Exception:  # pylint: disable=broad-except
         out.append(None)  # what nvJPEG refuses goes to the CPU path
-        continue
-      plan = resample.resize_plan(pixels.shape[1], pixels.shape[0],
-                                  self._config)
-      out.append(resample.apply_plan(pixels, plan))
     return out
 
-  def stack(self, pixels: Sequence[np.ndarray], batch_size: int) -> np.ndarray:
-    size = self._config.image_size
-    batch = np.zeros((batch_size, size, size, 3), np.uint8)
-    for index, row in enumerate(pixels):
-      batch[index] = row
-    return batch
+  def resize_batch(self, images: Sequence[Tuple[np.ndarray, int]],
+                   batch_size: int):
+    """As ``NvjpegDecoder.resize_batch``, from numpy ``(H, W, 3)`` arrays."""
+    parts, items, offset = [], [], 0
+    for pixels, turn in images:
+      height, width, _ = pixels.shape
+      parts.append(np.ascontiguousarray(pixels).reshape(-1))
+      items.append(ragged_resize.Item(offset, height, width, turn, 'hwc'))
+      offset += parts[-1].size
+    flat = np.zeros(ragged_resize.padded_length(offset), np.uint8)
+    if parts:
+      flat[:offset] = np.concatenate(parts)
+    return self._resizer(flat, items, batch_size)
 
 
 def make_decoder(device_index: int, config: imaging.DecodeConfig,
-                 on_cpu: bool):
-  """The decoder for one replica's device (``PillowStandIn`` on CPU)."""
+                 on_cpu: bool, jax_device=None):
+  """The decoder for one replica's device (``PillowStandIn`` on CPU).
+
+  Args:
+    device_index: The CUDA device's index.
+    config: The decode rules.
+    on_cpu: Use the stand-in (tests on machines without a GPU).
+    jax_device: The JAX device the model replica lives on; the resize
+      puts its batch there.
+  """
   if on_cpu:
-    return PillowStandIn(config)
-  return NvjpegDecoder(device_index, config)
+    return PillowStandIn(config, jax_device)
+  return NvjpegDecoder(device_index, config, jax_device)

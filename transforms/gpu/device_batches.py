@@ -1,20 +1,24 @@
-"""One batch of encoded images through the GPU path, without Beam.
+"""One batch of images through the GPU path, without Beam.
 
-``start_batch`` screens each image's header, decodes the JPEGs nvJPEG can
-take on the device, sends every other image through the CPU path's own
-decoder (``transforms.decode.decode_record``: same pixels, same error
-lines), stacks the pixels into one fixed-size batch and starts the model.
-It returns without waiting for the model, so the caller can prepare the
-next batch meanwhile; ``finish_batch`` waits and gives the features.
+``start_batch`` takes a ``batching.Batch``: images the header screen
+routed to nvJPEG (``routing``), still encoded, and images the CPU decoder
+has finished. It decodes the first kind on the device (an image nvJPEG
+refuses after all goes through the CPU path's own decoder,
+``transforms.decode.decode_record``: same pixels, same error lines),
+resizes every image of the batch in one ragged call on the device
+(``ragged_resize``: the CPU path's resize rule, exactly), and starts the
+model. It returns without waiting for the model, so the caller can
+prepare the next batch meanwhile; ``finish_batch`` waits and gives the
+features.
 """
 import time
-from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
 from transforms import imaging
 from transforms.decode import decode_record
-from transforms.gpu import batching, jpeg_header
+from transforms.gpu import batching
 from transforms.records import ErrorRecord, FeatureRecord, ImageRecord
 
 # Full-size decoded pixels held on the device at once, per nvJPEG call
@@ -23,11 +27,15 @@ MAX_DECODED_BYTES = 1 << 30
 
 
 class Timings(NamedTuple):
-  """Seconds one batch spent on the host in each step."""
-  screen: float
+  """Seconds one batch spent on the helper thread in each step.
+
+  ``device_decode`` is nvJPEG's; ``fallback_decode`` the CPU decodes of
+  images nvJPEG refused; ``resize`` packing the batch and starting its
+  resize; ``dispatch`` starting the model.
+  """
   device_decode: float
-  cpu_decode: float
-  stack: float
+  fallback_decode: float
+  resize: float
   dispatch: float
 
 
@@ -52,53 +60,54 @@ def _error(image: ImageRecord, stage: str, e: Exception) -> ErrorRecord:
                      str(e) or repr(e))
 
 
-def decode_batch(images: Sequence[ImageRecord], decoder,
-                 config: imaging.DecodeConfig):
-  """Decodes a batch: nvJPEG where the header allows, the CPU path else.
+def decode_on_device(batch: batching.Batch, decoder,
+                     config: imaging.DecodeConfig):
+  """Decodes a batch's device images; the CPU path takes those refused.
 
   Returns:
     ``(decoded, errors, on_device, timings)``: ``decoded`` holds
-    ``(image, pixels)`` pairs, device-decoded ones first; ``errors`` the
-    CPU path's ``ErrorRecord`` for images it cannot use.
+    ``(image, pixels, orientation)`` triples, nvJPEG's full-size pixels
+    first (in the decoder's layout, EXIF orientation not yet applied),
+    then model-sized rows (the batch's CPU rows and the fallbacks, upright,
+    orientation 1); ``errors`` the CPU path's ``ErrorRecord`` of images it
+    cannot use either; ``timings`` seconds on the device and the fallback.
   """
   started = time.perf_counter()
-  screens = [jpeg_header.screen(image.data, config.max_pixels)
-             for image in images]
-  for_device = [i for i, s in enumerate(screens) if s.on_device]
-  screened = time.perf_counter()
-  decoded: List[Tuple[ImageRecord, Any]] = []
-  on_host = [i for i, s in enumerate(screens) if not s.on_device]
-  sizes = [screens[i].width * screens[i].height * 3 for i in for_device]
+  decoded: List[Tuple[ImageRecord, Any, int]] = []
+  refused = []
+  sizes = [s.width * s.height * 3 for _, s in batch.device]
   for chunk in batching.chunks_by_bytes(sizes, MAX_DECODED_BYTES):
-    indices = [for_device[c] for c in chunk]
-    pixels = decoder.decode([images[i].data for i in indices],
-                            [screens[i].orientation for i in indices])
-    for index, result in zip(indices, pixels):
+    items = [batch.device[c] for c in chunk]
+    # data[:end] drops padding after EOI, which nvJPEG may not take.
+    pixels = decoder.decode([
+        image.data if screen.end >= len(image.data) else
+        image.data[:screen.end] for image, screen in items])
+    for (image, screen), result in zip(items, pixels):
       if result is None:  # nvJPEG refused it: the CPU path decides
-        on_host.append(index)
+        refused.append(image)
       else:
-        decoded.append((images[index], result))
+        decoded.append((image, result, screen.orientation))
   on_device = len(decoded)
   device_done = time.perf_counter()
   errors = []
-  for index in sorted(on_host):
-    result = decode_record(images[index], config)
+  rows = [(image, pixels, 1) for image, pixels in batch.decoded]
+  for image in refused:
+    result = decode_record(image, config)
     if isinstance(result, ErrorRecord):
       errors.append(result)
     else:
-      decoded.append((images[index], result.pixels))
-  timings = (screened - started, device_done - screened,
-             time.perf_counter() - device_done)
-  return decoded, errors, on_device, timings
+      rows.append((image, result.pixels, 1))
+  timings = (device_done - started, time.perf_counter() - device_done)
+  return decoded + rows, errors, on_device, timings
 
 
-def start_batch(images: Sequence[ImageRecord], decoder, model,
-                replica: int, config: imaging.DecodeConfig
+def start_batch(batch: batching.Batch, decoder, model, replica: int,
+                config: imaging.DecodeConfig
                ) -> Tuple[Optional[PendingBatch], List[ErrorRecord]]:
   """Decodes a batch and starts the model on it (see module docstring).
 
   Args:
-    images: At most ``model.batch_size`` encoded images.
+    batch: At most ``model.batch_size`` images.
     decoder: A ``decoders`` decoder for the replica's device.
     model: A ``device_model.DeviceModel``.
     replica: Which of the model's devices runs this batch.
@@ -109,23 +118,24 @@ def start_batch(images: Sequence[ImageRecord], decoder, model,
     of images that could not be decoded, or of the whole batch when the
     model could not be started.
   """
-  decoded, errors, on_device, (screen, device_decode, cpu_decode) = (
-      decode_batch(images, decoder, config))
+  decoded, errors, on_device, (device_decode, fallback_decode) = (
+      decode_on_device(batch, decoder, config))
   if not decoded:
     return None, errors
-  good = [image for image, _ in decoded]
+  good = [image for image, _, _ in decoded]
   try:
     started = time.perf_counter()
-    pixels = decoder.stack([p for _, p in decoded], model.batch_size)
-    stacked = time.perf_counter()
+    pixels = decoder.resize_batch([(p, turn) for _, p, turn in decoded],
+                                  model.batch_size)
+    resized = time.perf_counter()
     outputs = model(pixels, replica)
     dispatched = time.perf_counter()
   except Exception as e:  # pylint: disable=broad-except
     # Like the CPU path's dead-letter output: the batch's images become
     # error lines and the run goes on.
     return None, errors + [_error(image, 'inference', e) for image in good]
-  timings = Timings(screen, device_decode, cpu_decode, stacked - started,
-                    dispatched - stacked)
+  timings = Timings(device_decode, fallback_decode, resized - started,
+                    dispatched - resized)
   return PendingBatch(good, outputs, on_device, timings), errors
 
 

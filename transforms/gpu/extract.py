@@ -1,16 +1,24 @@
 """``ExtractOnDevice``: encoded images in, VGG16 features out, on GPUs.
 
 The GPU path's counterpart of ``DecodeImages`` + ``ExtractFeatures``: what
-crosses the Beam boundary is the encoded bytes (``ImageRecord``), and
-decoding, resizing, preprocessing and the model all happen on the device
-(``device_batches``). One ``DeviceRuntime`` per process, through Beam's
-``shared.Shared`` like RunInference's model cache, holds one model replica
-and one decoder per GPU; a worker runs one process per machine (README,
-"Running on GPUs"), so that is one model per GPU. Each DoFn instance sends its batches
-to the GPUs in turn and keeps at most two per GPU in flight. Three things
-overlap: the bundle's thread reads shards and writes features, a helper
-thread screens, decodes (nvJPEG) and dispatches the next batch, and the
-GPU runs the model on the one before.
+crosses the Beam boundary is the encoded bytes (``ImageRecord``). The
+bundle's thread reads each image's header (``routing``) and sends it to
+one of two decoders: baseline JPEGs wait, encoded, for nvJPEG's batched
+hardware decoder; everything else (progressive JPEGs, other formats,
+CMYK...) goes at once to a pool of threads running the CPU path's own
+decoder, whose finished rows join the batch being filled
+(``batching.RoutedBatcher``). A helper thread per DoFn decodes a full
+batch with nvJPEG, resizes it on the device and dispatches the model
+(``device_batches``) while the bundle's thread reads and writes and the
+GPU runs the batch before.
+
+One ``DeviceRuntime`` per process, through Beam's ``shared.Shared`` like
+RunInference's model cache, holds one model replica and one decoder per
+GPU and the CPU decoder's threads. Several processes may share one GPU
+(``backend.GPU_PROCESSES_ENV``: each then takes its share of the GPU's
+memory), which is how a local run gets enough host cores to feed it
+(README, "Running on GPUs"). Each DoFn instance sends its batches to the
+GPUs in turn and keeps at most two per GPU in flight.
 """
 import dataclasses
 import itertools
@@ -27,7 +35,8 @@ from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils import shared
 
 from transforms import imaging, vgg16
-from transforms.gpu import backend, batching, decoders, device_batches
+from transforms.decode import decode_record
+from transforms.gpu import backend, batching, decoders, device_batches, routing
 from transforms.gpu.device_model import DeviceModel, visible_devices
 from transforms.records import ErrorRecord, ImageRecord
 
@@ -36,6 +45,9 @@ ERRORS_TAG = 'errors'
 MAX_ENCODED_BATCH_BYTES = 256 << 20
 # Batches in flight per GPU: one computing, one being prepared.
 IN_FLIGHT_PER_DEVICE = 2
+# CPU decodes under way or finished but not yet in a batch, per DoFn, in
+# batches: bounds their memory (encoded bytes and 150 KB rows).
+PENDING_CPU_BATCHES = 2
 # Benchmark seam: "1" prepares batches on the bundle's own thread (no
 # helper thread), to measure what the helper thread buys.
 INLINE_PREPARE_ENV = 'FEATURIZE_GPU_INLINE_PREPARE'
@@ -43,9 +55,11 @@ INLINE_PREPARE_ENV = 'FEATURIZE_GPU_INLINE_PREPARE'
 
 @dataclasses.dataclass
 class DeviceRuntime:
-  """What one process shares between its threads: model and decoders."""
+  """What one process shares between its threads: the model, a decoder
+  per GPU, and the CPU decoder's thread pool."""
   model: DeviceModel
   decoders: List[Any]
+  cpu_decoders: futures.ThreadPoolExecutor
   _turns: Any = dataclasses.field(default_factory=itertools.count)
   _lock: Any = dataclasses.field(default_factory=threading.Lock)
 
@@ -60,9 +74,14 @@ def load_runtime(model_config: vgg16.ModelConfig,
   on_cpu = backend.on_cpu_stand_in()
   devices = visible_devices(on_cpu)
   model = DeviceModel(model_config, devices)
-  made = [decoders.make_decoder(index, decode_config, on_cpu)
-          for index in range(len(devices))]
-  return DeviceRuntime(model, made)
+  made = [decoders.make_decoder(index, decode_config, on_cpu, device)
+          for index, device in enumerate(devices)]
+  # Pillow releases the GIL while it decodes and resizes, so threads
+  # decode in parallel; the process's share of the machine's cores.
+  threads = backend.cpu_decode_threads()
+  logging.info('GPU path: %d CPU decoder thread(s) in this process', threads)
+  return DeviceRuntime(model, made, futures.ThreadPoolExecutor(
+      threads, thread_name_prefix='featurize-cpu-decode'))
 
 
 class _ExtractOnDeviceFn(beam.DoFn):
@@ -98,6 +117,16 @@ class _ExtractOnDeviceFn(beam.DoFn):
         name: beam.metrics.Metrics.distribution('featurize',
                                                 f'gpu_{name}_micros')
         for name in device_batches.Timings._fields + ('wait',)}
+    self._routes = {
+        category: beam.metrics.Metrics.counter('featurize',
+                                               f'gpu_route_{category}')
+        for category in routing.CATEGORIES}
+    # Time per image on the bundle's thread (summed; the summary divides
+    # by the images read), as the reader and the writer count theirs.
+    self._route_micros = beam.metrics.Metrics.counter('featurize',
+                                                      'route_micros')
+    self._cpu_wait_micros = beam.metrics.Metrics.counter(
+        'featurize', 'cpu_decode_wait_micros')
 
   def setup(self):
     started = time.perf_counter()
@@ -124,27 +153,39 @@ class _ExtractOnDeviceFn(beam.DoFn):
       logging.info('GPU runtime ready in %.1f s', seconds)
 
   def start_bundle(self):
-    self._batcher = batching.Batcher(self._runtime.model.batch_size,
-                                     MAX_ENCODED_BATCH_BYTES,
-                                     lambda image: len(image.data))
+    batch_size = self._runtime.model.batch_size
+    self._batcher = batching.RoutedBatcher(
+        batch_size, MAX_ENCODED_BATCH_BYTES,
+        max_pending=PENDING_CPU_BATCHES * batch_size)
     self._pending.clear()
 
   def process(self, image: ImageRecord) -> Iterator:
     if self._load_to_report is not None:
       self._load_millis.update(self._load_to_report)
       self._load_to_report = None
-    batch = self._batcher.add(image)
-    if batch:
+    started = time.perf_counter()
+    route = routing.route(image.data, self._decode_config)
+    self._routes[route.category].inc()
+    if route.on_device:
+      self._batcher.add_device(image, route.screen)
+    else:
+      self._batcher.add_cpu(image, self._runtime.cpu_decoders.submit(
+          decode_record, image, self._decode_config))
+    self._route_micros.inc(int((time.perf_counter() - started) * 1e6))
+    yield from self._errors(self._batcher.errors())
+    for batch in self._batcher.ready():
       yield from self._start(batch)
 
   def finish_bundle(self) -> Iterator:
-    batch = self._batcher.flush()
-    if batch:
+    for batch in self._batcher.drain():
       for output in self._start(batch):
         yield self._windowed(output)
+    for output in self._errors(self._batcher.errors()):
+      yield self._windowed(output)
     while self._pending:
       for output in self._finish(self._pending.popleft()):
         yield self._windowed(output)
+    self._cpu_wait_micros.inc(int(self._batcher.waited_s * 1e6))
 
   @staticmethod
   def _windowed(output):
@@ -157,7 +198,7 @@ class _ExtractOnDeviceFn(beam.DoFn):
     if self._prepare is not None:
       self._prepare.shutdown(wait=True)
 
-  def _start(self, batch: List[ImageRecord]) -> Iterator:
+  def _start(self, batch: batching.Batch) -> Iterator:
     replica = self._runtime.next_replica()
     prepared = self._prepare.submit(
         device_batches.start_batch, batch, self._runtime.decoders[replica],

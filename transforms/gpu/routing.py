@@ -1,0 +1,84 @@
+"""Which decoder each image goes to on the GPU path, from its header.
+
+nvJPEG's hardware engines (the H200 has seven) decode baseline JPEGs in
+batches without using the GPU's multiprocessors. Everything else that
+torchvision hands nvJPEG (progressive JPEGs above all) is decoded one
+image at a time under one global lock, with its Huffman decoding on the
+CPU: about 450 images/s a process at 500x375, slower than libjpeg-turbo
+on a few cores. So ``route`` sends an image to the device only when the
+hardware takes it, and everything else to the CPU path's own decoder
+(``imaging.decode_image``, run by a pool of threads beside the GPU's
+batches), which gives exactly the CPU path's pixels or error line and,
+for large JPEGs, scales them down in the DCT (Pillow's draft mode).
+
+Routes are counted by category (``CATEGORIES``) so that a run's summary
+shows the share of images each way.
+"""
+from typing import NamedTuple
+
+from transforms import imaging
+from transforms.gpu import jpeg_header, orientation
+
+# Where an image goes, and why. 'device' is nvJPEG's hardware path; every
+# other category is decoded on the CPU.
+DEVICE = 'device'
+CATEGORIES = (DEVICE, 'progressive', 'not_jpeg', 'cmyk', 'too_large',
+              'extreme_aspect', 'other_jpeg')
+
+# Pillow's resize runs its vertical pass first for images over this many
+# times taller than wide (``resample``), an order the device's resize does
+# not reproduce; they are rare enough for the CPU.
+_TALL_RATIO = 100
+
+
+class Route(NamedTuple):
+  """Where one image is decoded.
+
+  Attributes:
+    on_device: True for nvJPEG's batched hardware decoder.
+    category: One of ``CATEGORIES``.
+    screen: What ``jpeg_header.screen`` read from the header.
+  """
+  on_device: bool
+  category: str
+  screen: jpeg_header.JpegScreen
+
+
+def _cpu_category(screen: jpeg_header.JpegScreen) -> str:
+  reason = screen.reason
+  if reason in ('empty', 'not a JPEG'):
+    return 'not_jpeg'
+  if reason.startswith('4 components'):
+    return 'cmyk'
+  if reason.startswith('too many pixels'):
+    return 'too_large'
+  return 'other_jpeg'
+
+
+def upright_size(screen: jpeg_header.JpegScreen):
+  """``(width, height)`` after the EXIF orientation."""
+  if orientation.swaps_axes(screen.orientation):
+    return screen.height, screen.width
+  return screen.width, screen.height
+
+
+def route(data: bytes, config: imaging.DecodeConfig) -> Route:
+  """Screens one encoded image and picks its decoder (never raises).
+
+  Args:
+    data: The encoded image, any format.
+    config: The decode rules (``max_pixels``, the model's size).
+
+  Returns:
+    A ``Route``: the device for baseline JPEGs that the header screen lets
+    through, the CPU for everything else.
+  """
+  screen = jpeg_header.screen(data, config.max_pixels)
+  if not screen.on_device:
+    return Route(False, _cpu_category(screen), screen)
+  if screen.progressive:
+    return Route(False, 'progressive', screen)
+  width, height = upright_size(screen)
+  if height > width * _TALL_RATIO and config.image_size < height:
+    return Route(False, 'extreme_aspect', screen)
+  return Route(True, DEVICE, screen)
