@@ -1,19 +1,20 @@
-"""Ceilings: the model alone on device-resident batches, and decode alone.
+"""Ceilings: the model alone on device-resident batches.
 
 * featurize's own model (``DeviceModel``: Keras VGG16 on JAX, jitted,
   cut at block5_pool) on a batch already on the GPU, float32 (true
   float32, as featurize runs it) and bfloat16, batch sizes 64 to 512;
 * torchvision's VGG16 ``features`` (the same network) as a second
   reference, channels-last, float32 (PyTorch's default: TF32 convolutions)
-  and bfloat16;
-* nvJPEG decoding alone (``torchvision.io.decode_jpeg`` on the GPU) and
-  with featurize's resize (``NvjpegDecoder.decode``).
+  and bfloat16.
+
+Decoding alone, and each other part of the GPU path, is measured by
+``components``.
 
 Each figure is images per second over a timed loop of at least
 ``seconds`` after a warm-up, ended by a device synchronisation.
 """
 import time
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, Sequence
 
 import numpy as np
 
@@ -34,22 +35,25 @@ def _rate(step: Callable[[], object], sync: Callable[[object], None],
 
 
 def featurize_model(precisions: Sequence[str], batches: Sequence[int],
-                    seconds: float) -> Dict[str, Dict[int, float]]:
-  """images/s of ``DeviceModel`` per precision and batch size; also
-  ``float32_tf32``: float32 with XLA's default TF32 convolutions, which
-  featurize does not use (see ``tf32_parity``)."""
+                    seconds: float, pooling: str = 'none',
+                    tf32: bool = True) -> Dict[str, Dict[int, float]]:
+  """images/s of ``DeviceModel`` (block5_pool, ``pooling``) per precision
+  and batch size; with ``tf32`` also ``float32_tf32``: float32 with XLA's
+  default TF32 convolutions, which featurize does not use (see
+  ``tf32_parity``)."""
   # pylint: disable=import-outside-toplevel
   import jax
   from transforms import vgg16
   from transforms.gpu.device_model import DeviceModel, visible_devices
   device = visible_devices(False)[:1]
   out = {}
-  for precision in list(precisions) + ['float32_tf32']:
+  for precision in list(precisions) + (['float32_tf32'] if tf32 else []):
     out[precision] = {}
     for batch in batches:
       model = DeviceModel(vgg16.ModelConfig(
           weights='random', precision=precision.split('_')[0],
-          batch_size=batch, max_batch_bytes=1 << 40, device='gpu'), device)
+          pooling=pooling, batch_size=batch, max_batch_bytes=1 << 40,
+          device='gpu'), device)
       pixels = jax.device_put(
           np.random.default_rng(0).integers(0, 256, (batch, 224, 224, 3),
                                             dtype=np.uint8), device[0])
@@ -58,7 +62,7 @@ def featurize_model(precisions: Sequence[str], batches: Sequence[int],
         out[precision][batch] = round(_rate(
             lambda: model(pixels, 0), lambda y: y.block_until_ready(), batch,
             seconds), 1)
-      print(f'ceiling featurize {precision} batch {batch}: '
+      print(f'ceiling featurize {precision} {pooling} batch {batch}: '
             f'{out[precision][batch]} images/s', flush=True)
   return out
 
@@ -113,28 +117,4 @@ def torchvision_model(precisions: Sequence[str], batches: Sequence[int],
       print(f'ceiling torchvision {precision} batch {batch}: '
             f'{out[precision][batch]} images/s', flush=True)
     torch.cuda.empty_cache()
-  return out
-
-
-def decode(jpegs: List[bytes], batch: int, seconds: float) -> Dict[str, float]:
-  """images/s of nvJPEG alone and with featurize's resize."""
-  # pylint: disable=import-outside-toplevel
-  import torch
-  from torchvision import io as tv_io
-  from transforms import imaging
-  from transforms.gpu.decoders import NvjpegDecoder
-  items = (jpegs * (batch // len(jpegs) + 1))[:batch]
-  tensors = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in items]
-  decoder = NvjpegDecoder(0, imaging.DecodeConfig())
-  sync = lambda _: torch.cuda.synchronize()
-  out = {
-      'nvjpeg_alone': _rate(
-          lambda: tv_io.decode_jpeg(tensors, mode=tv_io.ImageReadMode.RGB,
-                                    device='cuda'), sync, batch, seconds),
-      'nvjpeg_and_resize': _rate(
-          lambda: decoder.decode(items, [1] * len(items)), sync, batch,
-          seconds),
-  }
-  out = {name: round(value, 1) for name, value in out.items()}
-  print(f'decode batch {batch}: {out}', flush=True)
   return out

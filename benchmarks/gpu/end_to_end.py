@@ -1,12 +1,14 @@
-"""featurize end to end on the GPU: TFRecord shards in, features out.
+"""featurize end to end on the GPU: shards in, features out.
 
-Each run is ``featurize run --device gpu`` on the FnApiRunner (one
-process, as README's "Running on GPUs" advises), in a process of its own
-(``tests.peak_rss``, which prints the process's peak RSS), while a
-sampler reads the GPU's utilisation and memory from ``nvidia-smi``.
-Runs over 20,000 and 100,000 images give the steady rate as the
-difference of the two (start-up, the model's compile and the last
-publish cancel out) and show whether memory stays flat.
+Each run is ``featurize run --device gpu`` on the FnApiRunner, with
+``processes`` SDK worker processes sharing the GPU
+(``--direct_running_mode=multi_processing``; one process runs in the
+launcher), in a process of its own, while samplers read the GPU's
+utilisation and memory from ``nvidia-smi`` and the resident memory of
+the launcher and its worker processes from ``/proc``. Runs over 20,000
+and 100,000 images give the steady rate as the difference of the two
+(start-up, the model's compile and the last publish cancel out) and
+show whether memory stays flat.
 """
 import os
 import re
@@ -19,6 +21,57 @@ from typing import Dict, List, Optional, Sequence
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
+
+
+def _children(pid: int) -> List[int]:
+  try:
+    with open(f'/proc/{pid}/task/{pid}/children') as f:
+      return [int(p) for p in f.read().split()]
+  except OSError:
+    return []
+
+
+def _rss_kib(pid: int) -> int:
+  try:
+    with open(f'/proc/{pid}/status') as f:
+      for line in f:
+        if line.startswith('VmRSS:'):
+          return int(line.split()[1])
+  except OSError:
+    pass
+  return 0
+
+
+class TreeRssSampler:
+  """Samples the resident memory of a process and all its descendants."""
+
+  def __init__(self, pid: int, interval_s: float = 0.25):
+    self.peak_total_kib = 0
+    self.peak_process_kib = 0
+    self._pid = pid
+    self._interval_s = interval_s
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._run, daemon=True)
+
+  def _run(self):
+    while not self._stop.is_set():
+      pids, todo = [], [self._pid]
+      while todo:
+        pid = todo.pop()
+        pids.append(pid)
+        todo.extend(_children(pid))
+      sizes = [_rss_kib(pid) for pid in pids]
+      self.peak_total_kib = max(self.peak_total_kib, sum(sizes))
+      self.peak_process_kib = max([self.peak_process_kib] + sizes)
+      self._stop.wait(self._interval_s)
+
+  def __enter__(self):
+    self._thread.start()
+    return self
+
+  def __exit__(self, *exc):
+    self._stop.set()
+    self._thread.join(timeout=5)
 
 
 class GpuSampler:
@@ -70,38 +123,67 @@ class GpuSampler:
 
 
 def featurize_run(input_pattern: str, out: str, images: int,
-                  extra: Sequence[str], env: Optional[dict] = None) -> dict:
+                  extra: Sequence[str], env: Optional[dict] = None,
+                  processes: int = 1) -> dict:
   """One ``featurize run --device gpu``; returns its measurements."""
   shutil.rmtree(out, ignore_errors=True)
+  runner = ([f'--direct_running_mode=multi_processing',
+             f'--direct_num_workers={processes}'] if processes > 1 else [])
   command = [sys.executable, '-m', 'tests.peak_rss', 'run', '--config',
              os.path.join(ROOT, 'run_configs', 'local.yaml'), '--input',
              input_pattern, '--output', out, '--device', 'gpu', '--weights',
-             'random', '--quiet', *extra]
+             'random', '--quiet', *extra, *runner]
   with GpuSampler() as sampler:
     started = time.perf_counter()
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
-                          env=env)
+    child = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env)
+    with TreeRssSampler(child.pid) as tree:
+      stdout, stderr = child.communicate()
     wall = time.perf_counter() - started
-  if done.returncode != 0:
-    raise RuntimeError(f'featurize failed ({done.returncode}):\n'
-                       f'{done.stdout[-3000:]}\n{done.stderr[-3000:]}')
-  rss = re.search(r'PEAK_RSS_KB (\d+)', done.stdout)
-  steps = re.search(r'host time a GPU batch: (.*)', done.stdout)
-  per_image = re.search(r'host time an image: (.*)', done.stdout)
+  if child.returncode != 0:
+    raise RuntimeError(f'featurize failed ({child.returncode}):\n'
+                       f'{stdout[-3000:]}\n{stderr[-3000:]}')
+  rss = re.search(r'PEAK_RSS_KB (\d+)', stdout)
+  steps = re.search(r'host time a GPU batch: (.*)', stdout)
+  per_image = re.search(r'host time an image: (.*)', stdout)
+  routed = re.search(r'decoded by nvJPEG ([\d.]+)%, by the CPU ([\d.]+)%(.*)',
+                     stdout)
+  first = re.search(r'first record after ([\d.]+) s', stdout)
   written = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out)
                 if f.startswith('features-'))
   shutil.rmtree(out, ignore_errors=True)
-  result = {'images': images, 'wall_s': round(wall, 2),
+  # The launcher's own peak, and with several processes the sampled peak
+  # of the launcher and its workers together (the host's share of a run).
+  launcher_mib = round(int(rss.group(1)) / 1024, 1)
+  result = {'images': images, 'processes': processes,
+            'wall_s': round(wall, 2),
             'images_per_s_wall': round(images / wall, 1),
-            'host_peak_rss_mib': round(int(rss.group(1)) / 1024, 1),
+            'first_record_s': float(first.group(1)) if first else None,
+            'launcher_peak_rss_mib': launcher_mib,
+            'host_peak_rss_mib': max(launcher_mib,
+                                     round(tree.peak_total_kib / 1024, 1)),
+            'largest_process_peak_rss_mib': round(
+                tree.peak_process_kib / 1024, 1),
             'feature_bytes_written': written,
+            'routed': {'device': float(routed.group(1)) / 100,
+                       'cpu': float(routed.group(2)) / 100,
+                       'detail': routed.group(3).strip(' ()')}
+                      if routed else None,
             'host_time_per_batch': steps.group(1) if steps else None,
             'host_time_per_image': per_image.group(1) if per_image else None,
-            'stdout': done.stdout.strip().splitlines()[-6:]}
+            'stdout': stdout.strip().splitlines()[-8:]}
   result.update(sampler.busy_summary())
   print(f'end-to-end {" ".join(extra)} {images} images: {result}',
         flush=True)
   return result
+
+
+def after_first_record_rate(run: dict) -> Optional[float]:
+  """Images/s of one run after its first record (start-up excluded; the
+  final publish included): for comparing settings with one run each."""
+  if not run.get('first_record_s'):
+    return None
+  return round(run['images'] / (run['wall_s'] - run['first_record_s']), 1)
 
 
 def steady_rate(small: dict, large: dict) -> float:
@@ -114,12 +196,13 @@ def where_time_goes(run: dict, batch_size: int,
                     steady_images_per_s: float) -> Dict[str, float]:
   """Microseconds an image, by step, from a run's summary lines.
 
-  The bundle's thread reads, hands batches over and writes; the helper
-  thread screens, decodes and dispatches (overlapping the bundle's
-  thread); ``wait`` is the bundle's thread waiting for a batch (its
-  preparation and the model). ``other`` is the rest of the wall time a
-  steady image costs: Beam's per-element work, the batching and the
-  hand-over.
+  The bundle's thread reads, routes, hands batches over and writes; the
+  helper thread decodes on the device, resizes and dispatches
+  (overlapping the bundle's thread); ``wait`` is the bundle's thread
+  waiting for a batch (its preparation and the model). ``other`` is the
+  rest of the wall time a steady image costs one process (each of
+  ``run['processes']`` takes its share of the images): Beam's per-element
+  work, the batching and the hand-over.
   """
   out = {}
   for part in (run['host_time_per_image'] or '').split(', '):
@@ -129,7 +212,7 @@ def where_time_goes(run: dict, batch_size: int,
     name, value, _ = part.split(' ')
     thread = 'bundle thread' if name == 'wait' else 'helper thread'
     out[f'{thread}: {name}'] = round(float(value) * 1e3 / batch_size, 1)
-  steady = 1e6 / steady_images_per_s
+  steady = 1e6 * run.get('processes', 1) / steady_images_per_s
   out['steady wall per image'] = round(steady, 1)
   out['bundle thread: other'] = round(steady - sum(
       value for name, value in out.items()

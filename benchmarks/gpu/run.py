@@ -1,11 +1,15 @@
 """The GPU benchmark, in one run on the GPU machine.
 
 ``python -m benchmarks.gpu.run --out benchmarks/results/gpu`` measures,
-side by side: the bare-model ceilings (``ceiling``), decoding alone, and
-featurize end to end (``end_to_end``) with ``--pooling avg`` and ``none``
-in float32 and bfloat16 over 20,000 and 100,000 images, plus a profile
-of one run. It prints each target with PASS/FAIL and writes
-``summary.json`` and ``RESULTS.md`` to ``--out``.
+side by side in one run: the model's ceiling (the model alone on
+device-resident batches, ``ceiling``) and featurize end to end
+(``end_to_end``) on generated datasets shaped like users' data
+(``profiles``: ``imagenet``, ``web``, and ``uniform`` 500x375 baseline
+JPEGs for comparison), each over 20,000 and 100,000 images, in bfloat16
+with ``--pooling avg`` (and ``none`` on ``imagenet``), with several SDK
+worker processes sharing the GPU; then the same ``imagenet`` run with 1,
+2, 4 and 8 processes. It prints each target with PASS/FAIL and writes
+``summary.json`` (figures under ``profiles.<name>``) to ``--out``.
 """
 import argparse
 import json
@@ -16,9 +20,8 @@ import subprocess
 import sys
 import time
 
-from benchmarks.gpu import ceiling, dataset, end_to_end
+from benchmarks.gpu import ceiling, end_to_end, profiles
 
-PRECISIONS = ('float32', 'bfloat16')
 POOLINGS = ('avg', 'none')
 
 # Where the profile's time goes, by the file a function lives in.
@@ -100,142 +103,174 @@ def write_weights(folder: str) -> str:
   return path
 
 
+def subset(data: 'profiles.ProfileData', folder: str, images: int,
+           per_shard: int) -> str:
+  """A folder of links to the first shards of ``data`` holding ``images``
+  images; returns the pattern featurize reads."""
+  os.makedirs(folder, exist_ok=True)
+  extension = data.paths[0].rsplit('.', 1)[-1]
+  for path in data.paths[:(images + per_shard - 1) // per_shard]:
+    link = os.path.join(folder, os.path.basename(path))
+    if not os.path.exists(link):
+      os.symlink(path, link)
+  return os.path.join(folder, f'*.{extension}')
+
+
+# Targets of the end-to-end ratio to the ceiling, by profile and pooling
+# (bfloat16); uniform's is "no slower than before" (UNIFORM_BEFORE).
+RATIO_TARGETS = {('imagenet', 'avg'): 0.8, ('imagenet', 'none'): 0.5,
+                 ('web', 'avg'): 0.5}
+# The uniform 500x375 figure before this design (README, run 5): avg,
+# bfloat16, one process, on the same kind of machine.
+UNIFORM_BEFORE = 9638.6
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser()
   parser.add_argument('--out', default='benchmarks/results/gpu')
   parser.add_argument('--data', default='/tmp/featurize-gpu-bench')
+  parser.add_argument('--profiles', default='uniform,imagenet,web')
   parser.add_argument('--sizes', default='20000,100000',
-                      help='bfloat16 runs\' two dataset sizes.')
-  parser.add_argument('--float32-sizes', default='10000,30000',
-                      help='float32 runs\' (the model alone runs at ~1,800 '
-                      'images/s: smaller, to fit the device time).')
-  parser.add_argument('--compare-inline', action='store_true',
-                      help='Also run avg/bfloat16 with batches prepared on '
-                      "the bundle's thread (no helper thread).")
-  parser.add_argument('--skip-tf32-parity', action='store_true')
-  parser.add_argument('--profile', action='store_true',
-                      help='Also a cProfile of one run (slow to start).')
+                      help='Each run\'s two dataset sizes (steady rate '
+                      'from their difference).')
+  parser.add_argument('--processes', type=int, default=4,
+                      help='SDK worker processes sharing the GPU.')
+  parser.add_argument('--compare-processes', default='1,2,4,8',
+                      help='imagenet avg runs at the small size with these '
+                      'process counts ("none" to skip).')
+  parser.add_argument('--none-profiles', default='imagenet',
+                      help='Profiles also run with --pooling none.')
+  parser.add_argument('--distinct', type=int, default=2048)
+  parser.add_argument('--per-shard', type=int, default=1000)
   parser.add_argument('--seconds', type=float, default=3.0)
-  parser.add_argument('--batches', default='64,128,256,512')
   parser.add_argument('--batch-size', type=int, default=256)
+  parser.add_argument('--profile-run', action='store_true',
+                      help='Also a cProfile of one run (slow to start).')
   parser.add_argument('--skip-ceilings', action='store_true',
-                      help='CPU smoke runs: no torch, no GPU.')
-  parser.add_argument('--reference', default='.gpu-ref/reference.npz',
-                      help='tests/gpu/reference.py\'s file, for TF32 parity.')
+                      help='CPU smoke runs: no GPU.')
   args = parser.parse_args(argv)
   small, large = (int(s) for s in args.sizes.split(','))
-  sizes = {'bfloat16': (small, large)}
-  if args.float32_sizes != 'none':
-    sizes['float32'] = tuple(int(s) for s in args.float32_sizes.split(','))
-  batches = [int(b) for b in args.batches.split(',')]
+  names = [n for n in args.profiles.split(',') if n]
+  none_profiles = set(args.none_profiles.split(',')) & set(names)
   os.makedirs(args.out, exist_ok=True)
   summary = {'gpu': gpu_name(), 'cpu': cpu_name(),
+             'cpu_cores': len(os.sched_getaffinity(0)),
              'date': time.strftime('%Y-%m-%d'), 'batch_size': args.batch_size,
-             'images': {'resolution': list(dataset.IMAGENET_SIZE),
-                        'jpeg_quality': dataset.QUALITY,
-                        'mean_jpeg_kb': round(dataset.mean_jpeg_bytes() / 1024,
-                                              1)}}
+             'precision': 'bfloat16', 'processes': args.processes,
+             'profiles': {}}
   started = time.perf_counter()
-  shards = dataset.write_shards(os.path.join(args.data, 'all'), large)
-  per_shard = 1000
-  subsets = {}
-  for size in set(sum(sizes.values(), ())):
-    # A folder per size, of links to the shards.
-    folder = os.path.join(args.data, f'first-{size}')
-    os.makedirs(folder, exist_ok=True)
-    for path in shards[:(size + per_shard - 1) // per_shard]:
-      link = os.path.join(folder, os.path.basename(path))
-      if not os.path.exists(link):
-        os.symlink(path, link)
-    subsets[size] = os.path.join(folder, '*.tfrecord')
-  print(f'data ready in {time.perf_counter() - started:.1f} s', flush=True)
 
+  def save():
+    summary['benchmark_seconds'] = round(time.perf_counter() - started, 1)
+    with open(os.path.join(args.out, 'summary.json'), 'w') as f:
+      json.dump(summary, f, indent=2)
+
+  data, patterns = {}, {}
+  for name in names:
+    began = time.perf_counter()
+    data[name] = profiles.write_profile(
+        name, os.path.join(args.data, name), large, per_shard=args.per_shard,
+        distinct=args.distinct)
+    patterns[name] = {n: subset(data[name], os.path.join(
+        args.data, f'{name}-first-{n}'), n, args.per_shard)
+                      for n in (small, large)}
+    summary['profiles'][name] = {'data': data[name].stats,
+                                 'shard_format': data[name].shard_format}
+    print(f'{name}: {large} images ready in '
+          f'{time.perf_counter() - began:.1f} s: {data[name].stats}',
+          flush=True)
+  save()
+
+  ceilings = {}
   if not args.skip_ceilings:
-    summary['ceiling_featurize'] = ceiling.featurize_model(
-        PRECISIONS, batches, args.seconds)
-    summary['ceiling_torchvision'] = ceiling.torchvision_model(
-        PRECISIONS, batches, args.seconds)
-    summary['decode_alone'] = ceiling.decode(
-        [s.data for s in dataset.photo_variants(
-            64, dataset.IMAGENET_SIZE, quality=dataset.QUALITY)],
-        args.batch_size, args.seconds)
-    # The ceiling of each precision as featurize computes it: float32 is
-    # true float32 here; torchvision's float32 (PyTorch's default, TF32
-    # convolutions) is reported beside it, not counted.
+    for pooling in POOLINGS:
+      rates = ceiling.featurize_model(['bfloat16'], [args.batch_size],
+                                      args.seconds, pooling=pooling,
+                                      tf32=False)
+      ceilings[pooling] = rates['bfloat16'][args.batch_size]
     summary['ceiling_images_per_s'] = {
-        'float32': max(summary['ceiling_featurize']['float32'].values()),
-        'bfloat16': max(
-            list(summary['ceiling_featurize']['bfloat16'].values()) +
-            list(summary['ceiling_torchvision']['bfloat16'].values()))}
-    if os.path.exists(args.reference) and not args.skip_tf32_parity:
-      summary['tf32_parity'] = ceiling.tf32_parity(
-          args.reference, write_weights(args.data))
+        pooling: {'bfloat16': rate} for pooling, rate in ceilings.items()}
+    save()
 
-  runs, rates = {}, {}
-  if args.compare_inline:
-    inline_env = dict(os.environ, FEATURIZE_GPU_INLINE_PREPARE='1')
-    extra = ['--pooling', 'avg', '--precision', 'bfloat16', '--batch-size',
-             str(args.batch_size)]
-    inline = [end_to_end.featurize_run(
-        subsets[n], os.path.join(args.data, 'out'), n, extra, env=inline_env)
-              for n in sizes['bfloat16']]
-    summary['avg_bfloat16_without_helper_thread'] = {
-        'runs': inline, 'images_per_s': end_to_end.steady_rate(*inline)}
-  for pooling in POOLINGS:
-    for precision in sizes:
-      extra = ['--pooling', pooling, '--precision', precision,
-               '--batch-size', str(args.batch_size)]
-      name = f'{pooling}/{precision}'
-      out = os.path.join(args.data, 'out')
-      runs[name] = [end_to_end.featurize_run(subsets[n], out, n, extra)
-                    for n in sizes[precision]]
-      rates.setdefault(pooling, {})[precision] = end_to_end.steady_rate(
-          *runs[name])
-  summary['end_to_end_runs'] = runs
-  summary['end_to_end_images_per_s'] = rates
   targets = []
-  if 'ceiling_images_per_s' in summary:
-    summary['end_to_end_ratio'] = {
-        pooling: {p: round(rates[pooling][p] /
-                           summary['ceiling_images_per_s'][p], 3)
-                  for p in sizes} for pooling in POOLINGS}
-    bf16_ratio = (rates['avg']['bfloat16'] /
-                  summary['ceiling_images_per_s']['bfloat16'])
-    targets.append(('end-to-end avg bfloat16 >= 0.5 x best bfloat16 ceiling '
-                    f'({rates["avg"]["bfloat16"]:.0f} / '
-                    f'{summary["ceiling_images_per_s"]["bfloat16"]:.0f} = '
-                    f'{bf16_ratio:.2f})', bf16_ratio >= 0.5))
-  for name, (few, many) in runs.items():
-    grew = many['host_peak_rss_mib'] / few['host_peak_rss_mib']
-    targets.append((f'{name}: host peak RSS flat from {few["images"]} to '
-                    f'{many["images"]} images ({few["host_peak_rss_mib"]} -> '
-                    f'{many["host_peak_rss_mib"]} MiB, x{grew:.2f} <= 1.10)',
-                    grew <= 1.10))
-    if few['gpu_memory_peak_mib'] and many['gpu_memory_peak_mib']:
-      gpu_grew = many['gpu_memory_peak_mib'] / few['gpu_memory_peak_mib']
-      targets.append((f'{name}: GPU peak memory flat ('
-                      f'{few["gpu_memory_peak_mib"]} -> '
-                      f'{many["gpu_memory_peak_mib"]} MiB, x{gpu_grew:.2f} '
-                      '<= 1.10)', gpu_grew <= 1.10))
-  summary['time_per_image_us'] = {
-      name: end_to_end.where_time_goes(
-          many, args.batch_size, rates[name.split('/')[0]][name.split('/')[1]])
-      for name, (_, many) in runs.items()}
-  if args.profile:
+  out = os.path.join(args.data, 'out')
+  for name in names:
+    entry = summary['profiles'][name]
+    poolings = ['avg'] + (['none'] if name in none_profiles else [])
+    for pooling in poolings:
+      extra = ['--pooling', pooling, '--precision', 'bfloat16',
+               '--batch-size', str(args.batch_size)]
+      few, many = (end_to_end.featurize_run(
+          patterns[name][n], out, n, extra, processes=args.processes)
+                   for n in (small, large))
+      rate = end_to_end.steady_rate(few, many)
+      entry.setdefault('runs', {})[pooling] = {'bfloat16': [few, many]}
+      entry.setdefault('end_to_end_images_per_s', {})[pooling] = {
+          'bfloat16': rate}
+      entry.setdefault('routed', many['routed'])
+      entry.setdefault('time_per_image_us', {})[pooling] = {
+          'bfloat16': end_to_end.where_time_goes(many, args.batch_size, rate)}
+      label = f'{name} {pooling}'
+      if pooling in ceilings:
+        ratio = round(rate / ceilings[pooling], 3)
+        entry.setdefault('ceiling_images_per_s', {})[pooling] = {
+            'bfloat16': ceilings[pooling]}
+        entry.setdefault('end_to_end_ratio', {})[pooling] = {
+            'bfloat16': ratio}
+        want = RATIO_TARGETS.get((name, pooling))
+        if want is not None:
+          targets.append((f'{label}: end to end >= {want} x the ceiling '
+                          f'({rate:.0f} / {ceilings[pooling]:.0f} = '
+                          f'{ratio:.3f})', ratio >= want))
+      if name == 'uniform' and pooling == 'avg':
+        targets.append((f'{label}: no slower than before ({rate:.0f} vs '
+                        f'{UNIFORM_BEFORE:.0f} images/s, run 5)',
+                        rate >= UNIFORM_BEFORE))
+      grew = many['host_peak_rss_mib'] / few['host_peak_rss_mib']
+      targets.append((f'{label}: host RSS flat from {small} to {large} '
+                      f'images ({few["host_peak_rss_mib"]} -> '
+                      f'{many["host_peak_rss_mib"]} MiB, x{grew:.2f} <= 1.10)',
+                      grew <= 1.10))
+      if few['gpu_memory_peak_mib'] and many['gpu_memory_peak_mib']:
+        gpu_grew = many['gpu_memory_peak_mib'] / few['gpu_memory_peak_mib']
+        targets.append((f'{label}: GPU memory flat ('
+                        f'{few["gpu_memory_peak_mib"]} -> '
+                        f'{many["gpu_memory_peak_mib"]} MiB, '
+                        f'x{gpu_grew:.2f} <= 1.10)', gpu_grew <= 1.10))
+      save()
+
+  if args.compare_processes != 'none' and 'imagenet' in names:
+    compared = {}
+    for processes in (int(p) for p in args.compare_processes.split(',')):
+      run = end_to_end.featurize_run(
+          patterns['imagenet'][small], out, small,
+          ['--pooling', 'avg', '--precision', 'bfloat16', '--batch-size',
+           str(args.batch_size)], processes=processes)
+      compared[processes] = {
+          'images_per_s_after_first_record':
+              end_to_end.after_first_record_rate(run),
+          'host_peak_rss_mib': run['host_peak_rss_mib'],
+          'gpu_memory_peak_mib': run['gpu_memory_peak_mib'],
+          'gpu_utilisation_percent': run['gpu_utilisation_percent'],
+          'host_time_per_batch': run['host_time_per_batch'],
+          'host_time_per_image': run['host_time_per_image']}
+      summary['processes_compared'] = {
+          'profile': 'imagenet', 'images': small, 'pooling': 'avg',
+          'rates': compared}
+      save()
+
+  if args.profile_run:
     summary['profile'] = profile(
-        subsets[small], os.path.join(args.data, 'out-profile'),
+        patterns[names[0]][small], os.path.join(args.data, 'out-profile'),
         ['--pooling', 'avg', '--precision', 'bfloat16', '--batch-size',
          str(args.batch_size)])
   summary['targets'] = [{'target': t, 'pass': ok} for t, ok in targets]
+  save()
   for target, ok in targets:
     print(f'{"PASS" if ok else "FAIL"}  {target}')
-  summary['benchmark_seconds'] = round(time.perf_counter() - started, 1)
-  with open(os.path.join(args.out, 'summary.json'), 'w') as f:
-    json.dump(summary, f, indent=2)
-  print(json.dumps({k: summary.get(k) for k in (
-      'gpu', 'ceiling_images_per_s', 'end_to_end_images_per_s',
-      'end_to_end_ratio')}, indent=1))
-  print(json.dumps(summary['time_per_image_us'], indent=1))
+  print(json.dumps({name: {k: summary['profiles'][name].get(k) for k in (
+      'end_to_end_images_per_s', 'end_to_end_ratio', 'routed')}
+                    for name in names}, indent=1))
   return 0 if all(ok for _, ok in targets) else 1
 
 

@@ -1,0 +1,259 @@
+"""The GPU path's parts measured one by one, on the benchmark's profiles.
+
+``python -m benchmarks.gpu.components --out DIR`` measures, on the
+``imagenet`` and ``web`` profiles (``profiles``), what each part of the
+GPU path can do alone, so that the end-to-end figures can be read
+against them:
+
+* how the header screen routes each profile (``routing``);
+* nvJPEG through torchvision (batched ``decode_jpeg``) on the images
+  routed to the device, in 1 to 8 processes at once (the GPU's hardware
+  decoders are shared; processes decode in parallel);
+* nvImageCodec (``nvidia-nvimgcodec-cu13``, where installed) on the same
+  images, in 1 and 4 processes;
+* the ragged resize (``ragged_resize``) of a batch of 256 such images on
+  the GPU, and its pixels against Pillow's rule on the CPU;
+* the CPU decoder (``imaging.decode_image``) on the images routed to the
+  CPU, in 1 to 16 threads of one process (Pillow releases the GIL);
+* the model alone (bfloat16, batch 256) in 1, 2 and 4 processes sharing
+  the GPU at once: what time-slicing one GPU between processes costs.
+
+Each figure is images per second over at least ``--seconds``. Needs no
+Beam (the GPU machine need not carry it): the images come straight from
+``profiles``.
+"""
+import argparse
+import json
+import multiprocessing
+import os
+import sys
+import time
+from concurrent import futures
+from typing import Callable, Dict, List, Sequence
+
+import numpy as np
+
+from benchmarks.gpu import profiles
+from transforms import imaging
+from transforms.gpu import routing
+
+CONFIG = imaging.DecodeConfig()
+
+
+def _timed(step: Callable[[], int], seconds: float) -> float:
+  """Images/s of ``step`` (which returns how many images it did)."""
+  step()  # warm-up
+  done, started = 0, time.perf_counter()
+  while time.perf_counter() - started < seconds:
+    done += step()
+  return done / (time.perf_counter() - started)
+
+
+def _batches(datas: Sequence[bytes], size: int) -> List[List[bytes]]:
+  return [list(datas[i:i + size]) for i in range(0, len(datas) - size + 1,
+                                                  size)] or [list(datas)]
+
+
+def _torchvision_worker(datas, batch, seconds, barrier) -> float:
+  # pylint: disable=import-outside-toplevel
+  import torch
+  from torchvision import io as tv_io
+  tensors = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas]
+  batches = _batches(tensors, batch)
+  turn = [0]
+
+  def step():
+    part = batches[turn[0] % len(batches)]
+    turn[0] += 1
+    tv_io.decode_jpeg(part, mode=tv_io.ImageReadMode.RGB, device='cuda')
+    torch.cuda.synchronize()
+    return len(part)
+
+  step()
+  barrier.wait()
+  return _timed(step, seconds)
+
+
+def _nvimgcodec_worker(datas, batch, seconds, barrier) -> float:
+  # pylint: disable=import-outside-toplevel
+  from nvidia import nvimgcodec
+  decoder = nvimgcodec.Decoder(backends=[
+      nvimgcodec.Backend(nvimgcodec.BackendKind.HW_GPU_ONLY),
+      nvimgcodec.Backend(nvimgcodec.BackendKind.HYBRID_CPU_GPU),
+      nvimgcodec.Backend(nvimgcodec.BackendKind.GPU_ONLY)])
+  batches = _batches(list(datas), batch)
+  turn = [0]
+
+  def step():
+    part = batches[turn[0] % len(batches)]
+    turn[0] += 1
+    images = decoder.decode(part)
+    # Wait for the device: the images' arrays are ready once synchronised.
+    for image in images[-1:]:
+      np.asarray(image.cpu())
+    return len(part)
+
+  step()
+  barrier.wait()
+  return _timed(step, seconds)
+
+
+def _model_worker(batch, seconds, processes, barrier) -> float:
+  # pylint: disable=import-outside-toplevel
+  from transforms.gpu import backend
+  backend.share_gpus(processes)
+  backend.select('gpu')
+  import jax
+  from transforms import vgg16
+  from transforms.gpu.device_model import DeviceModel, visible_devices
+  device = visible_devices(False)[:1]
+  model = DeviceModel(vgg16.ModelConfig(
+      weights='random', precision='bfloat16', batch_size=batch,
+      max_batch_bytes=1 << 40, device='gpu'), device)
+  pixels = jax.device_put(np.random.default_rng(0).integers(
+      0, 256, (batch, 224, 224, 3), dtype=np.uint8), device[0])
+  pending = []
+
+  def step():
+    pending.append(model(pixels, 0))
+    if len(pending) > 2:
+      pending.pop(0).block_until_ready()
+    return batch
+
+  step()
+  barrier.wait()
+  rate = _timed(step, seconds)
+  for out in pending:
+    out.block_until_ready()
+  return rate
+
+
+def in_processes(target, processes: int, *args) -> float:
+  """Runs ``target`` in ``processes`` fresh processes that start their
+  timed loops together; returns the sum of their rates."""
+  context = multiprocessing.get_context('spawn')
+  with context.Manager() as manager:
+    barrier = manager.Barrier(processes)
+    with futures.ProcessPoolExecutor(processes, mp_context=context) as pool:
+      runs = [pool.submit(target, *args, barrier) for _ in range(processes)]
+      return round(sum(run.result() for run in runs), 1)
+
+
+def ragged_resize_check(datas: Sequence[bytes], batch: int,
+                        seconds: float) -> Dict[str, float]:
+  """Time of one batch's ragged resize on the GPU, and its pixels against
+  Pillow's rule (``resample.apply_plan``) on the same decoded pixels."""
+  # pylint: disable=import-outside-toplevel
+  import jax
+  import torch
+  from transforms.gpu import decoders, jpeg_header, orientation, resample
+  device = jax.devices('gpu')[0]
+  decoder = decoders.NvjpegDecoder(0, CONFIG, device)
+  part = list(datas[:batch])
+  turns = [jpeg_header.screen(d, CONFIG.max_pixels).orientation for d in part]
+  decoded = decoder.decode(part)
+  items = [(p, t) for p, t in zip(decoded, turns) if p is not None]
+
+  def step():
+    decoder.resize_batch(items, batch).block_until_ready()
+    return len(items)
+
+  rate = _timed(step, seconds)
+  out = np.asarray(decoder.resize_batch(items, batch))
+  worst = 0
+  for index, (pixels, turn) in enumerate(items[:64]):
+    upright = orientation.apply_numpy(
+        pixels.permute(1, 2, 0).cpu().numpy(), turn)
+    plan = resample.resize_plan(upright.shape[1], upright.shape[0], CONFIG)
+    want = resample.apply_plan(np.ascontiguousarray(upright), plan)
+    worst = max(worst, int(np.abs(out[index].astype(int) - want).max()))
+  torch.cuda.synchronize()
+  return {'images_per_s': round(rate, 1),
+          'ms_per_batch': round(1e3 * len(items) / rate, 2),
+          'max_difference_from_pillow_rule': worst}
+
+
+def cpu_decode(datas: Sequence[bytes], threads: int,
+               seconds: float) -> float:
+  """Images/s of the CPU path's decoder in ``threads`` threads."""
+  datas = list(datas)
+
+  def one(data):
+    try:
+      imaging.decode_image(data, CONFIG)
+    except imaging.ImageError:
+      pass
+
+  with futures.ThreadPoolExecutor(threads) as pool:
+
+    def step():
+      list(pool.map(one, datas))
+      return len(datas)
+
+    return round(_timed(step, seconds), 1)
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser()
+  parser.add_argument('--out', default='gpu-out')
+  parser.add_argument('--data', default='/tmp/featurize-gpu-components')
+  parser.add_argument('--distinct', type=int, default=1024)
+  parser.add_argument('--seconds', type=float, default=3.0)
+  parser.add_argument('--batch', type=int, default=256)
+  parser.add_argument('--processes', default='1,2,4,8')
+  parser.add_argument('--model-processes', default='1,2,4')
+  parser.add_argument('--threads', default='1,4,8,16')
+  args = parser.parse_args(argv)
+  os.makedirs(args.out, exist_ok=True)
+  results = {'cpu_cores': len(os.sched_getaffinity(0))}
+
+  def save():
+    with open(os.path.join(args.out, 'components.json'), 'w') as f:
+      json.dump(results, f, indent=1)
+    print(json.dumps(results), flush=True)
+
+  for name in ('imagenet', 'web'):
+    started = time.perf_counter()
+    datas = profiles.encode_all(profiles.draw_plans(name, args.distinct, 0))
+    routes = [routing.route(d, CONFIG) for d in datas]
+    device = [d for d, r in zip(datas, routes) if r.on_device]
+    cpu = [d for d, r in zip(datas, routes) if not r.on_device]
+    shares = {}
+    for r in routes:
+      shares[r.category] = shares.get(r.category, 0) + 1 / len(routes)
+    entry = results.setdefault(name, {})
+    entry['generated_s'] = round(time.perf_counter() - started, 1)
+    entry['routed'] = {k: round(v, 4) for k, v in sorted(shares.items())}
+    save()
+    entry['torchvision'] = {}
+    for p in (int(x) for x in args.processes.split(',')):
+      entry['torchvision'][p] = in_processes(
+          _torchvision_worker, p, device, args.batch, args.seconds)
+      save()
+    try:
+      import nvidia.nvimgcodec  # pylint: disable=import-outside-toplevel,unused-import
+      entry['nvimgcodec'] = {}
+      for p in (1, 4):
+        entry['nvimgcodec'][p] = in_processes(
+            _nvimgcodec_worker, p, device, args.batch, args.seconds)
+        save()
+    except Exception as e:  # pylint: disable=broad-except
+      entry['nvimgcodec'] = f'not measured: {type(e).__name__}: {e}'
+    entry['ragged_resize'] = ragged_resize_check(device, args.batch,
+                                                 args.seconds)
+    save()
+    entry['cpu_decode_of_cpu_routed'] = {
+        t: cpu_decode(cpu, t, args.seconds)
+        for t in (int(x) for x in args.threads.split(','))}
+    save()
+  results['model_bfloat16_batch'] = args.batch
+  results['model_processes'] = {}
+  for p in (int(x) for x in args.model_processes.split(',')):
+    results['model_processes'][p] = in_processes(
+        _model_worker, p, args.batch, args.seconds, p)
+    save()
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
