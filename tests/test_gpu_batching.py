@@ -1,33 +1,18 @@
-"""Batches of encoded images bounded by count and by bytes, and the
-GPU path's fallback to the CPU decoder, without a model or a GPU."""
+"""Batches of encoded images bounded by count and by bytes, filled from
+both decoders, and the GPU path's fallback to the CPU decoder, without a
+model or a GPU."""
+import threading
+from concurrent import futures
+
 import numpy as np
 
 from tests import image_zoo
 from transforms import imaging
 from transforms.decode import decode_record
-from transforms.gpu import batching, decoders, device_batches
-from transforms.records import ErrorRecord, ImageRecord
+from transforms.gpu import batching, decoders, device_batches, routing
+from transforms.records import DecodedImage, ErrorRecord, ImageRecord
 
 CONFIG = imaging.DecodeConfig()
-
-
-def test_batches_close_on_count():
-  batcher = batching.Batcher(3, 1000, len)
-  out = [batcher.add(b'x' * 10) for _ in range(7)]
-  assert [len(b) if b else None for b in out] == [None, None, 3, None, None,
-                                                   3, None]
-  assert len(batcher.flush()) == 1
-  assert batcher.flush() is None
-
-
-def test_batches_close_on_bytes_before_the_item_that_overflows():
-  batcher = batching.Batcher(100, 25, len)
-  assert batcher.add(b'a' * 10) is None
-  assert batcher.add(b'b' * 10) is None
-  full = batcher.add(b'c' * 10)  # 30 > 25: the first two go out
-  assert full == [b'a' * 10, b'b' * 10]
-  assert batcher.add(b'd' * 100) == [b'c' * 10]  # too big: goes alone next
-  assert batcher.flush() == [b'd' * 100]
 
 
 def test_chunks_by_bytes_keep_order_and_bound():
@@ -40,8 +25,8 @@ def test_chunks_by_bytes_keep_order_and_bound():
 class _RefusesEveryOther(decoders.PillowStandIn):
   """A decoder that refuses some JPEGs, as nvJPEG may."""
 
-  def decode(self, datas, orientations):
-    out = super().decode(datas, orientations)
+  def decode(self, datas):
+    out = super().decode(datas)
     return [None if i % 2 else pixels for i, pixels in enumerate(out)]
 
 
@@ -50,14 +35,97 @@ def test_images_the_device_refuses_take_the_cpu_path():
              for i in range(4)]
   records.append(ImageRecord('cmyk', 'test', image_zoo.cmyk_jpeg()))
   records.append(ImageRecord('empty', 'test', b''))
-  decoded, errors, on_device, _ = device_batches.decode_batch(
-      records, _RefusesEveryOther(CONFIG), CONFIG)
-  assert on_device == 2  # photos 0 and 2; 1 and 3 refused, CMYK screened out
-  assert sorted(image.key for image, _ in decoded) == [
-      'cmyk', 'photo-0', 'photo-1', 'photo-2', 'photo-3']
+  batch, errors = device_batches.batch_of(records, CONFIG)
+  assert [r.key for r, _ in batch.device] == [f'photo-{i}' for i in range(4)]
+  assert [r.key for r, _ in batch.decoded] == ['cmyk']
   assert errors == [decode_record(records[-1], CONFIG)]
-  assert isinstance(errors[0], ErrorRecord)
-  for image, pixels in decoded:  # the CPU path's pixels for the fallbacks
-    if image.key in ('photo-1', 'photo-3', 'cmyk'):
-      np.testing.assert_array_equal(pixels,
-                                    decode_record(image, CONFIG).pixels)
+  decoded, rows, refused_errors, _ = device_batches.decode_on_device(
+      batch, _RefusesEveryOther(CONFIG, 8), CONFIG)
+  assert not refused_errors
+  # Photos 0 and 2 on the device; 1 and 3 refused, so the CPU path's.
+  assert [image.key for image, _, _ in decoded] == ['photo-0', 'photo-2']
+  assert [image.key for image, _ in rows] == ['cmyk', 'photo-1', 'photo-3']
+  for image, pixels in rows:  # the CPU path's own rows
+    np.testing.assert_array_equal(pixels,
+                                  decode_record(image, CONFIG).pixels)
+  for image, pixels, turn in decoded:  # full size, as nvJPEG gives them
+    assert pixels.shape == (200, 300, 3) and turn == 1
+
+
+def _future(value):
+  done = futures.Future()
+  done.set_result(value)
+  return done
+
+
+def _decoded(key):
+  return DecodedImage(key, 'test', np.full((224, 224, 3), 7, np.uint8))
+
+
+def test_routed_batches_take_cpu_rows_as_they_finish():
+  batcher = batching.RoutedBatcher(4, 1 << 20, max_pending=8)
+  slow = futures.Future()
+  batcher.add_cpu(ImageRecord('slow', 'test', b'x'), slow)
+  batcher.add_cpu(ImageRecord('fast', 'test', b'x'), _future(_decoded('fast')))
+  for i in range(3):
+    batcher.add_device(ImageRecord(f'd{i}', 'test', b'y' * 10), None)
+  # 'fast' finished but queues behind 'slow': in order, nothing is full.
+  assert list(batcher.ready()) == []
+  batcher.add_device(ImageRecord('d3', 'test', b'y' * 10), None)
+  (full,) = batcher.ready()  # a slow decode never holds a batch back
+  assert [r.key for r, _ in full.device] == ['d0', 'd1', 'd2', 'd3']
+  assert full.decoded == []
+  slow.set_result(ErrorRecord('slow', 'test', 'decode', 'corrupt_image', '!'))
+  batcher.add_device(ImageRecord('d4', 'test', b'y' * 10), None)
+  assert list(batcher.ready()) == []
+  assert [e.key for e in batcher.errors()] == ['slow']
+  rest = list(batcher.drain())
+  assert [(len(b.decoded), len(b.device)) for b in rest] == [(1, 1)]
+  assert rest[0].decoded[0][0].key == 'fast'  # CPU rows first
+  assert batcher.errors() == []
+
+
+def test_routed_batches_close_on_encoded_bytes():
+  batcher = batching.RoutedBatcher(100, 25, max_pending=8)
+  for key in 'abc':
+    batcher.add_device(ImageRecord(key, 'test', b'z' * 10), None)
+  (first,) = batcher.ready()  # 30 bytes >= 25: the first two go out
+  assert [r.key for r, _ in first.device] == ['a', 'b']
+  assert [[r.key for r, _ in b.device] for b in batcher.drain()] == [['c']]
+
+
+def test_routed_batcher_bounds_the_cpu_decodes_under_way():
+  batcher = batching.RoutedBatcher(100, 1 << 20, max_pending=2)
+  oldest = futures.Future()
+  batcher.add_cpu(ImageRecord('a', 'test', b'x'), oldest)
+  batcher.add_cpu(ImageRecord('b', 'test', b'x'), _future(_decoded('b')))
+  assert batcher.waited_s == 0
+  timer = threading.Timer(0.3, oldest.set_result, [_decoded('a')])
+  timer.start()
+  # A third decode under way waits for the oldest first.
+  batcher.add_cpu(ImageRecord('c', 'test', b'x'), _future(_decoded('c')))
+  assert oldest.done() and batcher.waited_s >= 0.2
+  assert [r.key for b in batcher.drain() for r, _ in b.decoded] == [
+      'a', 'b', 'c']
+
+
+def test_routing_sends_only_baseline_jpegs_to_the_device():
+  progressive = image_zoo.encode(image_zoo.photo(), 'JPEG', quality=90,
+                                 progressive=True)
+  cases = {
+      'baseline': (image_zoo.jpeg(size=(300, 200)), routing.DEVICE),
+      'grayscale': (image_zoo.grayscale_jpeg(), routing.DEVICE),
+      'progressive': (progressive, 'progressive'),
+      'cmyk': (image_zoo.cmyk_jpeg(), 'cmyk'),
+      'png': (image_zoo.png(), 'not_jpeg'),
+      'empty': (b'', 'not_jpeg'),
+      'html': (image_zoo.text_as_jpg(), 'not_jpeg'),
+      'truncated': (image_zoo.truncated_jpeg(), 'other_jpeg'),
+      'huge': (image_zoo.huge_header_jpeg(), 'too_large'),
+      'tall': (image_zoo.jpeg(size=(4, 1000)), 'extreme_aspect'),
+  }
+  for name, (data, want) in cases.items():
+    route = routing.route(data, CONFIG)
+    assert route.category == want, (name, route)
+    assert route.on_device == (want == routing.DEVICE), name
+    assert route.category in routing.CATEGORIES

@@ -37,16 +37,22 @@ def rotated_jpeg(value: int) -> bytes:
   return out.getvalue()
 
 
+def _device_pixels(record):
+  """The GPU path's pixels for one JPEG on the stand-in: decoded as stored,
+  turned by the ragged resize's addresses."""
+  stand_in = decoders.PillowStandIn(CONFIG, 4)
+  batch, errors = device_batches.batch_of([record], CONFIG)
+  assert not errors and len(batch.device) == 1  # screened for the device
+  decoded, _, _, _ = device_batches.decode_on_device(batch, stand_in, CONFIG)
+  return np.asarray(stand_in.resize_batch(
+      [(p, turn) for _, p, turn in decoded], []))[0]
+
+
 @pytest.mark.parametrize('value', [3, 6, 8])
 def test_device_path_gives_the_cpu_paths_upright_pixels(value):
   record = ImageRecord(f'turned-{value}', 'test', rotated_jpeg(value))
-  decoded, errors, on_device, _ = device_batches.decode_batch(
-      [record], decoders.PillowStandIn(CONFIG), CONFIG)
-  assert not errors and on_device == 1  # screened for the device
   want = decode_record(record, CONFIG).pixels
-  np.testing.assert_array_equal(decoded[0][1], want)
+  np.testing.assert_array_equal(_device_pixels(record), want)
   # Without the turn the pixels differ: the test can fail.
-  unturned = device_batches.decode_batch(
-      [ImageRecord('plain', 'test', rotated_jpeg(1))],
-      decoders.PillowStandIn(CONFIG), CONFIG)[0][0][1]
+  unturned = _device_pixels(ImageRecord('plain', 'test', rotated_jpeg(1)))
   assert not np.array_equal(unturned, want)

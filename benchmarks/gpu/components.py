@@ -35,7 +35,7 @@ import numpy as np
 
 from benchmarks.gpu import profiles
 from transforms import imaging
-from transforms.gpu import routing
+from transforms.gpu import backend, routing
 
 CONFIG = imaging.DecodeConfig()
 
@@ -144,22 +144,20 @@ def ragged_resize_check(datas: Sequence[bytes], batch: int,
   """Time of one batch's ragged resize on the GPU, and its pixels against
   Pillow's rule (``resample.apply_plan``) on the same decoded pixels."""
   # pylint: disable=import-outside-toplevel
-  import jax
   import torch
   from transforms.gpu import decoders, jpeg_header, orientation, resample
-  device = jax.devices('gpu')[0]
-  decoder = decoders.NvjpegDecoder(0, CONFIG, device)
+  decoder = decoders.NvjpegDecoder(0, CONFIG, batch)
   part = list(datas[:batch])
   turns = [jpeg_header.screen(d, CONFIG.max_pixels).orientation for d in part]
   decoded = decoder.decode(part)
   items = [(p, t) for p, t in zip(decoded, turns) if p is not None]
 
   def step():
-    decoder.resize_batch(items, batch).block_until_ready()
+    decoder.resize_batch(items, []).block_until_ready()
     return len(items)
 
   rate = _timed(step, seconds)
-  out = np.asarray(decoder.resize_batch(items, batch))
+  out = np.asarray(decoder.resize_batch(items, []))
   worst = 0
   for index, (pixels, turn) in enumerate(items[:64]):
     upright = orientation.apply_numpy(
@@ -204,6 +202,8 @@ def main(argv=None) -> int:
   parser.add_argument('--model-processes', default='1,2,4')
   parser.add_argument('--threads', default='1,4,8,16')
   args = parser.parse_args(argv)
+  # Before JAX starts in this process: no preallocation, a small share.
+  backend.select('gpu')
   os.makedirs(args.out, exist_ok=True)
   results = {'cpu_cores': len(os.sched_getaffinity(0))}
 
@@ -214,7 +214,9 @@ def main(argv=None) -> int:
 
   for name in ('imagenet', 'web'):
     started = time.perf_counter()
-    datas = profiles.encode_all(profiles.draw_plans(name, args.distinct, 0))
+    with multiprocessing.get_context('spawn').Pool() as pool:
+      datas = profiles.encode_all(
+          profiles.draw_plans(name, args.distinct, 0), pool)
     routes = [routing.route(d, CONFIG) for d in datas]
     device = [d for d, r in zip(datas, routes) if r.on_device]
     cpu = [d for d, r in zip(datas, routes) if not r.on_device]

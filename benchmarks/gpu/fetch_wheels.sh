@@ -4,9 +4,29 @@
 # Beam or Keras lacks (docs/GPU_GROUNDWORK.md, section 4: 21 wheels, about
 # 38 MiB). run_on_device.sh installs them there with --no-deps.
 # Run here, in the repository root, with the project's venv.
+#
+# `fetch_wheels.sh codec` fills .whl-codec/ instead, for
+# `run_on_device.sh components` (which needs no Beam): nvImageCodec and
+# nvJPEG's library, to measure against torchvision, and Keras for the
+# model's runs (28 MiB; the two sets together pass the device tool's
+# 64 MiB a call, so a call carries one of them).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PIP=${PIP:-.venv/bin/pip}
+PLATFORMS="--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64
+  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
+  --platform manylinux1_x86_64 --platform manylinux_2_5_x86_64"
+if [ "${1:-}" = codec ]; then
+  mkdir -p .whl-codec
+  # shellcheck disable=SC2086
+  "$PIP" download -q --no-deps --only-binary=:all: --python-version 3.12 \
+    --implementation cp $PLATFORMS -d .whl-codec \
+    nvidia-nvimgcodec-cu13==0.9.0.20 nvidia-nvjpeg==13.3.2.43 \
+    keras==3.15.1 namex==0.1.0 optree==0.20.0
+  ls .whl-codec | wc -l
+  du -sh .whl-codec
+  exit 0
+fi
 mkdir -p .whl
 "$PIP" download -q --no-deps --only-binary=:all: --python-version 3.12 \
   --implementation cp --platform manylinux_2_28_x86_64 \

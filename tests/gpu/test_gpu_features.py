@@ -42,8 +42,10 @@ def test_gpu_decoded_features_are_close_to_the_cpu_paths(gpu_weights,
   device_model = model(gpu_weights, 'float32', 'none', 8)
   images = [ImageRecord(name, 'ref', data)
             for name, data in reference['jpegs'].items()]
+  batch, errors = device_batches.batch_of(images, config)
+  assert not errors and len(batch.device) == len(images)
   pending, errors = device_batches.start_batch(
-      images, decoders.NvjpegDecoder(0, config), device_model, 0, config)
+      batch, decoders.NvjpegDecoder(0, config, 8), device_model, 0, config)
   assert not errors and pending.on_device == len(images)
   features, errors = device_batches.finish_batch(pending)
   assert not errors

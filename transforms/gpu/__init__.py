@@ -1,13 +1,19 @@
-"""The GPU path (``--device gpu``): JPEGs decoded on the GPU with nvJPEG,
-VGG16 on Keras 3's JAX backend, one model replica per GPU.
+"""The GPU path (``--device gpu``): baseline JPEGs decoded on the GPU with
+nvJPEG, everything else by the CPU path's decoder beside it, VGG16 on
+Keras 3's JAX backend, one model replica per GPU.
 
-* ``backend``: picks the Keras backend for a device, before Keras loads.
-* ``jpeg_header``: which JPEGs nvJPEG may decode, from their headers.
+* ``backend``: picks the Keras backend for a device, before Keras loads;
+  how processes share a GPU.
+* ``jpeg_header``: what a JPEG is, from its header.
+* ``routing``: which decoder each image goes to.
 * ``orientation``: EXIF orientation as flips and a transpose.
-* ``resample``: the CPU path's crop/resize rule as weight matrices.
-* ``batching``: encoded images in batches bounded by count and bytes.
+* ``resample``: the CPU path's crop/resize rule, Pillow's arithmetic.
+* ``ragged_resize``: that rule for a batch of images of any sizes, in
+  one call on the device.
+* ``batching``: batches filled from both decoders, bounded by count and
+  bytes.
 * ``decoders``: nvJPEG on the GPU (and a Pillow stand-in for CPU tests).
 * ``device_model``: VGG16 jitted once, a replica per device.
-* ``device_batches``: one batch through screen, decode, stack and model.
+* ``device_batches``: one batch through decode, resize and model.
 * ``extract``: the Beam transform that ties them together.
 """

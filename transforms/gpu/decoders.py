@@ -36,7 +36,7 @@ class NvjpegDecoder:
   """
 
   def __init__(self, device_index: int, config: imaging.DecodeConfig,
-               jax_device):
+               batch_size: int):
     # pylint: disable=import-outside-toplevel
     import torch
     from torchvision import io as tv_io
@@ -45,7 +45,7 @@ class NvjpegDecoder:
     # apply_exif_orientation is ignored on CUDA: the resize applies it.
     self._decode_jpeg = functools.partial(
         tv_io.decode_jpeg, mode=tv_io.ImageReadMode.RGB, device=self._device)
-    self._resizer = ragged_resize.Resizer(config, jax_device)
+    self._resizer = ragged_resize.RaggedResize(config, batch_size)
 
   def decode(self, datas: Sequence[bytes]) -> List[Optional[Any]]:
     """Decodes JPEGs to ``(3, H, W)`` uint8 CUDA tensors, as stored; None
@@ -67,40 +67,36 @@ class NvjpegDecoder:
     except RuntimeError:
       return None
 
-  def resize_batch(self, images: Sequence[Tuple[Any, int]], batch_size: int):
-    """Images of any sizes into one ``(batch_size, S, S, 3)`` uint8 JAX
-    array on this device, zero-padded.
+  def resize_batch(self, images: Sequence[Tuple[Any, int]],
+                   rows: Sequence[np.ndarray]):
+    """A batch's images, of any sizes, into the model's input: one
+    ``(batch_size, S, S, 3)`` uint8 JAX array on this device, zero-padded.
 
     Args:
       images: ``(pixels, orientation)`` pairs: nvJPEG's ``(3, H, W)``
-        tensors with their EXIF orientation, or the CPU decoder's
-        model-sized ``(S, S, 3)`` numpy rows with orientation 1.
-      batch_size: Rows of the result.
+        tensors (from ``decode``) with their EXIF orientation.
+      rows: The CPU decoder's model-sized ``(S, S, 3)`` numpy rows; they
+        follow ``images`` in the batch.
     """
     torch = self._torch
-    parts, items, offset = [], [], 0
-    for pixels, turn in images:
-      if isinstance(pixels, torch.Tensor):
-        _, height, width = pixels.shape
-        layout = 'chw'
-      else:
-        height, width, _ = pixels.shape
-        layout = 'hwc'
-        pixels = torch.from_numpy(np.ascontiguousarray(pixels)).to(
-            self._device)
-      parts.append(pixels.reshape(-1))
-      items.append(ragged_resize.Item(offset, height, width, turn, layout))
-      offset += parts[-1].numel()
-    length = ragged_resize.padded_length(offset)
-    if length > offset:
-      parts.append(torch.zeros(length - offset, dtype=torch.uint8,
-                               device=self._device))
-    flat = torch.cat(parts)
+    sources, total = ragged_resize.back_to_back(
+        [tuple(p.shape) for p, _ in images] + [r.shape for r in rows],
+        [turn for _, turn in images] + [1] * len(rows),
+        ['chw'] * len(images) + ['hwc'] * len(rows),
+        resized=[False] * len(images) + [True] * len(rows))
+    packed = self._resizer.pack(sources)
+    parts = [p.reshape(-1) for p, _ in images]
+    if rows:  # one host-to-device copy for all the CPU rows
+      parts.append(torch.from_numpy(np.stack(rows)).to(self._device).reshape(
+          -1))
+    flat = torch.empty(packed.flat_size, dtype=torch.uint8,
+                       device=self._device)
+    torch.cat(parts, out=flat[:total])
     # JAX reads the memory on its own stream: let torch's work finish
     # first. The model of the previous batch keeps the GPU busy meanwhile.
     torch.cuda.current_stream(self._device).synchronize()
     import jax.dlpack  # pylint: disable=import-outside-toplevel
-    return self._resizer(jax.dlpack.from_dlpack(flat), items, batch_size)
+    return self._resizer.run(jax.dlpack.from_dlpack(flat), packed)
 
 
 class PillowStandIn:
@@ -111,8 +107,10 @@ class PillowStandIn:
   resize as on the GPU, on JAX's CPU device.
   """
 
-  def __init__(self, config: imaging.DecodeConfig, jax_device=None):
-    self._resizer = ragged_resize.Resizer(config, jax_device)
+  def __init__(self, config: imaging.DecodeConfig, batch_size: int,
+               jax_device=None):
+    self._resizer = ragged_resize.RaggedResize(config, batch_size)
+    self._jax_device = jax_device
 
   def decode(self, datas: Sequence[bytes]) -> List[Optional[np.ndarray]]:
     from PIL import Image  # pylint: disable=import-outside-toplevel
@@ -126,31 +124,28 @@ class PillowStandIn:
     return out
 
   def resize_batch(self, images: Sequence[Tuple[np.ndarray, int]],
-                   batch_size: int):
-    """As ``NvjpegDecoder.resize_batch``, from numpy ``(H, W, 3)`` arrays."""
-    parts, items, offset = [], [], 0
-    for pixels, turn in images:
-      height, width, _ = pixels.shape
-      parts.append(np.ascontiguousarray(pixels).reshape(-1))
-      items.append(ragged_resize.Item(offset, height, width, turn, 'hwc'))
-      offset += parts[-1].size
-    flat = np.zeros(ragged_resize.padded_length(offset), np.uint8)
-    if parts:
-      flat[:offset] = np.concatenate(parts)
-    return self._resizer(flat, items, batch_size)
+                   rows: Sequence[np.ndarray]):
+    """As ``NvjpegDecoder.resize_batch``, from numpy ``(H, W, 3)`` arrays,
+    on the model's JAX device."""
+    import jax  # pylint: disable=import-outside-toplevel
+    with jax.default_device(self._jax_device):
+      return self._resizer.resize_arrays(
+          [(p, turn, 'hwc') for p, turn in images] +
+          [(r, 1, 'hwc') for r in rows],
+          resized=[False] * len(images) + [True] * len(rows))
 
 
 def make_decoder(device_index: int, config: imaging.DecodeConfig,
-                 on_cpu: bool, jax_device=None):
+                 batch_size: int, on_cpu: bool, jax_device=None):
   """The decoder for one replica's device (``PillowStandIn`` on CPU).
 
   Args:
     device_index: The CUDA device's index.
     config: The decode rules.
+    batch_size: Rows of the model's batch.
     on_cpu: Use the stand-in (tests on machines without a GPU).
-    jax_device: The JAX device the model replica lives on; the resize
-      puts its batch there.
+    jax_device: The stand-in's JAX device (the model replica's).
   """
   if on_cpu:
-    return PillowStandIn(config, jax_device)
-  return NvjpegDecoder(device_index, config, jax_device)
+    return PillowStandIn(config, batch_size, jax_device)
+  return NvjpegDecoder(device_index, config, batch_size)

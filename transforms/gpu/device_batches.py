@@ -12,13 +12,13 @@ prepare the next batch meanwhile; ``finish_batch`` waits and gives the
 features.
 """
 import time
-from typing import Any, List, NamedTuple, Optional, Tuple
+from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
 from transforms import imaging
 from transforms.decode import decode_record
-from transforms.gpu import batching
+from transforms.gpu import batching, routing
 from transforms.records import ErrorRecord, FeatureRecord, ImageRecord
 
 # Full-size decoded pixels held on the device at once, per nvJPEG call
@@ -60,17 +60,37 @@ def _error(image: ImageRecord, stage: str, e: Exception) -> ErrorRecord:
                      str(e) or repr(e))
 
 
+def batch_of(images: Sequence[ImageRecord], config: imaging.DecodeConfig
+            ) -> Tuple[batching.Batch, List[ErrorRecord]]:
+  """Routes images and runs their CPU decodes now, one after another:
+  the batch ``ExtractOnDevice`` would make of them (which runs the CPU
+  decodes in a pool instead), and the errors of those decodes."""
+  device, decoded, errors = [], [], []
+  for image in images:
+    route = routing.route(image.data, config)
+    if route.on_device:
+      device.append((image, route.screen))
+      continue
+    result = decode_record(image, config)
+    if isinstance(result, ErrorRecord):
+      errors.append(result)
+    else:
+      decoded.append((image, result.pixels))
+  return batching.Batch(device, decoded), errors
+
+
 def decode_on_device(batch: batching.Batch, decoder,
                      config: imaging.DecodeConfig):
   """Decodes a batch's device images; the CPU path takes those refused.
 
   Returns:
-    ``(decoded, errors, on_device, timings)``: ``decoded`` holds
-    ``(image, pixels, orientation)`` triples, nvJPEG's full-size pixels
-    first (in the decoder's layout, EXIF orientation not yet applied),
-    then model-sized rows (the batch's CPU rows and the fallbacks, upright,
-    orientation 1); ``errors`` the CPU path's ``ErrorRecord`` of images it
-    cannot use either; ``timings`` seconds on the device and the fallback.
+    ``(decoded, rows, errors, timings)``: ``decoded`` holds
+    ``(image, pixels, orientation)`` triples of nvJPEG's full-size pixels
+    (in the decoder's layout, EXIF orientation not yet applied); ``rows``
+    ``(image, pixels)`` pairs of model-sized rows (the batch's CPU rows,
+    then the fallbacks); ``errors`` the CPU path's ``ErrorRecord`` of
+    images it cannot use either; ``timings`` seconds on the device and in
+    the fallback.
   """
   started = time.perf_counter()
   decoded: List[Tuple[ImageRecord, Any, int]] = []
@@ -87,18 +107,17 @@ def decode_on_device(batch: batching.Batch, decoder,
         refused.append(image)
       else:
         decoded.append((image, result, screen.orientation))
-  on_device = len(decoded)
   device_done = time.perf_counter()
   errors = []
-  rows = [(image, pixels, 1) for image, pixels in batch.decoded]
+  rows = list(batch.decoded)
   for image in refused:
     result = decode_record(image, config)
     if isinstance(result, ErrorRecord):
       errors.append(result)
     else:
-      rows.append((image, result.pixels, 1))
+      rows.append((image, result.pixels))
   timings = (device_done - started, time.perf_counter() - device_done)
-  return decoded + rows, errors, on_device, timings
+  return decoded, rows, errors, timings
 
 
 def start_batch(batch: batching.Batch, decoder, model, replica: int,
@@ -118,15 +137,15 @@ def start_batch(batch: batching.Batch, decoder, model, replica: int,
     of images that could not be decoded, or of the whole batch when the
     model could not be started.
   """
-  decoded, errors, on_device, (device_decode, fallback_decode) = (
+  decoded, rows, errors, (device_decode, fallback_decode) = (
       decode_on_device(batch, decoder, config))
-  if not decoded:
+  if not decoded and not rows:
     return None, errors
-  good = [image for image, _, _ in decoded]
+  good = [image for image, _, _ in decoded] + [image for image, _ in rows]
   try:
     started = time.perf_counter()
     pixels = decoder.resize_batch([(p, turn) for _, p, turn in decoded],
-                                  model.batch_size)
+                                  [p for _, p in rows])
     resized = time.perf_counter()
     outputs = model(pixels, replica)
     dispatched = time.perf_counter()
@@ -136,7 +155,7 @@ def start_batch(batch: batching.Batch, decoder, model, replica: int,
     return None, errors + [_error(image, 'inference', e) for image in good]
   timings = Timings(device_decode, fallback_decode, resized - started,
                     dispatched - resized)
-  return PendingBatch(good, outputs, on_device, timings), errors
+  return PendingBatch(good, outputs, len(decoded), timings), errors
 
 
 def finish_batch(pending: PendingBatch

@@ -74,7 +74,8 @@ def load_runtime(model_config: vgg16.ModelConfig,
   on_cpu = backend.on_cpu_stand_in()
   devices = visible_devices(on_cpu)
   model = DeviceModel(model_config, devices)
-  made = [decoders.make_decoder(index, decode_config, on_cpu, device)
+  made = [decoders.make_decoder(index, decode_config, model.batch_size,
+                                 on_cpu, device)
           for index, device in enumerate(devices)]
   # Pillow releases the GIL while it decodes and resizes, so threads
   # decode in parallel; the process's share of the machine's cores.

@@ -17,18 +17,13 @@ shows the share of images each way.
 from typing import NamedTuple
 
 from transforms import imaging
-from transforms.gpu import jpeg_header, orientation
+from transforms.gpu import jpeg_header, ragged_resize
 
 # Where an image goes, and why. 'device' is nvJPEG's hardware path; every
 # other category is decoded on the CPU.
 DEVICE = 'device'
 CATEGORIES = (DEVICE, 'progressive', 'not_jpeg', 'cmyk', 'too_large',
               'extreme_aspect', 'other_jpeg')
-
-# Pillow's resize runs its vertical pass first for images over this many
-# times taller than wide (``resample``), an order the device's resize does
-# not reproduce; they are rare enough for the CPU.
-_TALL_RATIO = 100
 
 
 class Route(NamedTuple):
@@ -55,13 +50,6 @@ def _cpu_category(screen: jpeg_header.JpegScreen) -> str:
   return 'other_jpeg'
 
 
-def upright_size(screen: jpeg_header.JpegScreen):
-  """``(width, height)`` after the EXIF orientation."""
-  if orientation.swaps_axes(screen.orientation):
-    return screen.height, screen.width
-  return screen.width, screen.height
-
-
 def route(data: bytes, config: imaging.DecodeConfig) -> Route:
   """Screens one encoded image and picks its decoder (never raises).
 
@@ -78,7 +66,9 @@ def route(data: bytes, config: imaging.DecodeConfig) -> Route:
     return Route(False, _cpu_category(screen), screen)
   if screen.progressive:
     return Route(False, 'progressive', screen)
-  width, height = upright_size(screen)
-  if height > width * _TALL_RATIO and config.image_size < height:
+  if not ragged_resize.supported(screen.width, screen.height,
+                                 screen.orientation, config):
+    # Over 100 times taller than wide: Pillow resizes such images
+    # vertically first, an order the device's resize does not do.
     return Route(False, 'extreme_aspect', screen)
   return Route(True, DEVICE, screen)
