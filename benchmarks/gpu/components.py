@@ -27,6 +27,7 @@ import json
 import multiprocessing
 import os
 import sys
+import threading
 import time
 from concurrent import futures
 from typing import Callable, Dict, List, Sequence
@@ -49,12 +50,46 @@ def _timed(step: Callable[[], int], seconds: float) -> float:
   return done / (time.perf_counter() - started)
 
 
+def _counting(seconds: float, stop: threading.Event) -> Callable[[], float]:
+  """A thread that counts in pure Python until ``stop``: its rate while
+  another thread decodes, over its rate alone, is the share of the time
+  that the decoding thread leaves the GIL to others."""
+  count = [0]
+
+  def run():
+    while not stop.is_set():
+      count[0] += 1
+
+  thread = threading.Thread(target=run, daemon=True)
+  started = time.perf_counter()
+  thread.start()
+
+  def rate():
+    stop.set()
+    thread.join()
+    return count[0] / (time.perf_counter() - started)
+
+  return rate
+
+
+def gil_left(step: Callable[[], int], seconds: float) -> Dict[str, float]:
+  """Images/s of ``step`` and the share of the GIL it leaves to another
+  Python thread meanwhile (1: releases it throughout)."""
+  idle = _counting(seconds, threading.Event())
+  time.sleep(min(1.0, seconds))
+  alone = idle()
+  busy = _counting(seconds, threading.Event())
+  images_per_s = _timed(step, seconds)
+  return {'images_per_s': round(images_per_s, 1),
+          'gil_left_to_others': round(busy() / alone, 3)}
+
+
 def _batches(datas: Sequence[bytes], size: int) -> List[List[bytes]]:
   return [list(datas[i:i + size]) for i in range(0, len(datas) - size + 1,
                                                   size)] or [list(datas)]
 
 
-def _torchvision_worker(datas, batch, seconds, barrier) -> float:
+def _torchvision_worker(datas, batch, seconds, barrier, probe=False):
   # pylint: disable=import-outside-toplevel
   import torch
   from torchvision import io as tv_io
@@ -70,11 +105,13 @@ def _torchvision_worker(datas, batch, seconds, barrier) -> float:
     return len(part)
 
   step()
+  if probe:
+    return gil_left(step, seconds)
   barrier.wait()
   return _timed(step, seconds)
 
 
-def _nvimgcodec_worker(datas, batch, seconds, barrier) -> float:
+def _nvimgcodec_worker(datas, batch, seconds, barrier, probe=False):
   # pylint: disable=import-outside-toplevel
   from nvidia import nvimgcodec
   decoder = nvimgcodec.Decoder(backends=[
@@ -94,6 +131,8 @@ def _nvimgcodec_worker(datas, batch, seconds, barrier) -> float:
     return len(part)
 
   step()
+  if probe:
+    return gil_left(step, seconds)
   barrier.wait()
   return _timed(step, seconds)
 
@@ -201,6 +240,8 @@ def main(argv=None) -> int:
   parser.add_argument('--processes', default='1,2,4,8')
   parser.add_argument('--model-processes', default='1,2,4')
   parser.add_argument('--threads', default='1,4,8,16')
+  parser.add_argument('--profiles', default='imagenet,web')
+  parser.add_argument('--codec-processes', default='1,4')
   args = parser.parse_args(argv)
   # Before JAX starts in this process: no preallocation, a small share.
   backend.select('gpu')
@@ -212,7 +253,7 @@ def main(argv=None) -> int:
       json.dump(results, f, indent=1)
     print(json.dumps(results), flush=True)
 
-  for name in ('imagenet', 'web'):
+  for name in args.profiles.split(','):
     started = time.perf_counter()
     with multiprocessing.get_context('spawn').Pool() as pool:
       datas = profiles.encode_all(
@@ -227,15 +268,19 @@ def main(argv=None) -> int:
     entry['generated_s'] = round(time.perf_counter() - started, 1)
     entry['routed'] = {k: round(v, 4) for k, v in sorted(shares.items())}
     save()
-    entry['torchvision'] = {}
+    entry['torchvision'] = {'one_process_gil': _torchvision_worker(
+        device, args.batch, args.seconds, None, probe=True)}
+    save()
     for p in (int(x) for x in args.processes.split(',')):
       entry['torchvision'][p] = in_processes(
           _torchvision_worker, p, device, args.batch, args.seconds)
       save()
     try:
       import nvidia.nvimgcodec  # pylint: disable=import-outside-toplevel,unused-import
-      entry['nvimgcodec'] = {}
-      for p in (1, 4):
+      entry['nvimgcodec'] = {'one_process_gil': _nvimgcodec_worker(
+          device, args.batch, args.seconds, None, probe=True)}
+      save()
+      for p in (int(x) for x in args.codec_processes.split(',')):
         entry['nvimgcodec'][p] = in_processes(
             _nvimgcodec_worker, p, device, args.batch, args.seconds)
         save()

@@ -24,11 +24,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
 
 
 def _children(pid: int) -> List[int]:
+  """Every thread's children: Beam starts its worker processes from a
+  thread of its own, and /proc lists children by the thread that made
+  them."""
+  found = []
   try:
-    with open(f'/proc/{pid}/task/{pid}/children') as f:
-      return [int(p) for p in f.read().split()]
+    for task in os.listdir(f'/proc/{pid}/task'):
+      with open(f'/proc/{pid}/task/{task}/children') as f:
+        found.extend(int(p) for p in f.read().split())
   except OSError:
-    return []
+    pass
+  return found
 
 
 def _rss_kib(pid: int) -> int:
