@@ -5,7 +5,9 @@
 GPU path decodes at full size and must give the same pixels, so this
 module reproduces Pillow 12.3's resampler (``libImaging/Resample.c``) as
 dense matrices that a GPU applies as batched matrix products; images of
-one size share one plan.
+one size share one plan. ``axis_taps`` gives the same coefficients as
+taps (source index, 22-bit integer), which ``ragged_resize`` applies to
+batches of mixed sizes.
 
 What Pillow does, and what is mirrored here:
 
@@ -55,26 +57,20 @@ def _bilinear(x: np.ndarray) -> np.ndarray:
   return np.where(x < 1.0, 1.0 - x, 0.0)
 
 
-def axis_weights(in_size: int, box_start: float, box_end: float,
-                 out_size: int) -> Tuple[int, np.ndarray]:
-  """Pillow's BILINEAR coefficients for one axis, as a dense matrix.
+def _coefficients(in_size: int, box_start: float, box_end: float,
+                  out_size: int) -> Tuple[np.ndarray, np.ndarray]:
+  """Pillow's BILINEAR taps for one axis: the one computation behind
+  ``axis_taps`` and ``axis_weights``.
 
   Follows ``precompute_coeffs`` and ``normalize_coeffs_8bpc`` operation by
   operation (same float32/float64 steps, same summation order), so the
   fixed-point coefficients are bit for bit Pillow's.
 
-  Args:
-    in_size: Source length along the axis, in pixels.
-    box_start: Start of the source box along the axis (may be fractional).
-    box_end: End of the source box along the axis.
-    out_size: Output length along the axis.
-
   Returns:
-    ``(first, weights)``: the first source index any output reads, and a
-    float32 ``(out_size, span)`` matrix over source indices
-    ``[first, first + span)``, each entry a 22-bit fixed-point coefficient
-    divided by 2**22 (exact in float32). ``span`` covers only the indices
-    some output reads, so a crop costs its own width, not the image's.
+    ``(index, fixed)``, both ``(out_size, K)`` with K the largest tap
+    count: int64 source indices and the 22-bit coefficients (as float64
+    whole numbers). An unused tap repeats its output's first index with
+    coefficient 0, so every index is one that output reads anyway.
   """
   # The box arrives in C as float; the difference is taken in float too.
   in0 = np.float32(box_start)
@@ -89,7 +85,10 @@ def axis_weights(in_size: int, box_start: float, box_end: float,
   xmax = np.minimum((center + support + 0.5).astype(np.int64), in_size)
   count = xmax - xmin
 
-  taps = np.arange(ksize)
+  # Taps past the largest count are unused everywhere: C sets them to 0
+  # (they add nothing to the totals below), so they are left out here.
+  width = max(int(count.max()), 1)
+  taps = np.arange(min(ksize, width))
   index = xmin[:, None] + taps[None, :]
   used = taps[None, :] < count[:, None]
   weights = np.where(
@@ -97,22 +96,82 @@ def axis_weights(in_size: int, box_start: float, box_end: float,
       0.0)
   # Summed tap by tap, in C's order: np.sum's pairwise order could differ
   # in the last bit and move a coefficient across a rounding boundary.
-  total = np.zeros(out_size)
-  for tap in range(ksize):
-    total = total + weights[:, tap]
+  # accumulate adds each column to the sum of those before it, in turn.
+  total = np.add.accumulate(weights, axis=1)[:, -1]
   weights = np.where(total[:, None] != 0.0,
                      weights / np.where(total == 0.0, 1.0, total)[:, None],
                      weights)
   # normalize_coeffs_8bpc; bilinear coefficients are never negative, for
   # which C would round away from zero instead.
   fixed = np.floor(0.5 + weights * _ONE)
+  return np.where(used, index, xmin[:, None]), fixed
 
-  first = int(xmin[0])
-  span = int(np.max(xmin + count)) - first
+
+def axis_taps(in_size: int, box_start: float, box_end: float,
+              out_size: int) -> Tuple[np.ndarray, np.ndarray]:
+  """Pillow's BILINEAR coefficients for one axis, as taps.
+
+  Output ``o`` of a pass is
+  ``clip((2**21 + sum_t pixel[index[o, t]] * coefficients[o, t]) >> 22,
+  0, 255)``, Pillow's 8-bit pass exactly, in int32 and in any order of
+  summation: the coefficients are >= 0 and sum to about 2**22, so no
+  partial sum reaches 2**31.
+
+  Args:
+    in_size: Source length along the axis, in pixels.
+    box_start: Start of the source box along the axis (may be fractional).
+    box_end: End of the source box along the axis.
+    out_size: Output length along the axis.
+
+  Returns:
+    ``(index, coefficients)``, both int32 ``(out_size, K)``, K the largest
+    tap count of this axis: the source index each tap reads (in
+    ``[0, in_size)``) and its 22-bit fixed-point coefficient. Unused taps
+    have coefficient 0 and repeat an index their output reads anyway.
+  """
+  index, fixed = _coefficients(in_size, box_start, box_end, out_size)
+  return index.astype(np.int32), fixed.astype(np.int32)
+
+
+def axis_weights(in_size: int, box_start: float, box_end: float,
+                 out_size: int) -> Tuple[int, np.ndarray]:
+  """Pillow's BILINEAR coefficients for one axis, as a dense matrix.
+
+  The taps of ``axis_taps``, spread out.
+
+  Args:
+    in_size: Source length along the axis, in pixels.
+    box_start: Start of the source box along the axis (may be fractional).
+    box_end: End of the source box along the axis.
+    out_size: Output length along the axis.
+
+  Returns:
+    ``(first, weights)``: the first source index any output reads, and a
+    float32 ``(out_size, span)`` matrix over source indices
+    ``[first, first + span)``, each entry a 22-bit fixed-point coefficient
+    divided by 2**22 (exact in float32). ``span`` covers only the indices
+    some output reads, so a crop costs its own width, not the image's.
+  """
+  index, fixed = _coefficients(in_size, box_start, box_end, out_size)
+  # Unused taps repeat an index of their row, so the extremes of ``index``
+  # are those of the used taps.
+  first = int(index.min())
+  span = int(index.max()) + 1 - first
   matrix = np.zeros((out_size, span), dtype=np.float32)
   rows = np.broadcast_to(np.arange(out_size)[:, None], index.shape)
-  matrix[rows[used], index[used] - first] = fixed[used] / _ONE
+  # Adding (not assigning): an unused tap adds its 0 to a used entry.
+  np.add.at(matrix, (rows, index - first), (fixed / _ONE).astype(np.float32))
   return first, matrix
+
+
+def vertical_first(width: int, height: int,
+                   config: imaging.DecodeConfig) -> bool:
+  """Whether Pillow resizes this (upright) image vertically first.
+
+  ``Image.resize`` does for images over 100 times taller than wide that
+  shrink vertically.
+  """
+  return height > width * _TALL_RATIO and config.image_size < height
 
 
 class ResizePlan(NamedTuple):
@@ -174,7 +233,7 @@ def resize_plan(width: int, height: int,
       top=top, rows=rows, left=left, cols=cols,
       skip_vertical=_is_identity(rows),
       skip_horizontal=_is_identity(cols),
-      vertical_first=height > width * _TALL_RATIO and size < height)
+      vertical_first=vertical_first(width, height, config))
 
 
 def _round_to_uint8_range(values: np.ndarray) -> np.ndarray:
@@ -232,8 +291,13 @@ def apply_plan(pixels: np.ndarray, plan: ResizePlan,
   def horizontal(x):
     if plan.skip_horizontal:
       return x[:, :plan.cols.shape[0]]
-    # (S, w) @ (h, w, 3) -> (h, S, 3): one product per source row.
-    return _round_to_uint8_range(np.matmul(plan.cols.astype(dtype), x))
+    # (S, w) @ (w, h * 3) -> (h, S, 3) in one product: a product per
+    # source row costs a BLAS call each, which a busy machine makes slow.
+    height, width, channels = x.shape
+    out = np.matmul(plan.cols.astype(dtype),
+                    np.moveaxis(x, 1, 0).reshape(width, -1))
+    return _round_to_uint8_range(
+        out.reshape(-1, height, channels).transpose(1, 0, 2))
 
   def vertical(x):
     if plan.skip_vertical:
