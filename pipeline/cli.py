@@ -124,7 +124,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                           device=flags.device)
       rest = demo.prepare_demo_args(rest, sub_parsers[command])
     parsed = options.parse_run_args(rest, sub_parsers[command])
-    line = console.precision_line(parsed.job.model, parsed.precision_given)
+    line = console.precision_line(
+        parsed.job.model, options.precision_given(rest, sub_parsers[command]))
     if line:
       print(line, flush=True)
     console.quiet_start(flags.verbose,

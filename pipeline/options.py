@@ -146,13 +146,10 @@ class ParsedRun(NamedTuple):
     beam_args: Beam flags: the run config's first, then those of the
       command line; ``--runner=FnApiRunner`` in front when none is given.
     wait: Whether to wait for the job to finish.
-    precision_given: Whether ``--precision`` was set (on the command line
-      or in the run config), rather than taken from the device's default.
   """
   job: JobConfig
   beam_args: List[str]
   wait: bool = True
-  precision_given: bool = False
 
 
 def _to_flags(settings: dict) -> List[str]:
@@ -288,5 +285,22 @@ def parse_run_args(
     # Beam's default, the DirectRunner, first tries to download the Prism
     # runner; its batch engine, FnApiRunner, runs here without it.
     beam_flags.insert(0, f'--runner={DEFAULT_RUNNER}')
-  return ParsedRun(job_config_from_args(args), beam_flags, args.wait,
-                   precision_given=args.precision is not None)
+  return ParsedRun(job_config_from_args(args), beam_flags, args.wait)
+
+
+def precision_given(argv: Optional[Sequence[str]],
+                    parser: Optional[argparse.ArgumentParser] = None) -> bool:
+  """Whether ``--precision`` is set, on the command line or in the run
+  config's job defaults, rather than left to the device's default."""
+  parser = parser or run_parser()
+  argv = list(argv or [])
+  args, _ = parser.parse_known_args(argv)
+  if args.precision is not None:
+    return True
+  if not args.config:
+    return False
+  job_flags = [a.option_strings[0][2:] for a in parser._actions
+               if a.option_strings and a.option_strings[0].startswith('--')]
+  _, file_job_args = read_run_config(args.config, job_flags)
+  return any(a == '--precision' or a.startswith('--precision=')
+             for a in file_job_args)

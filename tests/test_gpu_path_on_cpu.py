@@ -166,3 +166,63 @@ def test_batch_defaults_depend_on_the_device():
   job = options.parse_run_args(['--input', 'x', '--output', 'y', '--device',
                                 'gpu', '--batch-size', '64']).job
   assert job.model.batch_size == 64
+
+
+def test_precision_defaults_to_bfloat16_on_gpu_and_the_run_says_so(tmp_path):
+  from pipeline import console, options  # pylint: disable=import-outside-toplevel
+  base = ['--input', 'x', '--output', 'y']
+  gpu = options.parse_run_args(base + ['--device', 'gpu']).job.model
+  assert gpu.precision == 'bfloat16'
+  assert options.parse_run_args(base).job.model.precision == 'float32'
+  assert not options.precision_given(base + ['--device', 'gpu'])
+  assert 'the gpu default' in console.precision_line(gpu, False)
+  chosen = options.parse_run_args(
+      base + ['--device', 'gpu', '--precision', 'float32']).job.model
+  assert chosen.precision == 'float32'
+  assert options.precision_given(base + ['--precision', 'float32'])
+  assert 'true float32 (--precision float32' in console.precision_line(
+      chosen, True)
+  # A run config's job defaults count as chosen.
+  config = tmp_path / 'gpu.yaml'
+  config.write_text('runner: FnApiRunner\nfeaturize:\n  precision: float32\n')
+  argv = base + ['--device', 'gpu', '--config', str(config)]
+  assert options.parse_run_args(argv).job.model.precision == 'float32'
+  assert options.precision_given(argv)
+  assert console.precision_line(
+      options.parse_run_args(base).job.model, False) is None  # cpu
+
+
+def test_processes_sharing_a_gpu_take_their_share(monkeypatch):
+  from transforms.gpu import backend  # pylint: disable=import-outside-toplevel
+  assert backend.memory_fraction(1) == 0.4
+  assert backend.memory_fraction(2) == 0.4
+  assert backend.memory_fraction(4) == 0.2
+  assert backend.memory_fraction(8) == 0.1
+  monkeypatch.delenv(backend.CPU_DECODE_THREADS_ENV, raising=False)
+  assert backend.cpu_decode_threads(cores=16, processes=4) == 4
+  assert backend.cpu_decode_threads(cores=2, processes=4) == 1
+  monkeypatch.setenv(backend.CPU_DECODE_THREADS_ENV, '3')
+  assert backend.cpu_decode_threads(cores=16, processes=4) == 3
+  # The launcher gives its workers their share, unless the user chose one.
+  monkeypatch.delenv('XLA_PYTHON_CLIENT_MEM_FRACTION', raising=False)
+  monkeypatch.delenv('FEATURIZE_JAX_MEMORY_FRACTION_DEFAULTED',
+                     raising=False)
+  monkeypatch.delenv(backend.GPU_PROCESSES_ENV, raising=False)
+  backend.share_gpus(4)
+  assert os.environ['XLA_PYTHON_CLIENT_MEM_FRACTION'] == '0.2'
+  assert backend.gpu_processes() == 4
+  monkeypatch.setenv('XLA_PYTHON_CLIENT_MEM_FRACTION', '0.5')
+  monkeypatch.delenv('FEATURIZE_JAX_MEMORY_FRACTION_DEFAULTED')
+  backend.share_gpus(2)
+  assert os.environ['XLA_PYTHON_CLIENT_MEM_FRACTION'] == '0.5'
+
+
+def test_local_worker_processes_follow_the_runner_flags():
+  from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=import-outside-toplevel
+  from pipeline.run import local_worker_processes  # pylint: disable=import-outside-toplevel
+  assert local_worker_processes(PipelineOptions([])) == 1
+  assert local_worker_processes(PipelineOptions(
+      ['--direct_num_workers=4', '--direct_running_mode=in_memory'])) == 1
+  assert local_worker_processes(PipelineOptions(
+      ['--direct_num_workers=4',
+       '--direct_running_mode=multi_processing'])) == 4
