@@ -24,6 +24,7 @@ import dataclasses
 import itertools
 import logging
 import os
+import sys
 import threading
 import time
 from collections import deque
@@ -48,6 +49,16 @@ IN_FLIGHT_PER_DEVICE = 2
 # CPU decodes under way or finished but not yet in a batch, per DoFn, in
 # batches: bounds their memory (encoded bytes and 150 KB rows).
 PENDING_CPU_BATCHES = 2
+# How often a thread waiting for the GIL may take it (seconds; Python's
+# default is 0.005). nvJPEG's batched decode gives the GIL up and takes it
+# back many times a batch, and each time waits for a Python-busy thread
+# (the bundle's) to reach its switch interval: on an H200 it decoded
+# 12,538 images/s alone but 207 beside one busy thread at 0.005, 2,158 at
+# 0.0005 and 5,666 at 0.0001, where the busy thread kept 97% of its own
+# speed (benchmarks/results/gpu/run8-switch-interval.txt). Set once per
+# process, by the GPU path only.
+SWITCH_INTERVAL_S = 0.0001
+SWITCH_INTERVAL_ENV = 'FEATURIZE_GPU_SWITCH_INTERVAL_S'
 # Benchmark seam: "1" prepares batches on the bundle's own thread (no
 # helper thread), to measure what the helper thread buys.
 INLINE_PREPARE_ENV = 'FEATURIZE_GPU_INLINE_PREPARE'
@@ -71,6 +82,8 @@ class DeviceRuntime:
 def load_runtime(model_config: vgg16.ModelConfig,
                  decode_config: imaging.DecodeConfig) -> DeviceRuntime:
   """Builds the model on every visible GPU and a decoder for each."""
+  sys.setswitchinterval(float(os.environ.get(SWITCH_INTERVAL_ENV,
+                                             SWITCH_INTERVAL_S)))
   on_cpu = backend.on_cpu_stand_in()
   devices = visible_devices(on_cpu)
   model = DeviceModel(model_config, devices)
