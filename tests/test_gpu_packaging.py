@@ -3,6 +3,8 @@ without a GPU or Docker: the image against setup.py, the job built
 offline by Beam's DataflowRunner (``--dry_run``)."""
 import os
 import re
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -89,3 +91,24 @@ def test_dataflow_gpu_job_runs_extract_on_device_with_one_process(gpu_job):
   service = job.options.view_as(GoogleCloudOptions).dataflow_service_options
   assert any(o.startswith('worker_accelerator=type:nvidia-l4;count:1;'
                           'install-nvidia-driver') for o in service)
+
+
+def test_the_cpu_path_imports_without_jax_or_torch():
+  """A plain install has neither: the pipeline's graph names the GPU
+  path's modules, which must import theirs only when they run."""
+  code = '''
+import sys
+class Block:
+  def find_spec(self, name, path, target=None):
+    if name.split('.')[0] in ('jax', 'jaxlib', 'torch', 'torchvision'):
+      raise ImportError('blocked ' + name)
+sys.meta_path.insert(0, Block())
+import pipeline.build, pipeline.cli, transforms.gpu.extract
+from transforms.gpu import routing
+from transforms import imaging
+print(routing.route(b'not an image', imaging.DecodeConfig()).category)
+'''
+  done = subprocess.run([sys.executable, '-c', code], cwd=ROOT,
+                        capture_output=True, text=True, check=False)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert done.stdout.strip() == 'not_jpeg'

@@ -15,10 +15,10 @@ GPU runs the batch before.
 One ``DeviceRuntime`` per process, through Beam's ``shared.Shared`` like
 RunInference's model cache, holds one model replica and one decoder per
 GPU and the CPU decoder's threads. Several processes may share one GPU
-(``backend.GPU_PROCESSES_ENV``: each then takes its share of the GPU's
-memory), which is how a local run gets enough host cores to feed it
-(README, "Running on GPUs"). Each DoFn instance sends its batches to the
-GPUs in turn and keeps at most two per GPU in flight.
+(``backend.GPU_PROCESSES_ENV``): each then takes its share of the GPU's
+memory and of the machine's cores (README, "Running on GPUs"). Each DoFn
+instance sends its batches to the GPUs in turn and keeps at most two per
+GPU in flight.
 """
 import dataclasses
 import itertools

@@ -80,8 +80,6 @@ import functools
 import math
 from typing import List, NamedTuple, Optional, Sequence, Tuple
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from transforms import imaging
@@ -605,8 +603,14 @@ def pack(sources: Sequence[Source], config: imaging.DecodeConfig,
   return _build(prepared, capacity, batch_size)
 
 
+# JAX is imported by the device functions when they are first traced, not
+# with this module: the pipeline's graph names the GPU path's modules on
+# the CPU path too, and a CPU install has no JAX.
+
+
 def _to_uint8(sums):
   """Pillow's rounding and ``clip8`` of a fixed-point sum."""
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   shifted = jnp.right_shift(sums + _HALF, resample.PRECISION_BITS)
   return jnp.clip(shifted, 0, 255).astype(jnp.uint8)
 
@@ -619,6 +623,7 @@ def _horizontal_sums(flat, tables: Tables, base, chunk):
   at a time (a static loop), so that XLA fuses the gathers and sums into
   one loop, with no ``n x S x T`` array of addresses.
   """
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   base = base[:, None, None]
   channel = (tables.channel_stride[chunk][:, None, None] *
              jnp.arange(_CHANNELS, dtype=jnp.int32))
@@ -635,6 +640,7 @@ def _horizontal_sums(flat, tables: Tables, base, chunk):
 def _vertical_sums(intermediate, rows, coef):
   """int32 ``(n, S, 3)`` sums of vertical items (``rows``, ``coef`` of
   shape ``(n, taps)``)."""
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   sums = None
   for tap in range(coef.shape[1]):
     picked = jnp.take(intermediate, rows[:, tap], axis=0, mode='clip')
@@ -647,6 +653,8 @@ def _over_chunks(count: int, sums_of_chunk, shape):
   """The sum over ``count`` chunks of ``sums_of_chunk(k)``: a loop that is
   not unrolled, so that a batch whose largest image needs many chunks
   compiles no larger program (one fused loop body, ``count`` launches)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   if count == 1:
     return sums_of_chunk(0)
   return jax.lax.fori_loop(
@@ -669,6 +677,7 @@ def _horizontal(flat, tables: Tables):
 
 def _vertical(intermediate, tables: Tables, batch_size: int):
   """``(B, S, S, 3)`` uint8 from the intermediate rows."""
+  import jax  # pylint: disable=import-outside-toplevel
   size = tables.x_coef.shape[1]
   taps = tables.line_coef.shape[1]
 
@@ -686,7 +695,12 @@ def _vertical(intermediate, tables: Tables, batch_size: int):
       batch_size, size, size, _CHANNELS)
 
 
-@functools.partial(jax.jit, static_argnames=('batch_size',))
+@functools.lru_cache(maxsize=None)
+def _jitted():
+  import jax  # pylint: disable=import-outside-toplevel
+  return jax.jit(_resize, static_argnames=('batch_size',))
+
+
 def resize(flat, tables: Tables, batch_size: int):
   """Resizes a packed batch on the device (jitted).
 
@@ -702,6 +716,11 @@ def resize(flat, tables: Tables, batch_size: int):
     ``(batch_size, S, S, 3)`` uint8, upright HWC, Pillow's pixels exactly;
     rows past ``Packed.count`` are zeros.
   """
+  return _jitted()(flat, tables, batch_size=batch_size)
+
+
+def _resize(flat, tables: Tables, batch_size: int):
+  """``resize``'s computation, traced by ``jax.jit``."""
   return _vertical(_horizontal(flat, tables), tables, batch_size)
 
 
@@ -812,6 +831,7 @@ class RaggedResize:
     Raises:
       ValueError: ``flat`` ends before the last image does.
     """
+    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
     length = flat.shape[0]
     if length < packed.end:
       raise ValueError(f'flat buffer of {length} bytes; the images end at '
@@ -833,6 +853,7 @@ class RaggedResize:
     Returns:
       ``(batch_size, S, S, 3)`` uint8 JAX array.
     """
+    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
     sources, total = back_to_back([a.shape for a, _, _ in images],
                                   [turn for _, turn, _ in images],
                                   [layout for _, _, layout in images],
