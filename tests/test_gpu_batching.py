@@ -9,17 +9,11 @@ import numpy as np
 from tests import image_zoo
 from transforms import imaging
 from transforms.decode import decode_record
-from transforms.gpu import batching, decoders, device_batches, routing
+from transforms.gpu import (batching, decoders, device_batches, jpeg_header,
+                            routing)
 from transforms.records import DecodedImage, ErrorRecord, ImageRecord
 
 CONFIG = imaging.DecodeConfig()
-
-
-def test_chunks_by_bytes_keep_order_and_bound():
-  sizes = [5, 5, 5, 20, 1, 1]
-  chunks = batching.chunks_by_bytes(sizes, 10)
-  assert [list(c) for c in chunks] == [[0, 1], [2], [3], [4, 5]]
-  assert batching.chunks_by_bytes([], 10) == []
 
 
 class _RefusesEveryOther(decoders.PillowStandIn):
@@ -52,6 +46,9 @@ def test_images_the_device_refuses_take_the_cpu_path():
     assert pixels.shape == (200, 300, 3) and turn == 1
 
 
+SMALL = jpeg_header.JpegScreen(True, width=30, height=20)
+
+
 def _future(value):
   done = futures.Future()
   done.set_result(value)
@@ -63,20 +60,20 @@ def _decoded(key):
 
 
 def test_routed_batches_take_cpu_rows_as_they_finish():
-  batcher = batching.RoutedBatcher(4, 1 << 20, max_pending=8)
+  batcher = batching.RoutedBatcher(4, 1 << 20, 1 << 30, max_pending=8)
   slow = futures.Future()
   batcher.add_cpu(ImageRecord('slow', 'test', b'x'), slow)
   batcher.add_cpu(ImageRecord('fast', 'test', b'x'), _future(_decoded('fast')))
   for i in range(3):
-    batcher.add_device(ImageRecord(f'd{i}', 'test', b'y' * 10), None)
+    batcher.add_device(ImageRecord(f'd{i}', 'test', b'y' * 10), SMALL)
   # 'fast' finished but queues behind 'slow': in order, nothing is full.
   assert list(batcher.ready()) == []
-  batcher.add_device(ImageRecord('d3', 'test', b'y' * 10), None)
+  batcher.add_device(ImageRecord('d3', 'test', b'y' * 10), SMALL)
   (full,) = batcher.ready()  # a slow decode never holds a batch back
   assert [r.key for r, _ in full.device] == ['d0', 'd1', 'd2', 'd3']
   assert full.decoded == []
   slow.set_result(ErrorRecord('slow', 'test', 'decode', 'corrupt_image', '!'))
-  batcher.add_device(ImageRecord('d4', 'test', b'y' * 10), None)
+  batcher.add_device(ImageRecord('d4', 'test', b'y' * 10), SMALL)
   assert list(batcher.ready()) == []
   assert [e.key for e in batcher.errors()] == ['slow']
   rest = list(batcher.drain())
@@ -86,16 +83,33 @@ def test_routed_batches_take_cpu_rows_as_they_finish():
 
 
 def test_routed_batches_close_on_encoded_bytes():
-  batcher = batching.RoutedBatcher(100, 25, max_pending=8)
+  batcher = batching.RoutedBatcher(100, 25, 1 << 30, max_pending=8)
   for key in 'abc':
-    batcher.add_device(ImageRecord(key, 'test', b'z' * 10), None)
+    batcher.add_device(ImageRecord(key, 'test', b'z' * 10), SMALL)
   (first,) = batcher.ready()  # 30 bytes >= 25: the first two go out
   assert [r.key for r, _ in first.device] == ['a', 'b']
   assert [[r.key for r, _ in b.device] for b in batcher.drain()] == [['c']]
 
 
+def test_routed_batches_close_on_full_size_pixels():
+  """A batch's decoded pixels are bounded on the device: large photos
+  close a batch early, and one over the bound goes alone."""
+  batcher = batching.RoutedBatcher(100, 1 << 30, 1000, max_pending=8)
+  big = jpeg_header.JpegScreen(True, width=20, height=10)  # 600 bytes
+  huge = jpeg_header.JpegScreen(True, width=100, height=10)  # 3,000
+  batcher.add_device(ImageRecord('a', 'test', b'1'), big)
+  assert list(batcher.ready()) == []
+  batcher.add_device(ImageRecord('b', 'test', b'2'), big)  # 1,200 >= 1,000
+  (first,) = batcher.ready()
+  assert [r.key for r, _ in first.device] == ['a']
+  batcher.add_device(ImageRecord('c', 'test', b'3'), huge)
+  assert [[r.key for r, _ in b.device] for b in batcher.ready()] == [
+      ['b'], ['c']]
+  assert list(batcher.drain()) == []
+
+
 def test_routed_batcher_bounds_the_cpu_decodes_under_way():
-  batcher = batching.RoutedBatcher(100, 1 << 20, max_pending=2)
+  batcher = batching.RoutedBatcher(100, 1 << 20, 1 << 30, max_pending=2)
   oldest = futures.Future()
   batcher.add_cpu(ImageRecord('a', 'test', b'x'), oldest)
   batcher.add_cpu(ImageRecord('b', 'test', b'x'), _future(_decoded('b')))

@@ -89,19 +89,16 @@ def _batches(datas: Sequence[bytes], size: int) -> List[List[bytes]]:
                                                   size)] or [list(datas)]
 
 
-def _torchvision_worker(datas, batch, seconds, barrier, probe=False):
-  # pylint: disable=import-outside-toplevel
-  import torch
-  from torchvision import io as tv_io
-  tensors = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas]
-  batches = _batches(tensors, batch)
+def _measure(batches, decode_batch, seconds, barrier, probe):
+  """Decodes ``batches`` in turn with ``decode_batch`` (which waits for
+  the device); once warm, either probes the GIL (``gil_left``) or waits
+  for the other processes at ``barrier`` and returns images/s."""
   turn = [0]
 
   def step():
     part = batches[turn[0] % len(batches)]
     turn[0] += 1
-    tv_io.decode_jpeg(part, mode=tv_io.ImageReadMode.RGB, device='cuda')
-    torch.cuda.synchronize()
+    decode_batch(part)
     return len(part)
 
   step()
@@ -109,6 +106,20 @@ def _torchvision_worker(datas, batch, seconds, barrier, probe=False):
     return gil_left(step, seconds)
   barrier.wait()
   return _timed(step, seconds)
+
+
+def _torchvision_worker(datas, batch, seconds, barrier, probe=False):
+  # pylint: disable=import-outside-toplevel
+  import torch
+  from torchvision import io as tv_io
+  tensors = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas]
+
+  def decode_batch(part):
+    tv_io.decode_jpeg(part, mode=tv_io.ImageReadMode.RGB, device='cuda')
+    torch.cuda.synchronize()
+
+  return _measure(_batches(tensors, batch), decode_batch, seconds, barrier,
+                  probe)
 
 
 def _nvimgcodec_worker(datas, batch, seconds, barrier, probe=False):
@@ -118,23 +129,14 @@ def _nvimgcodec_worker(datas, batch, seconds, barrier, probe=False):
       nvimgcodec.Backend(nvimgcodec.BackendKind.HW_GPU_ONLY),
       nvimgcodec.Backend(nvimgcodec.BackendKind.HYBRID_CPU_GPU),
       nvimgcodec.Backend(nvimgcodec.BackendKind.GPU_ONLY)])
-  batches = _batches(list(datas), batch)
-  turn = [0]
-
-  def step():
-    part = batches[turn[0] % len(batches)]
-    turn[0] += 1
+  def decode_batch(part):
     images = decoder.decode(part)
     # Wait for the device: the images' arrays are ready once synchronised.
     for image in images[-1:]:
       np.asarray(image.cpu())
-    return len(part)
 
-  step()
-  if probe:
-    return gil_left(step, seconds)
-  barrier.wait()
-  return _timed(step, seconds)
+  return _measure(_batches(list(datas), batch), decode_batch, seconds,
+                  barrier, probe)
 
 
 def _model_worker(batch, seconds, processes, barrier) -> float:

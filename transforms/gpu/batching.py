@@ -10,25 +10,11 @@ the CPU decoder's rows as they finish.
 import collections
 import time
 from concurrent import futures
-from typing import Any, Deque, Iterator, List, NamedTuple, Sequence, Tuple
+from typing import Any, Deque, Iterator, List, NamedTuple, Tuple
 
 import numpy as np
 
 from transforms.records import ErrorRecord
-
-def chunks_by_bytes(sizes: Sequence[int], max_bytes: int) -> List[range]:
-  """Consecutive index ranges whose sizes sum to at most ``max_bytes``
-  (an item larger than that forms a range alone)."""
-  ranges, start, total = [], 0, 0
-  for index, size in enumerate(sizes):
-    if index > start and total + size > max_bytes:
-      ranges.append(range(start, index))
-      start, total = index, 0
-    total += size
-  if start < len(sizes):
-    ranges.append(range(start, len(sizes)))
-  return ranges
-
 
 class Batch(NamedTuple):
   """One model call's images, from both decoders.
@@ -45,6 +31,11 @@ class Batch(NamedTuple):
     return len(self.device) + len(self.decoded)
 
 
+def decoded_size(screen) -> int:
+  """Bytes of an image's full-size RGB pixels, from its header screen."""
+  return screen.width * screen.height * 3
+
+
 class RoutedBatcher:
   """Fills model batches from two streams that run side by side.
 
@@ -54,20 +45,25 @@ class RoutedBatcher:
   slow decode (a large progressive JPEG) never holds back the GPU's
   batches. Decodes that failed come out of ``errors``.
 
-  Memory is bounded: a batch holds at most ``batch_size`` images and
-  ``max_bytes`` of encoded device images, and at most ``max_pending``
-  CPU decodes are under way (``add_cpu`` waits for the oldest beyond
-  that).
+  Memory is bounded: a batch holds at most ``batch_size`` images,
+  ``max_bytes`` of encoded device images and ``max_decoded_bytes`` of
+  their full-size pixels (what nvJPEG's output and the resize's buffer
+  take on the device: ``screen.width * screen.height * 3``; an image
+  larger than that forms a batch alone), and at most ``max_pending`` CPU
+  decodes are under way (``add_cpu`` waits for the oldest beyond that).
   """
 
-  def __init__(self, batch_size: int, max_bytes: int, max_pending: int):
-    if batch_size < 1 or max_bytes < 1 or max_pending < 1:
+  def __init__(self, batch_size: int, max_bytes: int, max_decoded_bytes: int,
+               max_pending: int):
+    if min(batch_size, max_bytes, max_decoded_bytes, max_pending) < 1:
       raise ValueError('a batch needs room for at least one image')
     self._batch_size = batch_size
     self._max_bytes = max_bytes
+    self._max_decoded_bytes = max_decoded_bytes
     self._max_pending = max_pending
     self._device: List[Tuple[Any, Any]] = []
     self._bytes = 0
+    self._decoded_bytes = 0
     self._pending: Deque[Tuple[Any, futures.Future]] = collections.deque()
     self._decoded: List[Tuple[Any, np.ndarray]] = []
     self._errors: List[Any] = []
@@ -77,6 +73,7 @@ class RoutedBatcher:
     """Queues an image for nvJPEG (``image.data`` is its encoded bytes)."""
     self._device.append((image, screen))
     self._bytes += len(image.data)
+    self._decoded_bytes += decoded_size(screen)
 
   def add_cpu(self, image, decoding: futures.Future) -> None:
     """Queues a CPU decode under way; ``decoding`` resolves to a
@@ -106,22 +103,26 @@ class RoutedBatcher:
 
   def _full(self) -> bool:
     return (len(self._device) + len(self._decoded) >= self._batch_size or
-            self._bytes >= self._max_bytes)
+            self._bytes >= self._max_bytes or
+            self._decoded_bytes >= self._max_decoded_bytes)
 
   def _take(self) -> Batch:
     # CPU rows first: they waited for their decode already.
     decoded = self._decoded[:self._batch_size]
     self._decoded = self._decoded[len(decoded):]
     room = self._batch_size - len(decoded)
-    device, total, count = [], 0, 0
+    device, total, pixels = [], 0, 0
     for image, screen in self._device[:room]:
-      if device and total + len(image.data) > self._max_bytes:
+      size = decoded_size(screen)
+      if device and (total + len(image.data) > self._max_bytes or
+                     pixels + size > self._max_decoded_bytes):
         break
       device.append((image, screen))
       total += len(image.data)
-      count += 1
-    self._device = self._device[count:]
+      pixels += size
+    self._device = self._device[len(device):]
     self._bytes -= total
+    self._decoded_bytes -= pixels
     return Batch(device, decoded)
 
   def ready(self) -> Iterator[Batch]:

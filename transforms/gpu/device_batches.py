@@ -21,11 +21,6 @@ from transforms.decode import decode_record
 from transforms.gpu import batching, routing
 from transforms.records import ErrorRecord, FeatureRecord, ImageRecord
 
-# Full-size decoded pixels held on the device at once, per nvJPEG call
-# (a batch of 256 phone photos would be 9 GB; ImageNet-sized ones 0.14 GB).
-MAX_DECODED_BYTES = 1 << 30
-
-
 class Timings(NamedTuple):
   """Seconds one batch spent on the helper thread in each step.
 
@@ -95,18 +90,17 @@ def decode_on_device(batch: batching.Batch, decoder,
   started = time.perf_counter()
   decoded: List[Tuple[ImageRecord, Any, int]] = []
   refused = []
-  sizes = [s.width * s.height * 3 for _, s in batch.device]
-  for chunk in batching.chunks_by_bytes(sizes, MAX_DECODED_BYTES):
-    items = [batch.device[c] for c in chunk]
-    # data[:end] drops padding after EOI, which nvJPEG may not take.
-    pixels = decoder.decode([
-        image.data if screen.end >= len(image.data) else
-        image.data[:screen.end] for image, screen in items])
-    for (image, screen), result in zip(items, pixels):
-      if result is None:  # nvJPEG refused it: the CPU path decides
-        refused.append(image)
-      else:
-        decoded.append((image, result, screen.orientation))
+  # One nvJPEG call for the batch, whose full-size pixels the batcher
+  # bounded (batching.RoutedBatcher). data[:end] drops padding after EOI,
+  # which nvJPEG may not take.
+  pixels = decoder.decode([
+      image.data if screen.end >= len(image.data) else
+      image.data[:screen.end] for image, screen in batch.device])
+  for (image, screen), result in zip(batch.device, pixels):
+    if result is None:  # nvJPEG refused it: the CPU path decides
+      refused.append(image)
+    else:
+      decoded.append((image, result, screen.orientation))
   device_done = time.perf_counter()
   errors = []
   rows = list(batch.decoded)
