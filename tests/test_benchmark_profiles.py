@@ -14,7 +14,7 @@ from PIL import Image, ImageOps, JpegImagePlugin
 
 from benchmarks.gpu import profiles
 from pipeline import demo
-from transforms import example_proto, imaging, read
+from transforms import imaging, read
 from transforms.records import ImageRecord
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -211,16 +211,6 @@ def test_cache_reuses_shards(tmp_path, monkeypatch):
                                  per_shard=10, distinct=10, processes=1)
   assert again == first and all(os.path.exists(p) for p in first.paths)
   assert not glob.glob(str(tmp_path / '*.partial'))
-
-
-def test_examples_parse_like_demo_image_example():
-  sample = demo.Sample('img-1.jpg', b'\xff\xd8 not really', 300)
-  message = example_proto.example_pb2().Example
-  ours = message.FromString(profiles.example_bytes(sample.key, sample.data,
-                                                   sample.label))
-  assert ours == message.FromString(demo.image_example(sample))
-  assert message.FromString(profiles.example_bytes('k', b'x', -5)).features \
-      .feature['image/class/label'].int64_list.value == [-5]
 
 
 def test_describe_weights_by_repeats():

@@ -43,3 +43,20 @@ def test_matches_protobufs_own_encoding():
   feature['shape'].int64_list.value.extend([2, 3])
   feature['label'].int64_list.value.append(3)
   assert _parse(ours) == _parse(example.SerializeToString())
+
+
+def test_image_examples_parse_like_demo_image_example():
+  from pipeline import demo  # pylint: disable=import-outside-toplevel
+  sample = demo.Sample('img-1.jpg', b'\xff\xd8 not really', 300)
+  message = example_pb2.Example
+  ours = message.FromString(example_codec.encode_image_example(
+      sample.key, sample.data, sample.label))
+  assert ours == message.FromString(demo.image_example(sample))
+  negative = message.FromString(example_codec.encode_image_example(
+      'k', b'x', -5))
+  assert negative.features.feature['image/class/label'].int64_list.value == [
+      -5]
+  unlabelled = message.FromString(example_codec.encode_image_example(
+      'k', b'x', None))
+  assert set(unlabelled.features.feature) == {'image/encoded',
+                                              'image/filename'}

@@ -9,7 +9,7 @@ little-endian bytes. ``example_codec_test`` checks the bytes against
 protobuf's own parser, and the end-to-end tests read them with ``tf.data``
 and with the ``tfrecord`` package.
 """
-from typing import Iterable
+from typing import Iterable, Optional
 
 import numpy as np
 
@@ -72,4 +72,19 @@ def encode_feature_example(record: FeatureRecord) -> bytes:
     entries.append(_map_entry('label', _bytes_feature([record.label])))
   elif record.label is not None:
     entries.append(_map_entry('label', _int64_feature([record.label])))
+  return _field(1, b''.join(entries))
+
+
+def encode_image_example(key: str, data: bytes, label: Optional[int]) -> bytes:
+  """A ``tf.train.Example`` of one encoded image as TFDS writes ImageNet
+  (``image/encoded``, ``image/filename`` and, if given,
+  ``image/class/label``): what ``pipeline.demo.image_example`` makes with
+  protobuf's classes, here without TensorFlow (the GPU benchmark writes
+  its datasets on machines that have none)."""
+  entries = [
+      _map_entry('image/encoded', _bytes_feature([data])),
+      _map_entry('image/filename', _bytes_feature([key.encode('utf-8')])),
+  ]
+  if label is not None:
+    entries.append(_map_entry('image/class/label', _int64_feature([label])))
   return _field(1, b''.join(entries))

@@ -33,11 +33,11 @@ shards, for the benchmark report.
 
 This module needs only numpy, Pillow and scikit-image (for the photos), as
 the GPU machine has them: no TensorFlow, Beam or ``pipeline.demo`` (whose
-TFRecord writer needs ``google_crc32c``). It writes ``tf.train.Example``
-records itself, because building them with the protobuf classes would
-import TensorFlow on the CPU machine; TFRecord shards still need
-``google_crc32c`` for their checksums (as featurize does to read them),
-WebDataset shards need nothing more.
+TFRecord writer needs ``google_crc32c``). Its ``tf.train.Example`` records
+come from featurize's own encoder (``transforms.example_codec``), because
+building them with the protobuf classes would import TensorFlow on the CPU
+machine; TFRecord shards still need ``google_crc32c`` for their checksums
+(as featurize does to read them), WebDataset shards need nothing more.
 
 Run ``python -m benchmarks.gpu.profiles --profile imagenet --images 20000
 --out /tmp/x`` to write a dataset and print its statistics as JSON.
@@ -62,6 +62,8 @@ from typing import (Dict, Iterable, List, NamedTuple, Optional, Sequence,
 import numpy as np
 import PIL
 from PIL import Image, JpegImagePlugin
+
+from transforms import example_codec
 
 
 # Bump when a change here changes the images or shards written for the same
@@ -597,43 +599,6 @@ def describe(encoded: Sequence[bytes],
 # Shards.
 
 
-def _varint(value: int) -> bytes:
-  value &= (1 << 64) - 1  # protobuf's int64: two's complement.
-  out = bytearray()
-  while True:
-    low, value = value & 0x7f, value >> 7
-    out.append(low | (0x80 if value else 0))
-    if not value:
-      return bytes(out)
-
-
-def _message_field(number: int, payload: bytes) -> bytes:
-  """One length-delimited protobuf field."""
-  return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
-def example_bytes(key: str, data: bytes, label: Optional[int]) -> bytes:
-  """A serialised ``tf.train.Example`` like ``demo.image_example``'s.
-
-  Written by hand (``Example.features`` = 1, its ``feature`` map = 1, map
-  key = 1 and value = 2; ``Feature.bytes_list`` = 1, ``int64_list`` = 3,
-  their ``value`` = 1, int64 packed) so that no TensorFlow is imported.
-  """
-  def entry(name: str, feature: bytes) -> bytes:
-    return _message_field(1, _message_field(1, name.encode())
-                          + _message_field(2, feature))
-
-  def bytes_feature(value: bytes) -> bytes:
-    return _message_field(1, _message_field(1, value))
-
-  entries = [entry('image/encoded', bytes_feature(data)),
-             entry('image/filename', bytes_feature(key.encode()))]
-  if label is not None:
-    entries.append(entry('image/class/label', _message_field(
-        3, _message_field(1, _varint(label)))))
-  return _message_field(1, b''.join(entries))
-
-
 class _Member(NamedTuple):
   """One image in a shard: its key (with no extension), bytes, label."""
   key: str
@@ -707,7 +672,8 @@ def _write_tfrecord(path: str, members: Iterable[_Member]) -> None:
   with open(path, 'wb') as f:
     for m in members:
       f.write(tfrecord_framing.encode_record(
-          example_bytes(f'{m.key}.{m.extension}', m.data, m.label)))
+          example_codec.encode_image_example(f'{m.key}.{m.extension}', m.data,
+                                          m.label)))
 
 
 def _write_webdataset(path: str, members: Iterable[_Member]) -> None:
