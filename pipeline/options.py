@@ -68,7 +68,8 @@ def add_job_arguments(parser: argparse.ArgumentParser,
       f' on cpu, {vgg16.DEFAULT_MAX_BATCH_BYTES["gpu"]} on gpu).')
   add('--large-model', action=argparse.BooleanOptionalAction, default=False,
       help='One model per machine, shared by its worker processes, instead '
-      'of one per process.')
+      'of one per process (on gpu: one process per machine owns the GPUs '
+      'and the worker processes send it batches).')
   add('--resize', default='center-crop', choices=imaging.RESIZE_POLICIES,
       help='How an image becomes a square model input.')
   add('--image-size', type=int, default=224,

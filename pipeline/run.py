@@ -133,7 +133,8 @@ def start_job(job: JobConfig, beam_args: Sequence[str],
   """
   options = PipelineOptions(list(beam_args))
   if job.model.device == 'gpu' and runs_locally(beam_args):
-    backend.share_gpus(local_worker_processes(options))
+    backend.share_gpus(local_worker_processes(options),
+                       one_owner=job.model.large_model)
   # The launcher's own file access (preflight, manifest) uses the same
   # filesystem options as the workers (credentials, --no_auth, ...).
   FileSystems.set_options(options)

@@ -148,9 +148,7 @@ def test_gpu_path_manifest_and_counts(gpu_and_cpu_runs):
   assert 'VGG16 loaded 1 time(s) over all workers' in run.stdout
 
 
-def test_large_model_is_refused_on_gpu():
-  with pytest.raises(ValueError, match='one model per GPU'):
-    vgg16.ModelConfig(device='gpu', large_model=True)
+def test_unknown_devices_are_refused():
   with pytest.raises(ValueError, match='device must be one of'):
     vgg16.ModelConfig(device='tpu')
 
@@ -226,3 +224,38 @@ def test_local_worker_processes_follow_the_runner_flags():
   assert local_worker_processes(PipelineOptions(
       ['--direct_num_workers=4',
        '--direct_running_mode=multi_processing'])) == 4
+
+
+def test_large_model_one_server_process_feeds_two_workers(gpu_and_cpu_runs,
+                                                           tmp_path,
+                                                           notop_weights):
+  """--large-model on gpu: two worker processes send their batches to one
+  server process that owns the device (``transforms/gpu/server.py``), and
+  give what one process gives."""
+  _, gpu_out, cpu_out, _ = gpu_and_cpu_runs
+  root = os.path.dirname(gpu_out)
+  out = str(tmp_path / 'served')
+  run = subprocess.run(
+      [sys.executable, '-m', 'pipeline.cli', 'run', '--config',
+       demo.LOCAL_CONFIG, '--input', os.path.join(root, 'input', '**'),
+       '--weights', notop_weights, '--max-error-fraction', '1', '--pooling',
+       'avg', '--output', out, '--device', 'gpu', '--batch-size', '4',
+       '--large-model', '--direct_num_workers=2',
+       '--direct_running_mode=multi_processing'],
+      cwd=ROOT, env=on_cpu_env(), capture_output=True, text=True,
+      timeout=600)
+  assert run.returncode == 0, run.stderr[-3000:]
+  assert 'VGG16 loaded 1 time(s) over all workers' in run.stdout
+  assert 'decoded by nvJPEG' in run.stdout
+
+  def lines(folder):
+    return sorted((e['key'], e['stage'], e['error_type'], e['message'])
+                  for e in read_errors(folder))
+
+  assert lines(out) == lines(cpu_out)
+  served, alone = read_outputs(out), read_outputs(gpu_out)
+  assert sorted(served) == sorted(alone)
+  keys = sorted(alone)
+  similarity = cosines(np.stack([served[k][0] for k in keys]),
+                       np.stack([alone[k][0] for k in keys]))
+  assert similarity.min() >= 0.9999  # same pixels, same model

@@ -72,7 +72,9 @@ class ModelConfig:
     batch_size: Images per model call (upper bound).
     max_batch_bytes: Upper bound on the activation memory of one batch;
       lowers the batch size when needed (see ``effective_batch_size``).
-    large_model: One model per machine shared by all worker processes,
+    large_model: One model per machine shared by all worker processes
+      (on gpu: one server process per machine owns the GPUs,
+      ``transforms/gpu/server.py``),
       instead of one per process.
     weights_cache_dir: Local folder for per-worker copies of remote weights.
     seed: Seed of the ``random`` weights (same on every worker).
@@ -97,10 +99,6 @@ class ModelConfig:
   def __post_init__(self):
     if self.device not in DEVICES:
       raise ValueError(f'device must be one of {DEVICES}')
-    if self.device == 'gpu' and self.large_model:
-      raise ValueError('--large-model is for CPU workers: on --device gpu '
-                       'one process per machine already holds one model '
-                       'per GPU')
     if self.layer not in LAYERS:
       raise ValueError(f'unknown VGG16 layer {self.layer!r}; choose one of '
                        f'{", ".join(LAYERS)}')

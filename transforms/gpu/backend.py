@@ -66,14 +66,22 @@ def cpu_decode_threads(cores: int = 0, processes: int = 0) -> int:
   return max(1, cores // (processes or gpu_processes()))
 
 
-def share_gpus(processes: int) -> None:
+def share_gpus(processes: int, one_owner: bool = False) -> None:
   """Tells the worker processes this launcher starts how many of them
-  share each GPU (they inherit the environment), and gives each its share
-  of JAX's memory unless the user chose one."""
+  share the machine (they inherit the environment), for their shares of
+  its cores, and gives each process that uses a GPU its share of JAX's
+  memory unless the user chose one.
+
+  Args:
+    processes: Worker processes the runner starts.
+    one_owner: One server process owns the GPUs (``--large-model``): it
+      takes one process's share of their memory.
+  """
   os.environ[GPU_PROCESSES_ENV] = str(max(1, processes))
   if (_MEMORY_FRACTION not in os.environ or
       os.environ.get(_MEMORY_FRACTION_DEFAULTED)):
-    os.environ[_MEMORY_FRACTION] = str(memory_fraction(processes))
+    os.environ[_MEMORY_FRACTION] = str(
+        memory_fraction(1 if one_owner else processes))
     os.environ[_MEMORY_FRACTION_DEFAULTED] = '1'
 
 

@@ -50,6 +50,22 @@ class PendingBatch(NamedTuple):
   timings: Timings
 
 
+class BatchResult(NamedTuple):
+  """What one batch gave.
+
+  Attributes:
+    features: A feature record per image that went through the model.
+    errors: Error records of the images that did not.
+    on_device: How many were decoded on the device.
+    timings: Where the host's time went while starting it (None when no
+      image decoded).
+  """
+  features: List[FeatureRecord]
+  errors: List[ErrorRecord]
+  on_device: int
+  timings: Optional[Timings]
+
+
 def _error(image: ImageRecord, stage: str, e: Exception) -> ErrorRecord:
   return ErrorRecord(image.key, image.source, stage, type(e).__name__,
                      str(e) or repr(e))
@@ -162,3 +178,14 @@ def finish_batch(pending: PendingBatch
     return [], [_error(image, 'inference', e) for image in pending.images]
   return [FeatureRecord(image.key, row, image.label, image.source)
           for image, row in zip(pending.images, features)], []
+
+
+def run_batch(batch: batching.Batch, decoder, model, replica: int,
+              config: imaging.DecodeConfig) -> BatchResult:
+  """``start_batch`` then ``finish_batch``: one batch, waited for."""
+  pending, errors = start_batch(batch, decoder, model, replica, config)
+  if pending is None:
+    return BatchResult([], errors, 0, None)
+  features, more = finish_batch(pending)
+  return BatchResult(features, errors + more, pending.on_device,
+                     pending.timings)

@@ -37,8 +37,7 @@ from apache_beam.utils import shared
 
 from transforms import imaging, vgg16
 from transforms.decode import decode_record
-from transforms.gpu import backend, batching, decoders, device_batches, routing
-from transforms.gpu.device_model import DeviceModel, visible_devices
+from transforms.gpu import batching, device_batches, routing, runtime, server
 from transforms.records import ErrorRecord, ImageRecord
 
 ERRORS_TAG = 'errors'
@@ -55,53 +54,9 @@ IN_FLIGHT_PER_DEVICE = 2
 # CPU decodes under way or finished but not yet in a batch, per DoFn, in
 # batches: bounds their memory (encoded bytes and 150 KB rows).
 PENDING_CPU_BATCHES = 2
-# How often a thread waiting for the GIL may take it (seconds; Python's
-# default is 0.005). nvJPEG's batched decode gives the GIL up and takes it
-# back many times a batch, and each time waits for a Python-busy thread
-# (the bundle's) to reach its switch interval: on an H200 it decoded
-# 12,538 images/s alone but 207 beside one busy thread at 0.005, 2,158 at
-# 0.0005 and 5,666 at 0.0001, where the busy thread kept 97% of its own
-# speed (benchmarks/results/gpu/run8-switch-interval.txt). Set once per
-# process, by the GPU path only.
-SWITCH_INTERVAL_S = 0.0001
-SWITCH_INTERVAL_ENV = 'FEATURIZE_GPU_SWITCH_INTERVAL_S'
 # Benchmark seam: "1" prepares batches on the bundle's own thread (no
 # helper thread), to measure what the helper thread buys.
 INLINE_PREPARE_ENV = 'FEATURIZE_GPU_INLINE_PREPARE'
-
-
-@dataclasses.dataclass
-class DeviceRuntime:
-  """What one process shares between its threads: the model, a decoder
-  per GPU, and the CPU decoder's thread pool."""
-  model: DeviceModel
-  decoders: List[Any]
-  cpu_decoders: futures.ThreadPoolExecutor
-  _turns: Any = dataclasses.field(default_factory=itertools.count)
-  _lock: Any = dataclasses.field(default_factory=threading.Lock)
-
-  def next_replica(self) -> int:
-    with self._lock:
-      return next(self._turns) % len(self.decoders)
-
-
-def load_runtime(model_config: vgg16.ModelConfig,
-                 decode_config: imaging.DecodeConfig) -> DeviceRuntime:
-  """Builds the model on every visible GPU and a decoder for each."""
-  sys.setswitchinterval(float(os.environ.get(SWITCH_INTERVAL_ENV,
-                                             SWITCH_INTERVAL_S)))
-  on_cpu = backend.on_cpu_stand_in()
-  devices = visible_devices(on_cpu)
-  model = DeviceModel(model_config, devices)
-  made = [decoders.make_decoder(index, decode_config, model.batch_size,
-                                 on_cpu, device)
-          for index, device in enumerate(devices)]
-  # Pillow releases the GIL while it decodes and resizes, so threads
-  # decode in parallel; the process's share of the machine's cores.
-  threads = backend.cpu_decode_threads()
-  logging.info('GPU path: %d CPU decoder thread(s) in this process', threads)
-  return DeviceRuntime(model, made, futures.ThreadPoolExecutor(
-      threads, thread_name_prefix='featurize-cpu-decode'))
 
 
 class _ExtractOnDeviceFn(beam.DoFn):
@@ -112,8 +67,11 @@ class _ExtractOnDeviceFn(beam.DoFn):
     self._model_config = model_config
     self._decode_config = decode_config
     self._shared = shared.Shared()
-    self._runtime = None
-    self._prepare = None  # the helper thread's executor, made in setup
+    self._runtime = None  # in this process, or
+    self._server = None  # a proxy of the machine's server (--large-model)
+    self._batch_size = None
+    self._in_flight = None
+    self._prepare = None  # the helper threads' executor, made in setup
     self._batcher = None
     self._pending = deque()
     self._decoded = beam.metrics.Metrics.counter('featurize',
@@ -151,29 +109,41 @@ class _ExtractOnDeviceFn(beam.DoFn):
   def setup(self):
     started = time.perf_counter()
     loaded = []
+    if self._model_config.large_model:
+      # One server process per machine owns the GPUs (``server``); this
+      # worker process sends it batches. Its calls wait on a socket, so
+      # the helper threads keep a batch per GPU slot in flight.
+      self._server = server.connect(self._model_config, self._decode_config)
+      self._batch_size = self._server.batch_size()
+      self._in_flight = IN_FLIGHT_PER_DEVICE * self._server.replicas()
+      loaded_ms = self._server.take_load_millis()
+    else:
+      def load():
+        loaded.append(True)
+        return runtime.load_runtime(self._model_config, self._decode_config)
 
-    def load():
-      loaded.append(True)
-      return load_runtime(self._model_config, self._decode_config)
-
-    self._runtime = self._shared.acquire(
-        load, tag=f'{self._model_config}|{self._decode_config}')
-    # One helper thread per DoFn instance prepares batches (start_batch)
-    # while this thread reads and writes; it touches no Beam state (Beam's
-    # metrics belong to the bundle's thread: they are updated here).
+      self._runtime = self._shared.acquire(
+          load, tag=f'{self._model_config}|{self._decode_config}')
+      self._batch_size = self._runtime.model.batch_size
+      self._in_flight = IN_FLIGHT_PER_DEVICE * len(self._runtime.decoders)
+      loaded_ms = (int((time.perf_counter() - started) * 1e3) if loaded
+                   else None)  # this thread built it; the others share it
+    # Helper threads prepare batches (start_batch, or the server's
+    # run_batch) while this thread reads and writes; they touch no Beam
+    # state (Beam's metrics belong to the bundle's thread: they are
+    # updated here).
+    threads = self._in_flight if self._server is not None else 1
     self._prepare = (_Inline() if os.environ.get(INLINE_PREPARE_ENV) else
                      futures.ThreadPoolExecutor(
-                         1, thread_name_prefix='featurize-gpu-batches'))
-    self._load_to_report = None
-    if loaded:  # this thread built it; the others share it
-      seconds = time.perf_counter() - started
-      # Reported from process(): metrics updated in setup are lost (Beam's
-      # RunInference defers its load metric the same way).
-      self._load_to_report = int(seconds * 1e3)
-      logging.info('GPU runtime ready in %.1f s', seconds)
+                         threads, thread_name_prefix='featurize-gpu-batches'))
+    # Reported from process(): metrics updated in setup are lost (Beam's
+    # RunInference defers its load metric the same way).
+    self._load_to_report = loaded_ms
+    if loaded_ms is not None:
+      logging.info('GPU runtime ready in %.1f s', loaded_ms / 1e3)
 
   def start_bundle(self):
-    batch_size = self._runtime.model.batch_size
+    batch_size = self._batch_size
     self._batcher = batching.RoutedBatcher(
         batch_size, MAX_ENCODED_BATCH_BYTES, MAX_DECODED_BATCH_BYTES,
         max_pending=PENDING_CPU_BATCHES * batch_size)
@@ -189,7 +159,7 @@ class _ExtractOnDeviceFn(beam.DoFn):
     if route.on_device:
       self._batcher.add_device(image, route.screen)
     else:
-      self._batcher.add_cpu(image, self._runtime.cpu_decoders.submit(
+      self._batcher.add_cpu(image, runtime.cpu_decoders().submit(
           decode_record, image, self._decode_config))
     self._route_micros.inc(int((time.perf_counter() - started) * 1e6))
     yield from self._errors(self._batcher.errors())
@@ -219,34 +189,43 @@ class _ExtractOnDeviceFn(beam.DoFn):
       self._prepare.shutdown(wait=True)
 
   def _start(self, batch: batching.Batch) -> Iterator:
-    replica = self._runtime.next_replica()
-    prepared = self._prepare.submit(
-        device_batches.start_batch, batch, self._runtime.decoders[replica],
-        self._runtime.model, replica, self._decode_config)
+    if self._server is not None:
+      prepared = self._prepare.submit(self._server.run_batch, batch)
+    else:
+      replica = self._runtime.next_replica()
+      prepared = self._prepare.submit(
+          device_batches.start_batch, batch, self._runtime.decoders[replica],
+          self._runtime.model, replica, self._decode_config)
     self._pending.append((time.perf_counter(), prepared))
-    limit = IN_FLIGHT_PER_DEVICE * len(self._runtime.decoders)
-    while len(self._pending) >= limit:
+    while len(self._pending) >= self._in_flight:
       yield from self._finish(self._pending.popleft())
 
   def _finish(self, submitted) -> Iterator:
     submitted_at, prepared = submitted
     started = time.perf_counter()
-    pending, errors = prepared.result()  # re-raises what start_batch raised
-    yield from self._errors(errors)
-    if pending is None:
-      return
-    self._decoded.inc(len(pending.images))
-    self._on_device.inc(pending.on_device)
-    for name, seconds in pending.timings._asdict().items():
-      self._step_micros[name].update(int(seconds * 1e6))
-    features, errors = device_batches.finish_batch(pending)
+    if self._server is not None:
+      result = prepared.result()  # re-raises what run_batch raised
+    else:
+      pending, errors = prepared.result()  # ... or start_batch
+      result = device_batches.BatchResult([], errors, 0, None)
+      if pending is not None:
+        features, more = device_batches.finish_batch(pending)
+        result = device_batches.BatchResult(features, errors + more,
+                                            pending.on_device, pending.timings)
     done = time.perf_counter()
-    self._step_micros['wait'].update(int((done - started) * 1e6))
-    self._batch_micros.update(int((done - submitted_at) * 1e6))
-    self._batch_sizes.update(len(pending.images))
-    self._inferences.inc(len(features))
-    yield from features
-    yield from self._errors(errors)
+    if result.timings is not None:
+      images = len(result.features) + sum(
+          error.stage == 'inference' for error in result.errors)
+      self._decoded.inc(images)
+      self._on_device.inc(result.on_device)
+      for name, seconds in result.timings._asdict().items():
+        self._step_micros[name].update(int(seconds * 1e6))
+      self._step_micros['wait'].update(int((done - started) * 1e6))
+      self._batch_micros.update(int((done - submitted_at) * 1e6))
+      self._batch_sizes.update(images)
+      self._inferences.inc(len(result.features))
+    yield from result.features
+    yield from self._errors(result.errors)
 
   def _errors(self, errors: List[ErrorRecord]) -> Iterator:
     for error in errors:

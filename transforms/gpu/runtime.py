@@ -1,0 +1,73 @@
+"""What the GPU path holds per process: the model, its decoders, and the
+CPU decoder's threads.
+
+``load_runtime`` builds the model on every visible GPU and an nvJPEG
+decoder for each; the process that runs them is a Beam worker process
+(one runtime per process, through Beam's ``shared.Shared``) or, with
+``--large-model``, one server process per machine (``server``).
+``cpu_decoders`` is the process's pool of CPU-decoder threads, in every
+worker process either way.
+"""
+import dataclasses
+import functools
+import itertools
+import logging
+import os
+import sys
+import threading
+from concurrent import futures
+from typing import Any, List
+
+from transforms import imaging, vgg16
+from transforms.gpu import backend, decoders
+from transforms.gpu.device_model import DeviceModel, visible_devices
+
+# How often a thread waiting for the GIL may take it (seconds; Python's
+# default is 0.005). nvJPEG's batched decode gives the GIL up and takes it
+# back many times a batch, and each time waits for a Python-busy thread
+# (the bundle's) to reach its switch interval: on an H200 it decoded
+# 12,538 images/s alone but 207 beside one busy thread at 0.005, 2,158 at
+# 0.0005 and 5,666 at 0.0001, where the busy thread kept 97% of its own
+# speed (benchmarks/results/gpu/run8-switch-interval.txt). Set once per
+# process that decodes on a GPU.
+SWITCH_INTERVAL_S = 0.0001
+SWITCH_INTERVAL_ENV = 'FEATURIZE_GPU_SWITCH_INTERVAL_S'
+
+
+@dataclasses.dataclass
+class DeviceRuntime:
+  """What one process shares between its threads: the model and a
+  decoder per GPU."""
+  model: DeviceModel
+  decoders: List[Any]
+  _turns: Any = dataclasses.field(default_factory=itertools.count)
+  _lock: Any = dataclasses.field(default_factory=threading.Lock)
+
+  def next_replica(self) -> int:
+    with self._lock:
+      return next(self._turns) % len(self.decoders)
+
+
+def load_runtime(model_config: vgg16.ModelConfig,
+                 decode_config: imaging.DecodeConfig) -> DeviceRuntime:
+  """Builds the model on every visible GPU and a decoder for each."""
+  sys.setswitchinterval(float(os.environ.get(SWITCH_INTERVAL_ENV,
+                                             SWITCH_INTERVAL_S)))
+  on_cpu = backend.on_cpu_stand_in()
+  devices = visible_devices(on_cpu)
+  model = DeviceModel(model_config, devices)
+  made = [decoders.make_decoder(index, decode_config, model.batch_size,
+                                 on_cpu, device)
+          for index, device in enumerate(devices)]
+  return DeviceRuntime(model, made)
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_decoders() -> futures.ThreadPoolExecutor:
+  """This process's CPU-decoder threads (made once). Pillow releases the
+  GIL while it decodes and resizes, so threads decode in parallel; the
+  process takes its share of the machine's cores."""
+  threads = backend.cpu_decode_threads()
+  logging.info('GPU path: %d CPU decoder thread(s) in this process', threads)
+  return futures.ThreadPoolExecutor(threads,
+                                    thread_name_prefix='featurize-cpu-decode')
