@@ -130,11 +130,24 @@ class GpuSampler:
 
 def featurize_run(input_pattern: str, out: str, images: int,
                   extra: Sequence[str], env: Optional[dict] = None,
-                  processes: int = 1) -> dict:
-  """One ``featurize run --device gpu``; returns its measurements."""
+                  processes: int = 1, server: bool = False) -> dict:
+  """One ``featurize run --device gpu``; returns its measurements.
+
+  Args:
+    input_pattern: The shards.
+    out: The output folder (emptied first and after).
+    images: How many images the shards hold.
+    extra: More featurize flags.
+    env: The environment (default: this process's).
+    processes: SDK worker processes.
+    server: One server process owns the GPU and the workers send it
+      batches (``--large-model``).
+  """
   shutil.rmtree(out, ignore_errors=True)
-  runner = ([f'--direct_running_mode=multi_processing',
+  runner = (['--direct_running_mode=multi_processing',
              f'--direct_num_workers={processes}'] if processes > 1 else [])
+  if server:
+    runner.append('--large-model')
   command = [sys.executable, '-m', 'tests.peak_rss', 'run', '--config',
              os.path.join(ROOT, 'run_configs', 'local.yaml'), '--input',
              input_pattern, '--output', out, '--device', 'gpu', '--weights',
@@ -161,7 +174,7 @@ def featurize_run(input_pattern: str, out: str, images: int,
   # The launcher's own peak, and with several processes the sampled peak
   # of the launcher and its workers together (the host's share of a run).
   launcher_mib = round(int(rss.group(1)) / 1024, 1)
-  result = {'images': images, 'processes': processes,
+  result = {'images': images, 'processes': processes, 'server': server,
             'wall_s': round(wall, 2),
             'images_per_s_wall': round(images / wall, 1),
             'first_record_s': float(first.group(1)) if first else None,

@@ -7,8 +7,9 @@ device-resident batches, ``ceiling``) and featurize end to end
 (``profiles``: ``imagenet``, ``web``, and ``uniform`` 500x375 baseline
 JPEGs for comparison), each over 20,000 and 100,000 images, in bfloat16
 with ``--pooling avg`` (and ``none`` on ``imagenet``). First it runs
-``imagenet`` with 1, 2 and 4 SDK worker processes sharing the GPU, and
-the profiles' runs use the fastest count. It prints each target with
+``imagenet`` in several layouts (by default 1 and 2 SDK worker processes
+sharing the GPU, and 4 feeding one server process that owns it,
+``--large-model``), and the profiles' runs use the fastest. It prints each target with
 PASS/FAIL and writes ``summary.json`` (figures under ``profiles.<name>``)
 to ``--out``.
 """
@@ -135,11 +136,15 @@ def main(argv=None) -> int:
                       help='Each run\'s two dataset sizes (steady rate '
                       'from their difference).')
   parser.add_argument('--processes', type=int, default=0,
-                      help='SDK worker processes sharing the GPU; 0: the '
-                      'best of --compare-processes.')
-  parser.add_argument('--compare-processes', default='1,2,4',
-                      help='imagenet avg runs at the small size with these '
-                      'process counts, first ("none" to skip).')
+                      help='SDK worker processes; 0: the best layout of '
+                      '--compare.')
+  parser.add_argument('--server', action='store_true',
+                      help='With --processes N: one server process owns '
+                      'the GPU (--large-model).')
+  parser.add_argument('--compare', default='1,2,4s',
+                      help='Layouts to run first on imagenet avg at the '
+                      'small size: worker counts, "s" for a GPU server '
+                      'process (--large-model); "none" to skip.')
   parser.add_argument('--none-profiles', default='imagenet',
                       help='Profiles also run with --pooling none.')
   parser.add_argument('--distinct', type=int, default=2048)
@@ -209,19 +214,21 @@ def main(argv=None) -> int:
       ['--pooling', 'avg', '--batch-size', str(args.batch_size),
        '--image-size', str(args.image_size)],
       processes=max(1, args.processes))
-  # Which process count feeds the GPU best, measured first: the profiles'
-  # runs then use it (--processes 0).
-  processes = args.processes
-  if args.compare_processes != 'none':
+  # Which layout feeds the GPU best, measured first: the profiles' runs
+  # then use it (--processes 0). A layout is a worker count, with "s" for
+  # a server process that owns the GPU (--large-model).
+  layout = (args.processes, args.server)
+  if args.compare != 'none':
     compared = {}
     pattern = patterns['imagenet' if 'imagenet' in names else names[0]][small]
-    for count in (int(p) for p in args.compare_processes.split(',')):
+    for label in args.compare.split(','):
+      count, server = int(label.rstrip('s')), label.endswith('s')
       run = end_to_end.featurize_run(
           pattern, out, small,
           ['--pooling', 'avg', '--precision', 'bfloat16', '--batch-size',
            str(args.batch_size), '--image-size', str(args.image_size)],
-          processes=count)
-      compared[count] = {
+          processes=count, server=server)
+      compared[label] = {
           'images_per_s_after_first_record':
               end_to_end.after_first_record_rate(run),
           'host_peak_rss_mib': run['host_peak_rss_mib'],
@@ -229,16 +236,18 @@ def main(argv=None) -> int:
           'gpu_utilisation_percent': run['gpu_utilisation_percent'],
           'host_time_per_batch': run['host_time_per_batch'],
           'host_time_per_image': run['host_time_per_image']}
-      summary['processes_compared'] = {
+      summary['layouts_compared'] = {
           'profile': 'imagenet' if 'imagenet' in names else names[0],
           'images': small, 'pooling': 'avg', 'rates': compared}
       save()
-    if processes == 0:
-      processes = max(compared, key=lambda c: compared[c][
+    if args.processes == 0:
+      best = max(compared, key=lambda c: compared[c][
           'images_per_s_after_first_record'] or 0)
-  processes = processes or 1
-  summary['processes'] = processes
-  print(f'end to end with {processes} worker process(es)', flush=True)
+      layout = (int(best.rstrip('s')), best.endswith('s'))
+  processes, server = max(1, layout[0]), layout[1]
+  summary['layout'] = {'processes': processes, 'server': server}
+  print(f'end to end with {processes} worker process(es)'
+        f'{" and a GPU server process" if server else ""}', flush=True)
 
   for name in names:
     entry = summary['profiles'][name]
@@ -248,7 +257,8 @@ def main(argv=None) -> int:
                '--batch-size', str(args.batch_size), '--image-size',
                str(args.image_size)]
       few, many = (end_to_end.featurize_run(
-          patterns[name][n], out, n, extra, processes=processes)
+          patterns[name][n], out, n, extra, processes=processes,
+          server=server)
                    for n in (small, large))
       rate = end_to_end.steady_rate(few, many)
       entry.setdefault('after_first_record_images_per_s', {})[pooling] = {
