@@ -1,13 +1,13 @@
 """Benchmark datasets whose images vary the way users' real datasets do.
 
-``benchmarks/gpu/dataset.py`` writes one kind of image (500x375 baseline
+The GPU benchmark once measured one kind of image (500x375 baseline
 JPEGs). A decoder's speed depends on each image's pixels, bytes, progressive
 scans, chroma subsampling, colour space and format, so a number measured on
 that one kind can be far from what users see. Each profile here draws every
 image's size and properties from a distribution:
 
-* ``uniform``: today's benchmark images (500x375, baseline, quality 90,
-  4:2:0, RGB, no EXIF), as a comparison row.
+* ``uniform``: those images (500x375, baseline, quality 90, 4:2:0, RGB, no
+  EXIF), as a comparison row.
 * ``imagenet``: ImageNet's train set as TFDS ships it: mostly its common
   shapes (500x375, 375x500, 500x333, ...), most others with a long side of
   300-500 px, about 5 % of 800-2,600 px and a thin tail of several
