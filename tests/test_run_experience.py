@@ -71,7 +71,8 @@ def test_a_logged_run_is_quiet_but_for_progress_and_its_summary(shards,
   assert f'{counts["features"]} featurized' in summary
   timing = re.search(r'featurize: ([\d.]+) s, ([\d.]+) images/s; first '
                      r'record after ([\d.]+) s', summary)
-  assert timing and 0 < float(timing.group(3)) < float(timing.group(1))
+  # Both printed to 0.1 s: a quick run's first record can round to its end.
+  assert timing and 0 < float(timing.group(3)) <= float(timing.group(1))
   assert re.search(r'batches of [\d.]+ images, \d+ ms each; decode [\d.]+ '
                    r'ms an image', summary)
 
