@@ -19,7 +19,7 @@ from pipeline.run import JobFailed
 from transforms import quiet_import
 from transforms.output_files import RunRefused, TooManyErrors
 from transforms.output_lock import Locked
-from transforms.vgg16 import DEFAULT_PRECISION, ModelConfig
+from transforms.vgg16 import ModelConfig
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -97,4 +97,4 @@ def precision_line(model: ModelConfig, given: bool) -> Optional[str]:
             'for true float32, about a tenth of the speed)')
   why = '--precision float32' if given else 'the gpu default'
   return (f'featurize: gpu: VGG16 in true float32 ({why}; bfloat16, the gpu '
-          f'default {DEFAULT_PRECISION["gpu"]!r}, runs about 10x faster)')
+          'default, runs about 10x faster)')
