@@ -183,7 +183,12 @@ def finish_batch(pending: PendingBatch
 def run_batch(batch: batching.Batch, decoder, model, replica: int,
               config: imaging.DecodeConfig) -> BatchResult:
   """``start_batch`` then ``finish_batch``: one batch, waited for."""
-  pending, errors = start_batch(batch, decoder, model, replica, config)
+  return result_of(*start_batch(batch, decoder, model, replica, config))
+
+
+def result_of(pending: Optional[PendingBatch],
+              errors: List[ErrorRecord]) -> BatchResult:
+  """What ``start_batch`` returned, finished: waits for the features."""
   if pending is None:
     return BatchResult([], errors, 0, None)
   features, more = finish_batch(pending)

@@ -205,13 +205,8 @@ class _ExtractOnDeviceFn(beam.DoFn):
     started = time.perf_counter()
     if self._server is not None:
       result = prepared.result()  # re-raises what run_batch raised
-    else:
-      pending, errors = prepared.result()  # ... or start_batch
-      result = device_batches.BatchResult([], errors, 0, None)
-      if pending is not None:
-        features, more = device_batches.finish_batch(pending)
-        result = device_batches.BatchResult(features, errors + more,
-                                            pending.on_device, pending.timings)
+    else:  # ... or start_batch
+      result = device_batches.result_of(*prepared.result())
     done = time.perf_counter()
     if result.timings is not None:
       images = len(result.features) + sum(
