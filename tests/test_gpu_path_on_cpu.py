@@ -259,3 +259,35 @@ def test_large_model_one_server_process_feeds_two_workers(gpu_and_cpu_runs,
   similarity = cosines(np.stack([served[k][0] for k in keys]),
                        np.stack([alone[k][0] for k in keys]))
   assert similarity.min() >= 0.9999  # same pixels, same model
+
+
+def test_two_helper_threads_give_what_one_gives(gpu_and_cpu_runs, tmp_path,
+                                                notop_weights):
+  """``FEATURIZE_GPU_PREPARE_THREADS=2``: two batches decode and resize at
+  once in one process, with the same keys, error lines and features."""
+  from transforms.gpu import extract as gpu_extract
+  _, gpu_out, _, _ = gpu_and_cpu_runs
+  root = os.path.dirname(gpu_out)
+  out = str(tmp_path / 'two-threads')
+  env = on_cpu_env()
+  env[gpu_extract.PREPARE_THREADS_ENV] = '2'
+  run = subprocess.run(
+      [sys.executable, '-m', 'pipeline.cli', 'run', '--config',
+       demo.LOCAL_CONFIG, '--input', os.path.join(root, 'input', '**'),
+       '--weights', notop_weights, '--max-error-fraction', '1', '--pooling',
+       'avg', '--output', out, '--device', 'gpu', '--batch-size', '4',
+       '--quiet'],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert run.returncode == 0, run.stderr[-3000:]
+
+  def lines(folder):
+    return sorted((e['key'], e['stage'], e['error_type'], e['message'])
+                  for e in read_errors(folder))
+
+  assert lines(out) == lines(gpu_out)
+  two, one = read_outputs(out), read_outputs(gpu_out)
+  assert sorted(two) == sorted(one)
+  keys = sorted(one)
+  similarity = cosines(np.stack([two[k][0] for k in keys]),
+                       np.stack([one[k][0] for k in keys]))
+  assert similarity.min() >= 0.9999

@@ -9,15 +9,27 @@ the launcher and its worker processes from ``/proc``. Runs over 20,000
 and 100,000 images give the steady rate as the difference of the two
 (start-up, the model's compile and the last publish cancel out) and
 show whether memory stays flat.
+
+Within each run, ``ProgressSampler`` reads the workers' progress files
+(``transforms/progress.py``) a few times a second: the slope of images
+written against time between 20 % and 90 % of the run is its steady
+rate, free of start-up and of the last publish, and each process's own
+slope shows whether every worker is fed. ``ThreadCpuSampler`` reads each
+thread's CPU time from ``/proc`` over the same window: where the host's
+cores go, by thread name.
 """
 import os
+import collections
+import glob
+import json
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -54,6 +66,7 @@ class TreeRssSampler:
   def __init__(self, pid: int, interval_s: float = 0.25):
     self.peak_total_kib = 0
     self.peak_process_kib = 0
+    self.series: List[Tuple[float, int]] = []  # (seconds, total KiB)
     self._pid = pid
     self._interval_s = interval_s
     self._stop = threading.Event()
@@ -67,17 +80,22 @@ class TreeRssSampler:
         pids.append(pid)
         todo.extend(_children(pid))
       sizes = [_rss_kib(pid) for pid in pids]
+      self.series.append((time.perf_counter() - self.started, sum(sizes)))
       self.peak_total_kib = max(self.peak_total_kib, sum(sizes))
       self.peak_process_kib = max([self.peak_process_kib] + sizes)
       self._stop.wait(self._interval_s)
 
   def __enter__(self):
+    self.started = time.perf_counter()
     self._thread.start()
     return self
 
   def __exit__(self, *exc):
     self._stop.set()
     self._thread.join(timeout=5)
+
+  def peak_until_kib(self, moment: float) -> int:
+    return max((kib for t, kib in self.series if t <= moment), default=0)
 
 
 class GpuSampler:
@@ -90,13 +108,14 @@ class GpuSampler:
     self._thread = None
 
   def __enter__(self):
+    self.started = time.perf_counter()
     if not shutil.which('nvidia-smi'):  # a CPU smoke run: nothing to read
       return self
     self._process = subprocess.Popen(
         ['nvidia-smi', '--query-gpu=utilization.gpu,memory.used',
          '--format=csv,noheader,nounits', f'-lms={self._interval_ms}', '-i',
          '0'], stdout=subprocess.PIPE, text=True)
-    started = time.perf_counter()
+    started = self.started
 
     def read():
       for line in self._process.stdout:
@@ -128,9 +147,184 @@ class GpuSampler:
             'gpu_memory_peak_mib': max(s[2] for s in self.samples)}
 
 
+def _tree(pid: int) -> List[int]:
+  pids, todo = [], [pid]
+  while todo:
+    one = todo.pop()
+    pids.append(one)
+    todo.extend(_children(one))
+  return pids
+
+
+class ProgressSampler:
+  """Samples the images each worker process has written, from the
+  progress files of the run started after this sampler (``featurize
+  run`` makes a ``featurize-progress-*`` folder in the temp folder)."""
+
+  def __init__(self, interval_s: float = 0.25):
+    self.samples: List[Tuple[float, Dict[str, int]]] = []
+    self._interval_s = interval_s
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._run, daemon=True)
+
+  def _run(self):
+    started_wall = time.time()
+    folder = None
+    while not self._stop.is_set():
+      if folder is None:
+        found = [f for f in glob.glob(os.path.join(
+            tempfile.gettempdir(), 'featurize-progress-*'))
+                 if os.path.getmtime(f) >= started_wall - 1]
+        folder = found[0] if found else None
+      if folder is not None:
+        counts = {}
+        for path in glob.glob(os.path.join(folder, '*.json')):
+          try:
+            with open(path) as f:
+              counts[os.path.basename(path)[:-5]] = json.load(f).get(
+                  'images', 0)
+          except (OSError, ValueError):
+            pass  # replaced while read; the next sample sees it
+        self.samples.append((time.perf_counter() - self.started, counts))
+      self._stop.wait(self._interval_s)
+
+  def __enter__(self):
+    self.started = time.perf_counter()
+    self._thread.start()
+    return self
+
+  def __exit__(self, *exc):
+    self._stop.set()
+    self._thread.join(timeout=5)
+
+  def time_of(self, images: int) -> Optional[float]:
+    """When the run had written ``images`` images."""
+    return next((t for t, c in self.samples if sum(c.values()) >= images),
+                None)
+
+  def window(self, low: float = 0.2, high: float = 0.9
+             ) -> Optional[Tuple[float, float]]:
+    """Times at which the run had written ``low`` and ``high`` of its
+    images (of the most it reported)."""
+    totals = [(t, sum(c.values())) for t, c in self.samples]
+    final = max((n for _, n in totals), default=0)
+    if final == 0:
+      return None
+    start = next((t for t, n in totals if n >= low * final), None)
+    end = next((t for t, n in totals if n >= high * final), None)
+    return (start, end) if start is not None and end and end > start else None
+
+  def summary(self) -> dict:
+    """The steady rate (images/s between 20 % and 90 % of the run) and
+    each process's own rate over that window."""
+    span = self.window()
+    if span is None:
+      return {'steady_images_per_s': None, 'per_process_images_per_s': []}
+    start, end = span
+
+    def at(moment):
+      return next(c for t, c in self.samples if t >= moment)
+
+    first, last = at(start), at(end)
+    per_process = sorted(
+        (round((last.get(pid, 0) - first.get(pid, 0)) / (end - start), 1)
+         for pid in last), reverse=True)
+    return {'steady_images_per_s': round(
+        (sum(last.values()) - sum(first.values())) / (end - start), 1),
+            'steady_window_s': [round(start, 1), round(end, 1)],
+            'per_process_images_per_s': per_process}
+
+
+def _thread_cpu_seconds(pid: int) -> Dict[Tuple[int, str], float]:
+  """CPU seconds (user + system) of each thread of ``pid``, by
+  (tid, name)."""
+  ticks = os.sysconf('SC_CLK_TCK')
+  out = {}
+  for task in glob.glob(f'/proc/{pid}/task/*'):
+    try:
+      with open(os.path.join(task, 'stat')) as f:
+        stat = f.read()
+    except OSError:
+      continue
+    name = stat[stat.index('(') + 1:stat.rindex(')')]
+    fields = stat[stat.rindex(')') + 2:].split()
+    out[(int(os.path.basename(task)), name)] = (
+        int(fields[11]) + int(fields[12])) / ticks
+  return out
+
+
+class ThreadCpuSampler:
+  """Keeps each thread's CPU time, of a process tree, at every sample,
+  to tell where the cores went between two moments."""
+
+  def __init__(self, pid: int, interval_s: float = 0.5):
+    self.samples: List[Tuple[float, Dict]] = []
+    self._pid = pid
+    self._interval_s = interval_s
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._run, daemon=True)
+
+  def _run(self):
+    while not self._stop.is_set():
+      cpu = {}
+      for pid in _tree(self._pid):
+        for (tid, name), seconds in _thread_cpu_seconds(pid).items():
+          cpu[(pid, tid, name)] = seconds
+      self.samples.append((time.perf_counter() - self.started, cpu))
+      self._stop.wait(self._interval_s)
+
+  def __enter__(self):
+    self.started = time.perf_counter()
+    self._thread.start()
+    return self
+
+  def __exit__(self, *exc):
+    self._stop.set()
+    self._thread.join(timeout=5)
+
+  def cores_by_thread(self, start: float, end: float,
+                      top: int = 12) -> Dict[str, float]:
+    """Cores busy between ``start`` and ``end``, by thread name (digits
+    dropped, so that a pool's threads add up), busiest first, and
+    ``total``."""
+    before = next((c for t, c in self.samples if t >= start), None)
+    after = next((c for t, c in self.samples if t >= end), None)
+    if before is None or after is None:
+      return {}
+    span = end - start
+    by_name = collections.Counter()
+    for key, seconds in after.items():
+      name = re.sub(r'[-_]?\d+$', '', key[2]) or key[2]
+      by_name[name] += (seconds - before.get(key, 0.0)) / span
+    out = {name: round(cores, 2) for name, cores in by_name.most_common(top)}
+    out['total'] = round(sum(by_name.values()), 2)
+    return out
+
+
+def _spy(pid: int, progress: ProgressSampler, images: int, path: str,
+         seconds: float) -> None:
+  """Once a quarter of the images are written, samples the stacks of
+  ``pid`` and its children with py-spy for ``seconds``, twice: the
+  threads holding the GIL (``path``-gil.txt), then every busy thread with
+  its native frames (``path``-native.txt); collapsed stacks, one a
+  line with its count."""
+  while not progress.samples or sum(progress.samples[-1][1].values()) < (
+      images / 4):
+    if progress._stop.wait(0.2):  # pylint: disable=protected-access
+      return
+  for kind, flags in (('gil', ['--gil']), ('native', ['--native'])):
+    subprocess.run(['py-spy', 'record', '--pid', str(pid), '--subprocesses',
+                    '--nonblocking', '--rate', '200', '--duration',
+                    str(int(seconds)), '--format', 'raw', '-o',
+                    f'{path}-{kind}.txt', *flags],
+                   capture_output=True, check=False)
+
+
 def featurize_run(input_pattern: str, out: str, images: int,
                   extra: Sequence[str], env: Optional[dict] = None,
-                  processes: int = 1, server: bool = False) -> dict:
+                  processes: int = 1, server: bool = False,
+                  spy: Optional[str] = None,
+                  memory_from: Optional[int] = None) -> dict:
   """One ``featurize run --device gpu``; returns its measurements.
 
   Args:
@@ -142,6 +336,10 @@ def featurize_run(input_pattern: str, out: str, images: int,
     processes: SDK worker processes.
     server: One server process owns the GPU and the workers send it
       batches (``--large-model``).
+    spy: Where py-spy's stacks go (``_spy``), if py-spy is installed.
+    memory_from: Also the peaks of host and GPU memory until this many
+      images were written (``memory_until``), to tell whether memory
+      stays flat after it within the one run.
   """
   shutil.rmtree(out, ignore_errors=True)
   runner = (['--direct_running_mode=multi_processing',
@@ -152,11 +350,15 @@ def featurize_run(input_pattern: str, out: str, images: int,
              os.path.join(ROOT, 'run_configs', 'local.yaml'), '--input',
              input_pattern, '--output', out, '--device', 'gpu', '--weights',
              'random', '--quiet', *extra, *runner]
-  with GpuSampler() as sampler:
+  with GpuSampler() as sampler, ProgressSampler() as progress:
     started = time.perf_counter()
     child = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, env=env)
-    with TreeRssSampler(child.pid) as tree:
+    with TreeRssSampler(child.pid) as tree, ThreadCpuSampler(
+        child.pid) as threads:
+      if spy and shutil.which('py-spy'):
+        threading.Thread(target=_spy, args=(child.pid, progress, images,
+                                            spy, 3), daemon=True).start()
       stdout, stderr = child.communicate()
     wall = time.perf_counter() - started
   if child.returncode != 0:
@@ -192,9 +394,30 @@ def featurize_run(input_pattern: str, out: str, images: int,
             'host_time_per_image': per_image.group(1) if per_image else None,
             'stdout': stdout.strip().splitlines()[-8:]}
   result.update(sampler.busy_summary())
+  result.update(progress.summary())
+  moment = progress.time_of(memory_from) if memory_from else None
+  if moment is not None:
+    gpu_offset = progress.started - sampler.started
+    result['memory_until'] = {
+        'images': memory_from,
+        'host_peak_rss_mib': round(tree.peak_until_kib(
+            moment + progress.started - tree.started) / 1024, 1),
+        'gpu_memory_peak_mib': max(
+            (mib for t, _, mib in sampler.samples if t <= moment + gpu_offset),
+            default=None)}
+  span = progress.window()
+  # The samplers' clocks start within milliseconds of each other.
+  offset = threads.started - progress.started
+  result['cores_by_thread'] = (threads.cores_by_thread(
+      span[0] - offset, span[1] - offset) if span else {})
   print(f'end-to-end {" ".join(extra)} {images} images: {result}',
         flush=True)
   return result
+
+
+def steady(run: dict) -> Optional[float]:
+  """A run's steady images/s: its progress slope (``ProgressSampler``)."""
+  return run.get('steady_images_per_s')
 
 
 def after_first_record_rate(run: dict) -> Optional[float]:

@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import pstats
+import re
 import subprocess
 import sys
 import time
@@ -127,6 +128,16 @@ RATIO_TARGETS = {('imagenet', 'avg'): 0.8, ('imagenet', 'none'): 0.5,
 UNIFORM_BEFORE = 9638.6
 
 
+def parse_layout(label: str):
+  """``4s:VAR=1+OTHER=2`` -> (4, True, environment with those set)."""
+  layout, _, settings = label.partition(':')
+  env = None
+  if settings:
+    env = dict(os.environ)
+    env.update(item.split('=', 1) for item in settings.split('+'))
+  return int(layout.rstrip('s')), layout.endswith('s'), env
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser()
   parser.add_argument('--out', default='benchmarks/results/gpu')
@@ -144,7 +155,13 @@ def main(argv=None) -> int:
   parser.add_argument('--compare', default='1,2,4s',
                       help='Layouts to run first on imagenet avg at the '
                       'small size: worker counts, "s" for a GPU server '
-                      'process (--large-model); "none" to skip.')
+                      'process (--large-model), and after a ":" '
+                      'environment settings for the run, "VAR=VALUE" '
+                      'joined by "+" (4:OMP_NUM_THREADS=1); "none" to '
+                      'skip.')
+  parser.add_argument('--compare-images', type=int, default=0,
+                      help='Images of each compared layout\'s run '
+                      '(default: the small size).')
   parser.add_argument('--none-profiles', default='imagenet',
                       help='Profiles also run with --pooling none.')
   parser.add_argument('--distinct', type=int, default=2048)
@@ -154,6 +171,14 @@ def main(argv=None) -> int:
   parser.add_argument('--image-size', type=int, default=224,
                       help='Smaller for CPU smoke runs (on the stand-in, '
                       'FEATURIZE_GPU_PATH_ON_CPU=1).')
+  parser.add_argument('--spy', action='store_true',
+                      help='py-spy stacks of each compared layout '
+                      '(spy-<layout>-gil.txt and -native.txt in --out).')
+  parser.add_argument('--one-run', action='store_true',
+                      help='One run per profile, of the large size, with '
+                      'memory compared within it (from the small size on).')
+  parser.add_argument('--compare-only', action='store_true',
+                      help='Stop after the layouts\' comparison.')
   parser.add_argument('--profile-run', action='store_true',
                       help='Also a cProfile of one run (slow to start).')
   parser.add_argument('--skip-ceilings', action='store_true',
@@ -203,6 +228,7 @@ def main(argv=None) -> int:
     save()
 
   targets = []
+  best = None
   out = os.path.join(args.data, 'out')
   # One short run first: the first run on a fresh machine pays one-off
   # costs (CUDA's and XLA's caches on disk, the data's first read) that
@@ -217,18 +243,33 @@ def main(argv=None) -> int:
   # Which layout feeds the GPU best, measured first: the profiles' runs
   # then use it (--processes 0). A layout is a worker count, with "s" for
   # a server process that owns the GPU (--large-model).
-  layout = (args.processes, args.server)
+  layout = (args.processes, args.server, None)
   if args.compare != 'none':
     compared = {}
-    pattern = patterns['imagenet' if 'imagenet' in names else names[0]][small]
+    compare_images = args.compare_images or small
+    pattern = subset(data['imagenet' if 'imagenet' in names else names[0]],
+                     os.path.join(args.data, f'compare-{compare_images}'),
+                     compare_images, args.per_shard)
     for label in args.compare.split(','):
-      count, server = int(label.rstrip('s')), label.endswith('s')
-      run = end_to_end.featurize_run(
-          pattern, out, small,
-          ['--pooling', 'avg', '--precision', 'bfloat16', '--batch-size',
-           str(args.batch_size), '--image-size', str(args.image_size)],
-          processes=count, server=server)
+      count, server, env = parse_layout(label)
+      try:
+        run = end_to_end.featurize_run(
+            pattern, out, compare_images,
+            ['--pooling', 'avg', '--precision', 'bfloat16', '--batch-size',
+             str(args.batch_size), '--image-size', str(args.image_size)],
+            processes=count, server=server, env=env,
+            spy=os.path.join(args.out,
+                             'spy-' + re.sub(r'[^\w.-]', '_', label))
+            if args.spy else None)
+      except RuntimeError as e:  # one layout failing says so, no more
+        print(f'layout {label} failed: {e}', flush=True)
+        compared[label] = {'failed': str(e)[-2000:],
+                           'steady_images_per_s': None}
+        continue
       compared[label] = {
+          'steady_images_per_s': end_to_end.steady(run),
+          'per_process_images_per_s': run['per_process_images_per_s'],
+          'cores_by_thread': run['cores_by_thread'],
           'images_per_s_after_first_record':
               end_to_end.after_first_record_rate(run),
           'host_peak_rss_mib': run['host_peak_rss_mib'],
@@ -238,14 +279,17 @@ def main(argv=None) -> int:
           'host_time_per_image': run['host_time_per_image']}
       summary['layouts_compared'] = {
           'profile': 'imagenet' if 'imagenet' in names else names[0],
-          'images': small, 'pooling': 'avg', 'rates': compared}
+          'images': compare_images, 'pooling': 'avg', 'rates': compared}
       save()
+    if args.compare_only:
+      return 0
     if args.processes == 0:
-      best = max(compared, key=lambda c: compared[c][
-          'images_per_s_after_first_record'] or 0)
-      layout = (int(best.rstrip('s')), best.endswith('s'))
-  processes, server = max(1, layout[0]), layout[1]
-  summary['layout'] = {'processes': processes, 'server': server}
+      best = max(compared,
+                 key=lambda c: compared[c]['steady_images_per_s'] or 0)
+      layout = parse_layout(best)
+  processes, server, layout_env = max(1, layout[0]), layout[1], layout[2]
+  summary['layout'] = {'processes': processes, 'server': server,
+                       'environment': best if layout_env else None}
   print(f'end to end with {processes} worker process(es)'
         f'{" and a GPU server process" if server else ""}', flush=True)
 
@@ -256,11 +300,29 @@ def main(argv=None) -> int:
       extra = ['--pooling', pooling, '--precision', 'bfloat16',
                '--batch-size', str(args.batch_size), '--image-size',
                str(args.image_size)]
-      few, many = (end_to_end.featurize_run(
-          patterns[name][n], out, n, extra, processes=processes,
-          server=server)
-                   for n in (small, large))
-      rate = end_to_end.steady_rate(few, many)
+      if args.one_run:
+        # One run of the large size: its progress slope is the rate, and
+        # memory is compared within it, until the small size against the
+        # whole run.
+        many = end_to_end.featurize_run(
+            patterns[name][large], out, large, extra, processes=processes,
+            server=server, env=layout_env, memory_from=small)
+        until = many.get('memory_until') or {}
+        few = {'images': small, 'host_peak_rss_mib': until.get(
+            'host_peak_rss_mib') or many['host_peak_rss_mib'],
+               'gpu_memory_peak_mib': until.get('gpu_memory_peak_mib')}
+      else:
+        few, many = (end_to_end.featurize_run(
+            patterns[name][n], out, n, extra, processes=processes,
+            server=server, env=layout_env)
+                     for n in (small, large))
+      # The headline: the large run's progress slope. The two sizes'
+      # difference is kept beside it, but start-up times vary by seconds
+      # from run to run, which that difference takes for images.
+      rate = end_to_end.steady(many) or end_to_end.steady_rate(few, many)
+      if not args.one_run:
+        entry.setdefault('two_size_difference_images_per_s', {})[pooling] = {
+            'bfloat16': end_to_end.steady_rate(few, many)}
       entry.setdefault('after_first_record_images_per_s', {})[pooling] = {
           'bfloat16': end_to_end.after_first_record_rate(many)}
       entry.setdefault('runs', {})[pooling] = {'bfloat16': [few, many]}

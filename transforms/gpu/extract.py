@@ -57,6 +57,11 @@ PENDING_CPU_BATCHES = 2
 # Benchmark seam: "1" prepares batches on the bundle's own thread (no
 # helper thread), to measure what the helper thread buys.
 INLINE_PREPARE_ENV = 'FEATURIZE_GPU_INLINE_PREPARE'
+# Benchmark seam: helper threads preparing batches in a process that owns
+# its GPU runtime (default 1: one batch decodes and resizes while the one
+# before runs the model). More let one batch's nvJPEG decode, which gives
+# up the GIL, overlap another's resize packing, which holds it.
+PREPARE_THREADS_ENV = 'FEATURIZE_GPU_PREPARE_THREADS'
 
 
 class _ExtractOnDeviceFn(beam.DoFn):
@@ -132,10 +137,14 @@ class _ExtractOnDeviceFn(beam.DoFn):
     # run_batch) while this thread reads and writes; they touch no Beam
     # state (Beam's metrics belong to the bundle's thread: they are
     # updated here).
-    threads = self._in_flight if self._server is not None else 1
+    threads = (self._in_flight if self._server is not None else
+               min(self._in_flight,
+                   int(os.environ.get(PREPARE_THREADS_ENV, '1'))))
     self._prepare = (_Inline() if os.environ.get(INLINE_PREPARE_ENV) else
                      futures.ThreadPoolExecutor(
-                         threads, thread_name_prefix='featurize-gpu-batches'))
+                         threads, thread_name_prefix='featurize-gpu-batches',
+                         initializer=runtime.name_thread,
+                         initargs=('fz-gpu-batches',)))
     # Reported from process(): metrics updated in setup are lost (Beam's
     # RunInference defers its load metric the same way).
     self._load_to_report = loaded_ms
@@ -143,6 +152,7 @@ class _ExtractOnDeviceFn(beam.DoFn):
       logging.info('GPU runtime ready in %.1f s', loaded_ms / 1e3)
 
   def start_bundle(self):
+    runtime.name_thread('fz-bundle')  # Beam's thread: for top -H
     batch_size = self._batch_size
     self._batcher = batching.RoutedBatcher(
         batch_size, MAX_ENCODED_BATCH_BYTES, MAX_DECODED_BATCH_BYTES,

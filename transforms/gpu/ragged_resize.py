@@ -78,6 +78,7 @@ non-contiguous views) and numpy rows from the CPU path (``(S, S, 3)``)::
 """
 import functools
 import math
+import threading
 from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
@@ -779,6 +780,7 @@ class RaggedResize:
     self.chunk_taps = chunk_taps
     self.reuse_cost = reuse_cost
     self._capacities: List[Capacity] = []  # shapes already used
+    self._lock = threading.Lock()  # helper threads may pack at once
 
   @property
   def capacities(self) -> List[Capacity]:
@@ -812,8 +814,9 @@ class RaggedResize:
     prepared = _prepare(sources, self.config, self.batch_size,
                         self.chunk_taps)
     short = len(sources) < self.batch_size
-    return _build(prepared, self._capacity(_need(prepared), short),
-                  self.batch_size)
+    with self._lock:
+      capacity = self._capacity(_need(prepared), short)
+    return _build(prepared, capacity, self.batch_size)
 
   def run(self, flat, packed: Packed):
     """Resizes a packed batch: ``(batch_size, S, S, 3)`` uint8 on the
