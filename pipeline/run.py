@@ -240,10 +240,19 @@ def failure_line(message: str, limit: int = 600) -> str:
   """The first line of a runner's failure message, cut to ``limit``.
 
   A portable runner's message starts with what failed (``Pipeline ID
-  failed in state FAILED: <cause>``) and goes on with stack traces.
+  failed in state FAILED: <cause>``) and goes on with stack traces. A
+  worker process's error on a local runner is a Python traceback as text,
+  whose last unindented line is the exception: that line is the cause.
   """
   lines = [line.strip() for line in message.splitlines() if line.strip()]
   first = lines[0] if lines else 'the job failed (no message from the runner)'
+  if first.startswith('Traceback (most recent call last)'):
+    causes = [line.strip() for line in message.splitlines()
+              if line.strip() and not line[0].isspace() and
+              not line.startswith(('Traceback (most recent call last)',
+                                   'During handling of the above',
+                                   'The above exception was'))]
+    first = causes[-1] if causes else first
   for known, meaning in _EXPLAINED.items():
     if known in first:
       first = f'{meaning}: {first}'

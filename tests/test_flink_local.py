@@ -228,6 +228,24 @@ def test_failure_line_keeps_the_cause_and_drops_traces():
   assert 'no message' in run.failure_line('')
 
 
+def test_failure_line_of_a_worker_traceback_is_its_exception():
+  """A local worker process reports its error as a traceback in text: the
+  line is the exception at its end, not "Traceback (most recent...)"."""
+  message = ('Traceback (most recent call last):\n'
+             '  File "apache_beam/runners/common.py", line 1, in process\n'
+             '    raise ValueError(x)\n'
+             'ValueError: first\n\n'
+             'During handling of the above exception, another exception '
+             'occurred:\n\n'
+             'Traceback (most recent call last):\n'
+             '  File "transforms/gpu/extract.py", line 2, in _finish\n'
+             'RuntimeError: CUDA error: out of memory [while running '
+             "'ExtractOnDevice']\n")
+  assert run.failure_line(message) == (
+      "RuntimeError: CUDA error: out of memory [while running "
+      "'ExtractOnDevice']")
+
+
 def test_a_setup_killed_half_way_leaves_nothing_that_looks_finished(
     tmp_path):
   final = str(tmp_path / 'home' / 'flink-1.19.3')

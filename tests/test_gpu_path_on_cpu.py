@@ -291,3 +291,16 @@ def test_two_helper_threads_give_what_one_gives(gpu_and_cpu_runs, tmp_path,
   similarity = cosines(np.stack([two[k][0] for k in keys]),
                        np.stack([one[k][0] for k in keys]))
   assert similarity.min() >= 0.9999
+
+
+def test_the_local_gpu_config_runs_several_processes_on_the_gpu():
+  """run_configs/local-gpu.yaml: the measured layout (several SDK worker
+  processes sharing the GPU) and --device gpu, from the file alone."""
+  from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=import-outside-toplevel
+  from pipeline import options  # pylint: disable=import-outside-toplevel
+  from pipeline.run import local_worker_processes  # pylint: disable=import-outside-toplevel
+  parsed = options.parse_run_args(
+      ['--config', os.path.join(ROOT, 'run_configs', 'local-gpu.yaml'),
+       '--input', 'x/*.tfrecord', '--output', 'out'])
+  assert parsed.job.model.device == 'gpu'
+  assert local_worker_processes(PipelineOptions(parsed.beam_args)) == 8

@@ -362,8 +362,11 @@ def featurize_run(input_pattern: str, out: str, images: int,
       stdout, stderr = child.communicate()
     wall = time.perf_counter() - started
   if child.returncode != 0:
-    raise RuntimeError(f'featurize failed ({child.returncode}):\n'
-                       f'{stdout[-3000:]}\n{stderr[-3000:]}')
+    said = [line for line in stderr.splitlines()
+            if line.startswith('featurize: error')]
+    raise RuntimeError(f'featurize failed ({child.returncode}): '
+                       f'{" ".join(said)}\n{stdout[-3000:]}\n'
+                       f'{stderr[-3000:]}')
   rss = re.search(r'PEAK_RSS_KB (\d+)', stdout)
   steps = re.search(r'host time a GPU batch: (.*)', stdout)
   per_image = re.search(r'host time an image: (.*)', stdout)

@@ -128,6 +128,27 @@ RATIO_TARGETS = {('imagenet', 'avg'): 0.8, ('imagenet', 'none'): 0.5,
 UNIFORM_BEFORE = 9638.6
 
 
+def _profile_runs(args, patterns, out, extra, processes, server, env):
+  """A profile's runs: the small and the large size, or with
+  ``--one-run`` the large one alone, whose memory until the small size
+  stands in for the small run's."""
+  small, large = (int(s) for s in args.sizes.split(','))
+  if not args.one_run:
+    return tuple(end_to_end.featurize_run(
+        patterns[n], out, n, extra, processes=processes, server=server,
+        env=env) for n in (small, large))
+  # One run of the large size: its progress slope is the rate, and memory
+  # is compared within it, until the small size against the whole run.
+  many = end_to_end.featurize_run(
+      patterns[large], out, large, extra, processes=processes,
+      server=server, env=env, memory_from=small)
+  until = many.get('memory_until') or {}
+  few = {'images': small, 'host_peak_rss_mib': until.get(
+      'host_peak_rss_mib') or many['host_peak_rss_mib'],
+         'gpu_memory_peak_mib': until.get('gpu_memory_peak_mib')}
+  return few, many
+
+
 def parse_layout(label: str):
   """``4s:VAR=1+OTHER=2`` -> (4, True, environment with those set)."""
   layout, _, settings = label.partition(':')
@@ -300,22 +321,18 @@ def main(argv=None) -> int:
       extra = ['--pooling', pooling, '--precision', 'bfloat16',
                '--batch-size', str(args.batch_size), '--image-size',
                str(args.image_size)]
-      if args.one_run:
-        # One run of the large size: its progress slope is the rate, and
-        # memory is compared within it, until the small size against the
-        # whole run.
-        many = end_to_end.featurize_run(
-            patterns[name][large], out, large, extra, processes=processes,
-            server=server, env=layout_env, memory_from=small)
-        until = many.get('memory_until') or {}
-        few = {'images': small, 'host_peak_rss_mib': until.get(
-            'host_peak_rss_mib') or many['host_peak_rss_mib'],
-               'gpu_memory_peak_mib': until.get('gpu_memory_peak_mib')}
-      else:
-        few, many = (end_to_end.featurize_run(
-            patterns[name][n], out, n, extra, processes=processes,
-            server=server, env=layout_env)
-                     for n in (small, large))
+      try:
+        few, many = _profile_runs(args, patterns[name], out, extra,
+                                  processes, server, layout_env)
+      except RuntimeError as e:
+        # One profile failing is a result too: the others still run.
+        first = str(e).splitlines()[0]
+        print(f'{name} {pooling} failed: {e}', flush=True)
+        entry.setdefault('failed', {})[pooling] = str(e)[-3000:]
+        targets.append((f'{name} {pooling}: the run completes ({first})',
+                        False))
+        save()
+        continue
       # The headline: the large run's progress slope. The two sizes'
       # difference is kept beside it, but start-up times vary by seconds
       # from run to run, which that difference takes for images.
