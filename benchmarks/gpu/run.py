@@ -7,9 +7,10 @@ device-resident batches, ``ceiling``) and featurize end to end
 (``profiles``: ``imagenet``, ``web``, and ``uniform`` 500x375 baseline
 JPEGs for comparison), each over 20,000 and 100,000 images, in bfloat16
 with ``--pooling avg`` (and ``none`` on ``imagenet``). First it runs
-``imagenet`` in several layouts (by default 1 and 2 SDK worker processes
-sharing the GPU, and 4 feeding one server process that owns it,
-``--large-model``), and the profiles' runs use the fastest. It prints each target with
+``imagenet`` in several layouts (by default 4 and 8 SDK worker processes
+sharing the GPU; ``4s`` would be 4 feeding one server process that owns
+it, ``--large-model``), and the profiles' runs use the fastest. A run's
+steady rate is the slope of its progress (``end_to_end``). It prints each target with
 PASS/FAIL and writes ``summary.json`` (figures under ``profiles.<name>``)
 to ``--out``.
 """
@@ -173,7 +174,7 @@ def main(argv=None) -> int:
   parser.add_argument('--server', action='store_true',
                       help='With --processes N: one server process owns '
                       'the GPU (--large-model).')
-  parser.add_argument('--compare', default='1,2,4s',
+  parser.add_argument('--compare', default='4,8',
                       help='Layouts to run first on imagenet avg at the '
                       'small size: worker counts, "s" for a GPU server '
                       'process (--large-model), and after a ":" '

@@ -1,0 +1,46 @@
+"""The GPU benchmark's measures, on made-up samples: the steady rate from
+the workers' progress, the cores by thread, the layouts' labels."""
+import os
+
+from benchmarks.gpu import end_to_end, run
+
+
+def _progress(samples):
+  sampler = end_to_end.ProgressSampler()
+  sampler.samples = samples
+  return sampler
+
+
+def test_steady_rate_is_the_slope_between_20_and_90_percent():
+  # Two workers: a slow start (compile), then 100 and 50 images/s, then a
+  # pause (the publish) that must not count.
+  samples = [(t, {'1': 0, '2': 0}) for t in range(10)]
+  samples += [(10 + t, {'1': 100 * t, '2': 50 * t}) for t in range(21)]
+  samples += [(31 + t, {'1': 2000, '2': 1000}) for t in range(10)]
+  summary = _progress(samples).summary()
+  assert summary['steady_images_per_s'] == 150.0
+  assert summary['per_process_images_per_s'] == [100.0, 50.0]
+  assert summary['steady_window_s'] == [14, 28]  # 600 and 2,700 of 3,000
+  assert _progress(samples).time_of(1500) == 20
+
+
+def test_no_progress_gives_no_rate():
+  assert _progress([(0, {}), (1, {'1': 0})]).summary()[
+      'steady_images_per_s'] is None
+
+
+def test_cores_by_thread_add_a_pools_threads_up():
+  sampler = end_to_end.ThreadCpuSampler(os.getpid())
+  sampler.samples = [
+      (0.0, {(1, 11, 'fz-cpu-decode'): 1.0, (1, 12, 'fz-cpu-decode'): 0.0,
+             (1, 13, 'fz-bundle'): 5.0}),
+      (2.0, {(1, 11, 'fz-cpu-decode'): 2.0, (1, 12, 'fz-cpu-decode'): 1.0,
+             (1, 13, 'fz-bundle'): 6.0, (2, 21, 'worker_7'): 1.0})]
+  assert sampler.cores_by_thread(0.0, 2.0) == {
+      'fz-cpu-decode': 1.0, 'fz-bundle': 0.5, 'worker': 0.5, 'total': 2.0}
+
+
+def test_layout_labels():
+  assert run.parse_layout('8') == (8, False, None)
+  count, server, env = run.parse_layout('4s:A=1+B=x=y')
+  assert (count, server, env['A'], env['B']) == (4, True, '1', 'x=y')
