@@ -143,3 +143,50 @@ def test_routing_sends_only_baseline_jpegs_to_the_device():
     assert route.category == want, (name, route)
     assert route.on_device == (want == routing.DEVICE), name
     assert route.category in routing.CATEGORIES
+
+
+def test_a_batch_the_decoder_rejects_is_decoded_one_by_one():
+  calls = []
+
+  def decode(encoded):
+    calls.append(encoded)
+    if isinstance(encoded, list):
+      raise ValueError('one bad image spoils the batch call')
+    if encoded == b'bad':
+      raise RuntimeError('nvJPEG: unsupported')
+    return encoded.upper()
+
+  assert decoders.decode_each_on_failure(decode, [b'a', b'bad', b'c']) == [
+      b'A', None, b'C']
+  assert len(calls) == 4  # the batch, then each alone
+
+
+class _Broken(decoders.PillowStandIn):
+  def decode(self, datas):
+    raise TypeError('the decoder itself broke')
+
+
+def test_a_broken_decoder_costs_its_images_error_lines_not_the_run():
+  records = [ImageRecord(f'photo-{i}', 'test', image_zoo.jpeg(size=(300, 200)))
+             for i in range(3)]
+  records.append(ImageRecord('cmyk', 'test', image_zoo.cmyk_jpeg()))
+  batch, _ = device_batches.batch_of(records, CONFIG)
+  decoded, rows, errors, _ = device_batches.decode_on_device(
+      batch, _Broken(CONFIG, 8), CONFIG)
+  assert decoded == []
+  assert [image.key for image, _ in rows] == ['cmyk']  # the CPU row goes on
+  assert [(e.key, e.stage, e.error_type) for e in errors] == [
+      (f'photo-{i}', 'decode', 'TypeError') for i in range(3)]
+
+
+def test_a_failed_batch_is_an_error_line_for_each_image():
+  records = [ImageRecord(f'photo-{i}', 'test', image_zoo.jpeg(size=(300, 200)))
+             for i in range(2)]
+  records.append(ImageRecord('cmyk', 'test', image_zoo.cmyk_jpeg()))
+  batch, _ = device_batches.batch_of(records, CONFIG)
+  result = device_batches.failed(batch, ConnectionError('server gone'))
+  assert result.features == [] and result.timings is None
+  assert [(e.key, e.stage, e.error_type, e.message) for e in result.errors] == [
+      ('photo-0', 'inference', 'ConnectionError', 'server gone'),
+      ('photo-1', 'inference', 'ConnectionError', 'server gone'),
+      ('cmyk', 'inference', 'ConnectionError', 'server gone')]

@@ -27,6 +27,24 @@ from transforms import imaging
 from transforms.gpu import ragged_resize
 
 
+def decode_each_on_failure(decode, encoded: Sequence[Any]) -> List[Any]:
+  """``decode(encoded)`` for the whole list; where that raises, ``decode``
+  of each image alone, with None for each that raises too (the CPU path
+  then decides). torchvision raises RuntimeError for data nvJPEG rejects,
+  but ValueError and TypeError from its own checks, and CUDA's errors
+  (out of memory) are RuntimeErrors too: none of them may end the run."""
+  try:
+    return list(decode(list(encoded)))
+  except Exception:  # pylint: disable=broad-except
+    out = []
+    for one in encoded:
+      try:
+        out.append(decode(one))
+      except Exception:  # pylint: disable=broad-except
+        out.append(None)
+    return out
+
+
 class NvjpegDecoder:
   """nvJPEG on one CUDA device, through ``torchvision.io.decode_jpeg``.
 
@@ -56,16 +74,7 @@ class NvjpegDecoder:
     with warnings.catch_warnings():
       warnings.filterwarnings('ignore', message='.*not writable.*')
       encoded = [torch.frombuffer(data, dtype=torch.uint8) for data in datas]
-    try:
-      return self._decode_jpeg(encoded)
-    except RuntimeError:
-      return [self._decode_one(one) for one in encoded]
-
-  def _decode_one(self, encoded) -> Optional[Any]:
-    try:
-      return self._decode_jpeg(encoded)
-    except RuntimeError:
-      return None
+    return decode_each_on_failure(self._decode_jpeg, encoded)
 
   def resize_batch(self, images: Sequence[Tuple[Any, int]],
                    rows: Sequence[np.ndarray]):

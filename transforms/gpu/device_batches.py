@@ -109,9 +109,17 @@ def decode_on_device(batch: batching.Batch, decoder,
   # One nvJPEG call for the batch, whose full-size pixels the batcher
   # bounded (batching.RoutedBatcher). data[:end] drops padding after EOI,
   # which nvJPEG may not take.
-  pixels = decoder.decode([
-      image.data if screen.end >= len(image.data) else
-      image.data[:screen.end] for image, screen in batch.device])
+  try:
+    pixels = decoder.decode([
+        image.data if screen.end >= len(image.data) else
+        image.data[:screen.end] for image, screen in batch.device])
+  except Exception as e:  # pylint: disable=broad-except
+    # The decoder refuses single images itself (as None); an error of the
+    # decoder as a whole costs its images an error line each, never the
+    # run, and the batch's CPU rows go on.
+    return ([], list(batch.decoded),
+            [_error(image, 'decode', e) for image, _ in batch.device],
+            (time.perf_counter() - started, 0.0))
   for (image, screen), result in zip(batch.device, pixels):
     if result is None:  # nvJPEG refused it: the CPU path decides
       refused.append(image)
@@ -184,6 +192,14 @@ def run_batch(batch: batching.Batch, decoder, model, replica: int,
               config: imaging.DecodeConfig) -> BatchResult:
   """``start_batch`` then ``finish_batch``: one batch, waited for."""
   return result_of(*start_batch(batch, decoder, model, replica, config))
+
+
+def failed(batch: batching.Batch, error: Exception) -> BatchResult:
+  """A batch that could not be run: an error line for each image."""
+  images = [image for image, _ in batch.device] + [
+      image for image, _ in batch.decoded]
+  return BatchResult([], [_error(image, 'inference', error)
+                          for image in images], 0, None)
 
 
 def result_of(pending: Optional[PendingBatch],

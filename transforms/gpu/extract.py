@@ -206,17 +206,24 @@ class _ExtractOnDeviceFn(beam.DoFn):
       prepared = self._prepare.submit(
           device_batches.start_batch, batch, self._runtime.decoders[replica],
           self._runtime.model, replica, self._decode_config)
-    self._pending.append((time.perf_counter(), prepared))
+    self._pending.append((time.perf_counter(), prepared, batch))
     while len(self._pending) >= self._in_flight:
       yield from self._finish(self._pending.popleft())
 
   def _finish(self, submitted) -> Iterator:
-    submitted_at, prepared = submitted
+    submitted_at, prepared, batch = submitted
     started = time.perf_counter()
-    if self._server is not None:
-      result = prepared.result()  # re-raises what run_batch raised
-    else:  # ... or start_batch
-      result = device_batches.result_of(*prepared.result())
+    try:
+      if self._server is not None:
+        result = prepared.result()  # re-raises what run_batch raised
+      else:  # ... or start_batch
+        result = device_batches.result_of(*prepared.result())
+    except Exception as e:  # pylint: disable=broad-except
+      # start_batch turns what it expects into error lines; anything else
+      # (a bug, a lost server) costs this batch's images an error line
+      # each, like RunInference's dead letters, and the run goes on.
+      logging.exception('A GPU batch failed')
+      result = device_batches.failed(batch, e)
     done = time.perf_counter()
     if result.timings is not None:
       images = len(result.features) + sum(
