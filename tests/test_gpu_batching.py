@@ -190,3 +190,13 @@ def test_a_failed_batch_is_an_error_line_for_each_image():
       ('photo-0', 'inference', 'ConnectionError', 'server gone'),
       ('photo-1', 'inference', 'ConnectionError', 'server gone'),
       ('cmyk', 'inference', 'ConnectionError', 'server gone')]
+
+
+def test_the_cuda_schedule_seam_refuses_unknown_names_and_needs_a_driver():
+  import ctypes.util
+  import pytest
+  from transforms.gpu import runtime
+  with pytest.raises(ValueError, match='blocking'):
+    runtime.set_cuda_schedule('sometimes')
+  if ctypes.util.find_library('cuda') is None:  # this machine: no driver
+    assert runtime.set_cuda_schedule('blocking') is False

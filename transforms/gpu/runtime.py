@@ -32,6 +32,41 @@ from transforms.gpu.device_model import DeviceModel, visible_devices
 # process that decodes on a GPU.
 SWITCH_INTERVAL_S = 0.0001
 SWITCH_INTERVAL_ENV = 'FEATURIZE_GPU_SWITCH_INTERVAL_S'
+# How a host thread waits for the GPU: CUDA's default spins on a core
+# while a process has fewer contexts than the machine has cores. With 8
+# processes sharing one H200 the threads that wait (nvJPEG's, the
+# resize's synchronisation, the features' copy) took about 450 µs of CPU
+# an image where the work alone takes about 125 (RESULTS.md, run 11).
+# "spin", "yield" or "blocking" here sets the GPUs' primary contexts'
+# flags before JAX or torch make them; unset leaves CUDA's choice. A
+# benchmark seam until measured.
+CUDA_SCHEDULE_ENV = 'FEATURIZE_CUDA_SCHEDULE'
+_CU_CTX_SCHED = {'auto': 0, 'spin': 1, 'yield': 2, 'blocking': 4}
+
+
+def set_cuda_schedule(schedule: str) -> bool:
+  """Sets every visible GPU's primary-context scheduling flag through the
+  driver API (no framework exposes it); True where the driver took it.
+  Raises ValueError for an unknown name; a machine without CUDA's driver
+  gives False."""
+  flag = _CU_CTX_SCHED.get(schedule)
+  if flag is None:
+    raise ValueError(f'{CUDA_SCHEDULE_ENV} must be one of '
+                     f'{sorted(_CU_CTX_SCHED)}, not {schedule!r}')
+  import ctypes  # pylint: disable=import-outside-toplevel
+  try:
+    cuda = ctypes.CDLL('libcuda.so.1')
+  except OSError:
+    return False
+  count = ctypes.c_int(0)
+  if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
+    return False
+  done = True
+  for index in range(count.value):
+    device = ctypes.c_int(0)
+    done &= (cuda.cuDeviceGet(ctypes.byref(device), index) == 0 and
+             cuda.cuDevicePrimaryCtxSetFlags(device, flag) == 0)
+  return bool(done)
 
 
 @dataclasses.dataclass
@@ -54,6 +89,11 @@ def load_runtime(model_config: vgg16.ModelConfig,
   sys.setswitchinterval(float(os.environ.get(SWITCH_INTERVAL_ENV,
                                              SWITCH_INTERVAL_S)))
   on_cpu = backend.on_cpu_stand_in()
+  schedule = os.environ.get(CUDA_SCHEDULE_ENV)
+  if schedule and not on_cpu:  # before JAX and torch make the contexts
+    if not set_cuda_schedule(schedule):
+      logging.warning('%s=%s: the CUDA driver did not take it',
+                      CUDA_SCHEDULE_ENV, schedule)
   devices = visible_devices(on_cpu)
   model = DeviceModel(model_config, devices)
   made = [decoders.make_decoder(index, decode_config, model.batch_size,
