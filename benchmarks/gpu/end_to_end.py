@@ -60,29 +60,32 @@ def _rss_kib(pid: int) -> int:
   return 0
 
 
-class TreeRssSampler:
-  """Samples the resident memory of a process and all its descendants."""
+def _tree(pid: int) -> List[int]:
+  """``pid`` and all its descendants."""
+  pids, todo = [], [pid]
+  while todo:
+    one = todo.pop()
+    pids.append(one)
+    todo.extend(_children(one))
+  return pids
 
-  def __init__(self, pid: int, interval_s: float = 0.25):
-    self.peak_total_kib = 0
-    self.peak_process_kib = 0
-    self.series: List[Tuple[float, int]] = []  # (seconds, total KiB)
-    self._pid = pid
+
+class _Sampler:
+  """Calls ``sample(seconds since start)`` every ``interval_s`` in a
+  thread of its own, from ``__enter__`` to ``__exit__``."""
+
+  def __init__(self, interval_s: float):
     self._interval_s = interval_s
     self._stop = threading.Event()
     self._thread = threading.Thread(target=self._run, daemon=True)
+    self.started = time.perf_counter()
+
+  def sample(self, now: float) -> None:
+    raise NotImplementedError
 
   def _run(self):
     while not self._stop.is_set():
-      pids, todo = [], [self._pid]
-      while todo:
-        pid = todo.pop()
-        pids.append(pid)
-        todo.extend(_children(pid))
-      sizes = [_rss_kib(pid) for pid in pids]
-      self.series.append((time.perf_counter() - self.started, sum(sizes)))
-      self.peak_total_kib = max(self.peak_total_kib, sum(sizes))
-      self.peak_process_kib = max([self.peak_process_kib] + sizes)
+      self.sample(time.perf_counter() - self.started)
       self._stop.wait(self._interval_s)
 
   def __enter__(self):
@@ -93,6 +96,23 @@ class TreeRssSampler:
   def __exit__(self, *exc):
     self._stop.set()
     self._thread.join(timeout=5)
+
+
+class TreeRssSampler(_Sampler):
+  """Samples the resident memory of a process and all its descendants."""
+
+  def __init__(self, pid: int, interval_s: float = 0.25):
+    super().__init__(interval_s)
+    self.peak_total_kib = 0
+    self.peak_process_kib = 0
+    self.series: List[Tuple[float, int]] = []  # (seconds, total KiB)
+    self._pid = pid
+
+  def sample(self, now: float) -> None:
+    sizes = [_rss_kib(pid) for pid in _tree(self._pid)]
+    self.series.append((now, sum(sizes)))
+    self.peak_total_kib = max(self.peak_total_kib, sum(sizes))
+    self.peak_process_kib = max([self.peak_process_kib] + sizes)
 
   def peak_until_kib(self, moment: float) -> int:
     return max((kib for t, kib in self.series if t <= moment), default=0)
@@ -147,55 +167,42 @@ class GpuSampler:
             'gpu_memory_peak_mib': max(s[2] for s in self.samples)}
 
 
-def _tree(pid: int) -> List[int]:
-  pids, todo = [], [pid]
-  while todo:
-    one = todo.pop()
-    pids.append(one)
-    todo.extend(_children(one))
-  return pids
-
-
-class ProgressSampler:
+class ProgressSampler(_Sampler):
   """Samples the images each worker process has written, from the
   progress files of the run started after this sampler (``featurize
   run`` makes a ``featurize-progress-*`` folder in the temp folder)."""
 
   def __init__(self, interval_s: float = 0.25):
+    super().__init__(interval_s)
     self.samples: List[Tuple[float, Dict[str, int]]] = []
-    self._interval_s = interval_s
-    self._stop = threading.Event()
-    self._thread = threading.Thread(target=self._run, daemon=True)
+    self._began_wall = time.time()
+    self._folder = None
 
-  def _run(self):
-    started_wall = time.time()
-    folder = None
-    while not self._stop.is_set():
-      if folder is None:
-        found = [f for f in glob.glob(os.path.join(
-            tempfile.gettempdir(), 'featurize-progress-*'))
-                 if os.path.getmtime(f) >= started_wall - 1]
-        folder = found[0] if found else None
-      if folder is not None:
-        counts = {}
-        for path in glob.glob(os.path.join(folder, '*.json')):
-          try:
-            with open(path) as f:
-              counts[os.path.basename(path)[:-5]] = json.load(f).get(
-                  'images', 0)
-          except (OSError, ValueError):
-            pass  # replaced while read; the next sample sees it
-        self.samples.append((time.perf_counter() - self.started, counts))
-      self._stop.wait(self._interval_s)
+  def sample(self, now: float) -> None:
+    if self._folder is None:
+      found = [f for f in glob.glob(os.path.join(
+          tempfile.gettempdir(), 'featurize-progress-*'))
+               if os.path.getmtime(f) >= self._began_wall - 1]
+      self._folder = found[0] if found else None
+    if self._folder is None:
+      return
+    counts = {}
+    for path in glob.glob(os.path.join(self._folder, '*.json')):
+      try:
+        with open(path) as f:
+          counts[os.path.basename(path)[:-5]] = json.load(f).get(
+              'images', 0)
+      except (OSError, ValueError):
+        pass  # replaced while read; the next sample sees it
+    self.samples.append((now, counts))
 
-  def __enter__(self):
-    self.started = time.perf_counter()
-    self._thread.start()
-    return self
+  def written(self) -> int:
+    """Images written by the last sample."""
+    return sum(self.samples[-1][1].values()) if self.samples else 0
 
-  def __exit__(self, *exc):
-    self._stop.set()
-    self._thread.join(timeout=5)
+  def stopped(self, wait_s: float) -> bool:
+    """Waits up to ``wait_s``; whether the sampler was stopped."""
+    return self._stop.wait(wait_s)
 
   def time_of(self, images: int) -> Optional[float]:
     """When the run had written ``images`` images."""
@@ -253,34 +260,21 @@ def _thread_cpu_seconds(pid: int) -> Dict[Tuple[int, str], float]:
   return out
 
 
-class ThreadCpuSampler:
+class ThreadCpuSampler(_Sampler):
   """Keeps each thread's CPU time, of a process tree, at every sample,
   to tell where the cores went between two moments."""
 
   def __init__(self, pid: int, interval_s: float = 0.5):
+    super().__init__(interval_s)
     self.samples: List[Tuple[float, Dict]] = []
     self._pid = pid
-    self._interval_s = interval_s
-    self._stop = threading.Event()
-    self._thread = threading.Thread(target=self._run, daemon=True)
 
-  def _run(self):
-    while not self._stop.is_set():
-      cpu = {}
-      for pid in _tree(self._pid):
-        for (tid, name), seconds in _thread_cpu_seconds(pid).items():
-          cpu[(pid, tid, name)] = seconds
-      self.samples.append((time.perf_counter() - self.started, cpu))
-      self._stop.wait(self._interval_s)
-
-  def __enter__(self):
-    self.started = time.perf_counter()
-    self._thread.start()
-    return self
-
-  def __exit__(self, *exc):
-    self._stop.set()
-    self._thread.join(timeout=5)
+  def sample(self, now: float) -> None:
+    cpu = {}
+    for pid in _tree(self._pid):
+      for (tid, name), seconds in _thread_cpu_seconds(pid).items():
+        cpu[(pid, tid, name)] = seconds
+    self.samples.append((now, cpu))
 
   def cores_by_thread(self, start: float, end: float,
                       top: int = 12) -> Dict[str, float]:
@@ -308,9 +302,8 @@ def _spy(pid: int, progress: ProgressSampler, images: int, path: str,
   threads holding the GIL (``path``-gil.txt), then every busy thread with
   its native frames (``path``-native.txt); collapsed stacks, one a
   line with its count."""
-  while not progress.samples or sum(progress.samples[-1][1].values()) < (
-      images / 4):
-    if progress._stop.wait(0.2):  # pylint: disable=protected-access
+  while progress.written() < images / 4:
+    if progress.stopped(0.2):
       return
   for kind, flags in (('gil', ['--gil']), ('native', ['--native'])):
     subprocess.run(['py-spy', 'record', '--pid', str(pid), '--subprocesses',
