@@ -13,6 +13,8 @@ import pytest
 from PIL import Image, ImageOps, JpegImagePlugin
 
 from benchmarks.gpu import profiles
+from benchmarks.gpu.profiles import __main__ as profiles_cli
+from benchmarks.gpu.profiles import encoding, shards
 from pipeline import demo
 from transforms import imaging, read
 from transforms.records import ImageRecord
@@ -197,7 +199,7 @@ def test_cache_reuses_shards(tmp_path, monkeypatch):
     raise RuntimeError('encoded again')
 
   with monkeypatch.context() as patch:
-    patch.setattr(profiles, 'encode_all', no_encoding)
+    patch.setattr(shards, 'encode_all', no_encoding)
     assert profiles.write_profile('uniform', str(tmp_path), images=25,
                                   per_shard=10, distinct=10) == first
     assert {p: os.stat(p).st_mtime_ns for p in first.paths} == written
@@ -232,9 +234,9 @@ def test_describe_weights_by_repeats():
 
 
 def test_cli_prints_the_stats(tmp_path, capsys):
-  profiles.main(['--profile', 'uniform', '--images', '5', '--distinct', '3',
-                 '--out', str(tmp_path), '--format', 'webdataset',
-                 '--processes', '1'])
+  profiles_cli.main(['--profile', 'uniform', '--images', '5', '--distinct', '3',
+                     '--out', str(tmp_path), '--format', 'webdataset',
+                     '--processes', '1'])
   report = json.loads(capsys.readouterr().out)
   assert report['shard_format'] == 'webdataset'
   assert report['stats']['images'] == 5 and report['stats']['distinct'] == 3
@@ -275,5 +277,5 @@ def test_photos_are_the_demo_photos():
   assert profiles.PHOTO_FILES == demo.PHOTO_FILES
   demo_photos = sorted(demo.real_photos().items())
   # pylint: disable-next=protected-access
-  assert [p.tobytes() for p in profiles._photos()] == [
+  assert [p.tobytes() for p in encoding._photos()] == [
       p.convert('RGB').tobytes() for _, p in demo_photos]
