@@ -200,3 +200,22 @@ def test_the_cuda_schedule_seam_refuses_unknown_names_and_needs_a_driver():
     runtime.set_cuda_schedule('sometimes')
   if ctypes.util.find_library('cuda') is None:  # this machine: no driver
     assert runtime.set_cuda_schedule('blocking') is False
+
+
+def test_thread_names_show_in_the_system_but_not_for_the_main_thread():
+  from transforms.gpu import runtime
+
+  def comm():
+    with open(f'/proc/self/task/{threading.get_native_id()}/comm') as f:
+      return f.read().strip()
+
+  before = comm()
+  runtime.name_thread('fz-bundle')
+  assert comm() == before  # the main thread: the process's name
+  seen = []
+  worker = threading.Thread(
+      target=lambda: (runtime.name_thread('fz-gpu-batches-long'),
+                      seen.append(comm())))
+  worker.start()
+  worker.join()
+  assert seen == ['fz-gpu-batches-']  # 15 bytes at most

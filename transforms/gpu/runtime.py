@@ -106,7 +106,10 @@ def name_thread(name: str) -> None:
   """Gives the calling thread ``name`` (15 bytes at most) where the
   system shows thread names (``top -H``, ``/proc/<pid>/task``), so that
   the host's cores can be told apart by use; a thread pool's
-  ``initializer``. Python names its threads for itself only."""
+  ``initializer``. Python names its threads for itself only. The main
+  thread keeps its name: the system shows it as the process's."""
+  if threading.current_thread() is threading.main_thread():
+    return
   try:
     import ctypes  # pylint: disable=import-outside-toplevel
     libc = ctypes.CDLL(None, use_errno=True)
