@@ -36,7 +36,8 @@ SWITCH_INTERVAL_ENV = 'FEATURIZE_GPU_SWITCH_INTERVAL_S'
 # while a process has fewer contexts than the machine has cores. With 8
 # processes sharing one H200 the threads that wait (nvJPEG's, the
 # resize's synchronisation, the features' copy) took about 450 µs of CPU
-# an image where the work alone takes about 125 (RESULTS.md, run 11).
+# an image, where the work alone took about 125 µs of one thread's wall
+# time (RESULTS.md, runs 7 and 11).
 # "spin", "yield" or "blocking" here sets the GPUs' primary contexts'
 # flags before JAX or torch make them; unset leaves CUDA's choice. A
 # benchmark seam until measured.
