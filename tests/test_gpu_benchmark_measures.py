@@ -44,3 +44,20 @@ def test_layout_labels():
   assert run.parse_layout('8') == (8, False, None)
   count, server, env = run.parse_layout('4s:A=1+B=x=y')
   assert (count, server, env['A'], env['B']) == (4, True, '1', 'x=y')
+
+
+def test_all_busy_rate_spans_only_the_time_every_process_writes():
+  # Worker 2 starts 4 s after worker 1 and both stop at their own ends:
+  # only t = 4..10 has both writing, at 100 + 100 images/s.
+  samples = []
+  for t in range(16):
+    one = 100 * min(t, 10)
+    two = 100 * max(0, min(t, 14) - 4)
+    samples.append((t, {'1': one, '2': two}))
+  summary = _progress(samples).summary()
+  assert summary['all_busy_window_s'] == [5, 10]
+  assert summary['all_busy_images_per_s'] == 200.0
+  # Too short a window gives no figure, and says so.
+  short = _progress([(0, {'1': 0, '2': 0}), (1, {'1': 100, '2': 0}),
+                     (2, {'1': 100, '2': 100})]).all_busy()
+  assert short['all_busy_images_per_s'] is None

@@ -236,10 +236,39 @@ class ProgressSampler(_Sampler):
     per_process = sorted(
         (round((last.get(pid, 0) - first.get(pid, 0)) / (end - start), 1)
          for pid in last), reverse=True)
-    return {'steady_images_per_s': round(
+    out = {'steady_images_per_s': round(
         (sum(last.values()) - sum(first.values())) / (end - start), 1),
-            'steady_window_s': [round(start, 1), round(end, 1)],
-            'per_process_images_per_s': per_process}
+           'steady_window_s': [round(start, 1), round(end, 1)],
+           'per_process_images_per_s': per_process}
+    out.update(self.all_busy())
+    return out
+
+  def all_busy(self, shortest_s: float = 2.0) -> dict:
+    """The rate while every process that wrote images was writing them:
+    from the last one's first image to the first one's last. Processes
+    start seconds apart (each loads and compiles its model), so with
+    several the 20-90 % window can include some not yet started or
+    already done; this one is a layout's own speed. None (with the span)
+    where that window is shorter than ``shortest_s``."""
+    pids = {pid for _, c in self.samples for pid, n in c.items() if n > 0}
+    if not pids:
+      return {'all_busy_images_per_s': None, 'all_busy_window_s': None}
+    began = max(next(t for t, c in self.samples if c.get(pid, 0) > 0)
+                for pid in pids)
+    finals = {pid: max(c.get(pid, 0) for _, c in self.samples)
+              for pid in pids}
+    ended = min(next(t for t, c in self.samples
+                     if c.get(pid, 0) >= finals[pid]) for pid in pids)
+    window = [round(began, 1), round(ended, 1)]
+    if ended - began < shortest_s:
+      return {'all_busy_images_per_s': None, 'all_busy_window_s': window}
+
+    def total(moment):
+      return sum(next(c for t, c in self.samples if t >= moment).values())
+
+    return {'all_busy_images_per_s': round(
+        (total(ended) - total(began)) / (ended - began), 1),
+            'all_busy_window_s': window}
 
 
 def _thread_cpu_seconds(pid: int) -> Dict[Tuple[int, str], float]:
