@@ -226,6 +226,39 @@ def test_local_worker_processes_follow_the_runner_flags():
        '--direct_running_mode=multi_processing'])) == 4
 
 
+def _run_again(gpu_out, out, notop_weights, flags, env=None):
+  """``featurize run --device gpu`` on the module's input again, with
+  ``flags``; returns the finished process."""
+  root = os.path.dirname(gpu_out)
+  run = subprocess.run(
+      [sys.executable, '-m', 'pipeline.cli', 'run', '--config',
+       demo.LOCAL_CONFIG, '--input', os.path.join(root, 'input', '**'),
+       '--weights', notop_weights, '--max-error-fraction', '1', '--pooling',
+       'avg', '--output', out, '--device', 'gpu', '--batch-size', '4',
+       *flags],
+      cwd=ROOT, env=env or on_cpu_env(), capture_output=True, text=True,
+      timeout=600)
+  assert run.returncode == 0, run.stderr[-3000:]
+  return run
+
+
+def _assert_same_run(out, errors_of, features_of):
+  """``out``'s error lines are ``errors_of``'s, and its keys and features
+  ``features_of``'s (same pixels, same model)."""
+
+  def lines(folder):
+    return sorted((e['key'], e['stage'], e['error_type'], e['message'])
+                  for e in read_errors(folder))
+
+  assert lines(out) == lines(errors_of)
+  got, want = read_outputs(out), read_outputs(features_of)
+  assert sorted(got) == sorted(want)
+  keys = sorted(want)
+  similarity = cosines(np.stack([got[k][0] for k in keys]),
+                       np.stack([want[k][0] for k in keys]))
+  assert similarity.min() >= 0.9999
+
+
 def test_large_model_one_server_process_feeds_two_workers(gpu_and_cpu_runs,
                                                            tmp_path,
                                                            notop_weights):
@@ -233,32 +266,13 @@ def test_large_model_one_server_process_feeds_two_workers(gpu_and_cpu_runs,
   server process that owns the device (``transforms/gpu/server.py``), and
   give what one process gives."""
   _, gpu_out, cpu_out, _ = gpu_and_cpu_runs
-  root = os.path.dirname(gpu_out)
   out = str(tmp_path / 'served')
-  run = subprocess.run(
-      [sys.executable, '-m', 'pipeline.cli', 'run', '--config',
-       demo.LOCAL_CONFIG, '--input', os.path.join(root, 'input', '**'),
-       '--weights', notop_weights, '--max-error-fraction', '1', '--pooling',
-       'avg', '--output', out, '--device', 'gpu', '--batch-size', '4',
-       '--large-model', '--direct_num_workers=2',
-       '--direct_running_mode=multi_processing'],
-      cwd=ROOT, env=on_cpu_env(), capture_output=True, text=True,
-      timeout=600)
-  assert run.returncode == 0, run.stderr[-3000:]
+  run = _run_again(gpu_out, out, notop_weights,
+                   ['--large-model', '--direct_num_workers=2',
+                    '--direct_running_mode=multi_processing'])
   assert 'VGG16 loaded 1 time(s) over all workers' in run.stdout
   assert 'decoded by nvJPEG' in run.stdout
-
-  def lines(folder):
-    return sorted((e['key'], e['stage'], e['error_type'], e['message'])
-                  for e in read_errors(folder))
-
-  assert lines(out) == lines(cpu_out)
-  served, alone = read_outputs(out), read_outputs(gpu_out)
-  assert sorted(served) == sorted(alone)
-  keys = sorted(alone)
-  similarity = cosines(np.stack([served[k][0] for k in keys]),
-                       np.stack([alone[k][0] for k in keys]))
-  assert similarity.min() >= 0.9999  # same pixels, same model
+  _assert_same_run(out, errors_of=cpu_out, features_of=gpu_out)
 
 
 def test_two_helper_threads_give_what_one_gives(gpu_and_cpu_runs, tmp_path,
@@ -267,30 +281,11 @@ def test_two_helper_threads_give_what_one_gives(gpu_and_cpu_runs, tmp_path,
   once in one process, with the same keys, error lines and features."""
   from transforms.gpu import extract as gpu_extract
   _, gpu_out, _, _ = gpu_and_cpu_runs
-  root = os.path.dirname(gpu_out)
   out = str(tmp_path / 'two-threads')
   env = on_cpu_env()
   env[gpu_extract.PREPARE_THREADS_ENV] = '2'
-  run = subprocess.run(
-      [sys.executable, '-m', 'pipeline.cli', 'run', '--config',
-       demo.LOCAL_CONFIG, '--input', os.path.join(root, 'input', '**'),
-       '--weights', notop_weights, '--max-error-fraction', '1', '--pooling',
-       'avg', '--output', out, '--device', 'gpu', '--batch-size', '4',
-       '--quiet'],
-      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-  assert run.returncode == 0, run.stderr[-3000:]
-
-  def lines(folder):
-    return sorted((e['key'], e['stage'], e['error_type'], e['message'])
-                  for e in read_errors(folder))
-
-  assert lines(out) == lines(gpu_out)
-  two, one = read_outputs(out), read_outputs(gpu_out)
-  assert sorted(two) == sorted(one)
-  keys = sorted(one)
-  similarity = cosines(np.stack([two[k][0] for k in keys]),
-                       np.stack([one[k][0] for k in keys]))
-  assert similarity.min() >= 0.9999
+  _run_again(gpu_out, out, notop_weights, ['--quiet'], env)
+  _assert_same_run(out, errors_of=gpu_out, features_of=gpu_out)
 
 
 def test_the_local_gpu_config_runs_several_processes_on_the_gpu():

@@ -31,43 +31,10 @@ import threading
 import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from benchmarks import measure
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
-
-
-def _children(pid: int) -> List[int]:
-  """Every thread's children: Beam starts its worker processes from a
-  thread of its own, and /proc lists children by the thread that made
-  them."""
-  found = []
-  try:
-    for task in os.listdir(f'/proc/{pid}/task'):
-      with open(f'/proc/{pid}/task/{task}/children') as f:
-        found.extend(int(p) for p in f.read().split())
-  except OSError:
-    pass
-  return found
-
-
-def _rss_kib(pid: int) -> int:
-  try:
-    with open(f'/proc/{pid}/status') as f:
-      for line in f:
-        if line.startswith('VmRSS:'):
-          return int(line.split()[1])
-  except OSError:
-    pass
-  return 0
-
-
-def _tree(pid: int) -> List[int]:
-  """``pid`` and all its descendants."""
-  pids, todo = [], [pid]
-  while todo:
-    one = todo.pop()
-    pids.append(one)
-    todo.extend(_children(one))
-  return pids
 
 
 class _Sampler:
@@ -109,7 +76,8 @@ class TreeRssSampler(_Sampler):
     self._pid = pid
 
   def sample(self, now: float) -> None:
-    sizes = [_rss_kib(pid) for pid in _tree(self._pid)]
+    sizes = [measure.status_kb(pid, 'VmRSS') or 0
+             for pid in measure.process_tree(self._pid)]
     self.series.append((now, sum(sizes)))
     self.peak_total_kib = max(self.peak_total_kib, sum(sizes))
     self.peak_process_kib = max([self.peak_process_kib] + sizes)
@@ -300,7 +268,7 @@ class ThreadCpuSampler(_Sampler):
 
   def sample(self, now: float) -> None:
     cpu = {}
-    for pid in _tree(self._pid):
+    for pid in measure.process_tree(self._pid):
       for (tid, name), seconds in _thread_cpu_seconds(pid).items():
         cpu[(pid, tid, name)] = seconds
     self.samples.append((now, cpu))

@@ -10,9 +10,9 @@ with ``--pooling avg`` (and ``none`` on ``imagenet``). First it runs
 ``imagenet`` in several layouts (by default 4 and 8 SDK worker processes
 sharing the GPU; ``4s`` would be 4 feeding one server process that owns
 it, ``--large-model``), and the profiles' runs use the fastest. A run's
-steady rate is the slope of its progress (``end_to_end``). It prints each target with
-PASS/FAIL and writes ``summary.json`` (figures under ``profiles.<name>``)
-to ``--out``.
+steady rate is the slope of its progress (``end_to_end``). It prints each
+target with PASS/FAIL and writes ``summary.json`` (figures under
+``profiles.<name>``) to ``--out``.
 """
 import argparse
 import json
