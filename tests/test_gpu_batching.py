@@ -2,6 +2,7 @@
 both decoders, and the GPU path's fallback to the CPU decoder, without a
 model or a GPU."""
 import threading
+import time
 from concurrent import futures
 
 import numpy as np
@@ -143,6 +144,39 @@ def test_routing_sends_only_baseline_jpegs_to_the_device():
     assert route.category == want, (name, route)
     assert route.on_device == (want == routing.DEVICE), name
     assert route.category in routing.CATEGORIES
+
+
+def test_large_jpegs_go_to_the_cpu_only_while_it_has_room():
+  large = image_zoo.big_jpeg((1600, 1200))  # drafted at 1/2 on the CPU
+  small = image_zoo.jpeg(size=(500, 375))  # not drafted
+  progressive = image_zoo.encode(image_zoo.photo().resize((1600, 1200)),
+                                 'JPEG', quality=90, progressive=True)
+  assert routing.route(large, CONFIG).category == routing.DEVICE
+  route = routing.route(large, CONFIG, cpu_has_room=True)
+  assert (route.category, route.on_device) == (routing.LARGE_DRAFT, False)
+  assert route.category in routing.CATEGORIES
+  assert routing.route(small, CONFIG, cpu_has_room=True).on_device
+  assert routing.route(progressive, CONFIG,
+                       cpu_has_room=True).category == 'progressive'
+
+
+def test_cpu_decoders_count_the_decodes_they_hold():
+  from transforms.gpu import runtime  # pylint: disable=import-outside-toplevel
+  cpu = runtime.CpuDecoders(1)
+  gate = threading.Event()
+  try:
+    held = [cpu.submit(gate.wait, 5) for _ in range(
+        runtime.CpuDecoders.ROOM_PER_THREAD)]
+    assert cpu.held == 2 and not cpu.has_room()
+  finally:
+    gate.set()
+  futures.wait(held)
+  deadline = time.monotonic() + 5
+  while cpu.held and time.monotonic() < deadline:
+    pass  # the done callbacks run just after the futures resolve
+  assert cpu.held == 0 and cpu.has_room()
+  assert cpu.submit(sum, [1, 2]).result() == 3
+  cpu.shutdown()
 
 
 def test_a_batch_the_decoder_rejects_is_decoded_one_by_one():

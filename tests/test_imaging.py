@@ -1,4 +1,5 @@
 """Pure decoding tests: no Beam, no model."""
+import io
 import time
 
 import numpy as np
@@ -39,7 +40,7 @@ def test_exif_rotation_gives_the_upright_pixels():
   upright = imaging.decode_image(image_zoo.upright_png(), CONFIG)
   np.testing.assert_array_equal(rotated, upright)
   # Without the EXIF tag the stored pixels differ: the test can fail.
-  stored = Image.open(__import__('io').BytesIO(image_zoo.exif_rotated_png()))
+  stored = Image.open(io.BytesIO(image_zoo.exif_rotated_png()))
   assert stored.size == (200, 300)
 
 
@@ -104,6 +105,25 @@ def test_large_jpeg_is_decoded_at_reduced_size():
 def test_small_jpeg_is_not_reduced():
   data = image_zoo.jpeg(size=(300, 260))
   assert imaging.open_reduced(data, CONFIG).size == (300, 260)
+
+
+def test_draft_scale_is_the_factor_pillow_decodes_at():
+  # The GPU path routes by draft_scale from the header alone: it must be
+  # the factor open_reduced's draft gives, for both resize policies.
+  blank = Image.new('RGB', (1, 1))
+  seen = set()
+  for config in (CONFIG, imaging.DecodeConfig(resize='squash')):
+    for width, height in [(300, 260), (511, 700), (512, 512), (600, 1200),
+                          (1024, 1023), (1024, 1024), (2048, 1536),
+                          (4000, 3000), (3000, 800), (8000, 300)]:
+      image = Image.open(io.BytesIO(
+          image_zoo.encode(blank.resize((width, height)), 'JPEG')))
+      image.draft(None, imaging._draft_size(width, height, config))  # pylint: disable=protected-access
+      scale = imaging.draft_scale(width, height, config)
+      assert image.size == ((width + scale - 1) // scale,
+                            (height + scale - 1) // scale), (width, height)
+      seen.add(scale)
+  assert seen == {1, 2, 4, 8}
 
 
 def test_center_crop_matches_resize_then_crop():

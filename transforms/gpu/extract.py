@@ -5,8 +5,8 @@ crosses the Beam boundary is the encoded bytes (``ImageRecord``). The
 bundle's thread reads each image's header (``routing``) and sends it to
 one of two decoders: baseline JPEGs wait, encoded, for nvJPEG's batched
 hardware decoder; everything else (progressive JPEGs, other formats,
-CMYK...) goes at once to a pool of threads running the CPU path's own
-decoder, whose finished rows join the batch being filled
+CMYK...), and large JPEGs while the pool has room, goes at once to a
+pool of threads running the CPU path's own decoder, whose finished rows join the batch being filled
 (``batching.RoutedBatcher``). A helper thread per DoFn decodes a full
 batch with nvJPEG, resizes it on the device and dispatches the model
 (``device_batches``) while the bundle's thread reads and writes and the
@@ -62,6 +62,9 @@ INLINE_PREPARE_ENV = 'FEATURIZE_GPU_INLINE_PREPARE'
 # before runs the model). More let one batch's nvJPEG decode, which gives
 # up the GIL, overlap another's resize packing, which holds it.
 PREPARE_THREADS_ENV = 'FEATURIZE_GPU_PREPARE_THREADS'
+# Benchmark seam: "0" keeps large baseline JPEGs on the device even when
+# the CPU decoder has room (``routing``'s 'large_draft' route).
+LARGE_DRAFT_ENV = 'FEATURIZE_GPU_LARGE_DRAFT'
 
 
 class _ExtractOnDeviceFn(beam.DoFn):
@@ -79,6 +82,7 @@ class _ExtractOnDeviceFn(beam.DoFn):
     self._prepare = None  # the helper threads' executor, made in setup
     self._batcher = None
     self._pending = deque()
+    self._large_draft = True
     self._decoded = beam.metrics.Metrics.counter('featurize',
                                                  'images_decoded')
     self._decode_errors = beam.metrics.Metrics.counter('featurize',
@@ -145,6 +149,7 @@ class _ExtractOnDeviceFn(beam.DoFn):
                          threads, thread_name_prefix='featurize-gpu-batches',
                          initializer=runtime.name_thread,
                          initargs=('fz-gpu-batches',)))
+    self._large_draft = os.environ.get(LARGE_DRAFT_ENV, '1') != '0'
     # Reported from process(): metrics updated in setup are lost (Beam's
     # RunInference defers its load metric the same way).
     self._load_to_report = loaded_ms
@@ -164,12 +169,14 @@ class _ExtractOnDeviceFn(beam.DoFn):
       self._load_millis.update(self._load_to_report)
       self._load_to_report = None
     started = time.perf_counter()
-    route = routing.route(image.data, self._decode_config)
+    cpu = runtime.cpu_decoders()
+    route = routing.route(image.data, self._decode_config,
+                          cpu_has_room=self._large_draft and cpu.has_room())
     self._routes[route.category].inc()
     if route.on_device:
       self._batcher.add_device(image, route.screen)
     else:
-      self._batcher.add_cpu(image, runtime.cpu_decoders().submit(
+      self._batcher.add_cpu(image, cpu.submit(
           decode_record, image, self._decode_config))
     self._route_micros.inc(int((time.perf_counter() - started) * 1e6))
     yield from self._errors(self._batcher.errors())

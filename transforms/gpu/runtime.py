@@ -119,13 +119,56 @@ def name_thread(name: str) -> None:
     pass  # not Linux: names are only a help
 
 
+class CpuDecoders:
+  """A process's CPU-decoder threads, and how many decodes they hold.
+
+  Pillow releases the GIL while it decodes and resizes, so the threads
+  decode in parallel. ``has_room`` tells the router whether one more
+  large JPEG can go to them (``routing.route``): while fewer decodes are
+  queued or running than ``ROOM_PER_THREAD`` a thread, the threads stay
+  busy and none waits long.
+  """
+  # Decodes per thread, running or queued, below which large JPEGs are
+  # welcome: one running and one waiting keeps each thread busy.
+  ROOM_PER_THREAD = 2
+
+  def __init__(self, threads: int):
+    self.threads = threads
+    self._pool = futures.ThreadPoolExecutor(
+        threads, thread_name_prefix='featurize-cpu-decode',
+        initializer=name_thread, initargs=('fz-cpu-decode',))
+    self._lock = threading.Lock()
+    self._held = 0
+
+  def submit(self, function, *args) -> futures.Future:
+    """Runs ``function(*args)`` on a decoder thread."""
+    with self._lock:
+      self._held += 1
+    future = self._pool.submit(function, *args)
+    future.add_done_callback(self._release)
+    return future
+
+  def _release(self, _) -> None:
+    with self._lock:
+      self._held -= 1
+
+  @property
+  def held(self) -> int:
+    """Decodes queued or running now."""
+    return self._held
+
+  def has_room(self) -> bool:
+    """Whether a large JPEG may go to these threads now."""
+    return self._held < self.ROOM_PER_THREAD * self.threads
+
+  def shutdown(self, wait: bool = True) -> None:
+    self._pool.shutdown(wait=wait)
+
+
 @functools.lru_cache(maxsize=None)
-def cpu_decoders() -> futures.ThreadPoolExecutor:
-  """This process's CPU-decoder threads (made once). Pillow releases the
-  GIL while it decodes and resizes, so threads decode in parallel; the
-  process takes its share of the machine's cores."""
+def cpu_decoders() -> CpuDecoders:
+  """This process's CPU-decoder threads (made once); the process takes
+  its share of the machine's cores."""
   threads = backend.cpu_decode_threads()
   logging.info('GPU path: %d CPU decoder thread(s) in this process', threads)
-  return futures.ThreadPoolExecutor(
-      threads, thread_name_prefix='featurize-cpu-decode',
-      initializer=name_thread, initargs=('fz-cpu-decode',))
+  return CpuDecoders(threads)
