@@ -146,6 +146,9 @@ def test_gpu_path_manifest_and_counts(gpu_and_cpu_runs):
   assert os.path.exists(os.path.join(gpu_out, '_SUCCESS'))
   assert 'jax' in manifest['versions']
   assert 'VGG16 loaded 1 time(s) over all workers' in run.stdout
+  # The photos include large JPEGs (retina 1411x1411, hubble 872x1000):
+  # decoded reduced on the CPU while its threads had room.
+  assert 'large draft' in run.stdout, run.stdout
 
 
 def test_unknown_devices_are_refused():
