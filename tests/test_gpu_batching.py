@@ -156,6 +156,8 @@ def test_large_jpegs_go_to_the_cpu_only_while_it_has_room():
   assert (route.category, route.on_device) == (routing.LARGE_DRAFT, False)
   assert route.category in routing.CATEGORIES
   assert routing.route(small, CONFIG, cpu_has_room=True).on_device
+  assert routing.route(small, CONFIG, cpu_has_room=True,
+                       min_draft_scale=1).category == routing.LARGE_DRAFT
   assert routing.route(progressive, CONFIG,
                        cpu_has_room=True).category == 'progressive'
 

@@ -62,8 +62,10 @@ INLINE_PREPARE_ENV = 'FEATURIZE_GPU_INLINE_PREPARE'
 # before runs the model). More let one batch's nvJPEG decode, which gives
 # up the GIL, overlap another's resize packing, which holds it.
 PREPARE_THREADS_ENV = 'FEATURIZE_GPU_PREPARE_THREADS'
-# Benchmark seam: "0" keeps large baseline JPEGs on the device even when
-# the CPU decoder has room (``routing``'s 'large_draft' route).
+# Benchmark seam: the draft factor from which a baseline JPEG goes to the
+# CPU decoder while it has room (``routing``'s 'large_draft' route;
+# default ``routing.MIN_DRAFT_SCALE``); 0 keeps them all on the device, 1
+# sends any baseline JPEG to the CPU while it has room.
 LARGE_DRAFT_ENV = 'FEATURIZE_GPU_LARGE_DRAFT'
 
 
@@ -82,7 +84,7 @@ class _ExtractOnDeviceFn(beam.DoFn):
     self._prepare = None  # the helper threads' executor, made in setup
     self._batcher = None
     self._pending = deque()
-    self._large_draft = True
+    self._large_draft = routing.MIN_DRAFT_SCALE
     self._decoded = beam.metrics.Metrics.counter('featurize',
                                                  'images_decoded')
     self._decode_errors = beam.metrics.Metrics.counter('featurize',
@@ -149,7 +151,8 @@ class _ExtractOnDeviceFn(beam.DoFn):
                          threads, thread_name_prefix='featurize-gpu-batches',
                          initializer=runtime.name_thread,
                          initargs=('fz-gpu-batches',)))
-    self._large_draft = os.environ.get(LARGE_DRAFT_ENV, '1') != '0'
+    self._large_draft = int(os.environ.get(LARGE_DRAFT_ENV,
+                                           routing.MIN_DRAFT_SCALE))
     # Reported from process(): metrics updated in setup are lost (Beam's
     # RunInference defers its load metric the same way).
     self._load_to_report = loaded_ms
@@ -171,7 +174,9 @@ class _ExtractOnDeviceFn(beam.DoFn):
     started = time.perf_counter()
     cpu = runtime.cpu_decoders()
     route = routing.route(image.data, self._decode_config,
-                          cpu_has_room=self._large_draft and cpu.has_room())
+                          cpu_has_room=self._large_draft > 0 and
+                          cpu.has_room(),
+                          min_draft_scale=self._large_draft)
     self._routes[route.category].inc()
     if route.on_device:
       self._batcher.add_device(image, route.screen)

@@ -66,18 +66,21 @@ def _cpu_category(screen: jpeg_header.JpegScreen) -> str:
 
 
 def route(data: bytes, config: imaging.DecodeConfig,
-          cpu_has_room: bool = False) -> Route:
+          cpu_has_room: bool = False,
+          min_draft_scale: int = MIN_DRAFT_SCALE) -> Route:
   """Screens one encoded image and picks its decoder (never raises).
 
   Args:
     data: The encoded image, any format.
     config: The decode rules (``max_pixels``, the model's size).
     cpu_has_room: Whether the CPU decoder can take a large JPEG now.
+    min_draft_scale: The draft factor from which a JPEG counts as large
+      (1: every baseline JPEG goes to the CPU while it has room).
 
   Returns:
     A ``Route``: the device for baseline JPEGs that the header screen lets
     through, unless ``cpu_has_room`` and Pillow's draft mode would decode
-    the image at ``MIN_DRAFT_SCALE`` or more; the CPU for everything else.
+    the image at ``min_draft_scale`` or more; the CPU for everything else.
   """
   screen = jpeg_header.screen(data, config.max_pixels)
   if not screen.on_device:
@@ -90,6 +93,6 @@ def route(data: bytes, config: imaging.DecodeConfig,
     # vertically first, an order the device's resize does not do.
     return Route(False, 'extreme_aspect', screen)
   if cpu_has_room and imaging.draft_scale(
-      screen.width, screen.height, config) >= MIN_DRAFT_SCALE:
+      screen.width, screen.height, config) >= min_draft_scale:
     return Route(False, LARGE_DRAFT, screen)
   return Route(True, DEVICE, screen)
