@@ -6,8 +6,8 @@ bundle's thread reads each image's header (``routing``) and sends it to
 one of two decoders: baseline JPEGs wait, encoded, for nvJPEG's batched
 hardware decoder; everything else (progressive JPEGs, other formats,
 CMYK...), and large JPEGs while the pool has room, goes at once to a
-pool of threads running the CPU path's own decoder, whose finished rows join the batch being filled
-(``batching.RoutedBatcher``). A helper thread per DoFn decodes a full
+pool of threads running the CPU path's own decoder, whose finished rows
+join the batch being filled (``batching.RoutedBatcher``). A helper thread per DoFn decodes a full
 batch with nvJPEG, resizes it on the device and dispatches the model
 (``device_batches``) while the bundle's thread reads and writes and the
 GPU runs the batch before.
