@@ -160,6 +160,13 @@ def test_large_jpegs_go_to_the_cpu_only_while_it_has_room():
                        min_draft_scale=1).category == routing.LARGE_DRAFT
   assert routing.route(progressive, CONFIG,
                        cpu_has_room=True).category == 'progressive'
+  # Smaller than the model's input: scaled up, never drafted (ImageNet
+  # has many such thumbnails; the route must not raise on them).
+  for size in [(100, 75), (1, 1), (240, 180)]:
+    tiny = image_zoo.jpeg(size=size)
+    assert routing.route(tiny, CONFIG, cpu_has_room=True).on_device, size
+    assert routing.route(tiny, CONFIG, cpu_has_room=True,
+                         min_draft_scale=1).category == routing.LARGE_DRAFT
 
 
 def test_cpu_decoders_count_the_decodes_they_hold():

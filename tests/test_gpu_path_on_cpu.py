@@ -278,15 +278,17 @@ def test_large_model_one_server_process_feeds_two_workers(gpu_and_cpu_runs,
   _assert_same_run(out, errors_of=cpu_out, features_of=gpu_out)
 
 
-def test_two_helper_threads_give_what_one_gives(gpu_and_cpu_runs, tmp_path,
-                                                notop_weights):
-  """``FEATURIZE_GPU_PREPARE_THREADS=2``: two batches decode and resize at
-  once in one process, with the same keys, error lines and features."""
+def test_one_helper_thread_gives_what_two_give(gpu_and_cpu_runs, tmp_path,
+                                              notop_weights):
+  """``FEATURIZE_GPU_PREPARE_THREADS=1`` (the default is two batches
+  decoding and resizing at once in one process): the same keys, error
+  lines and features."""
   from transforms.gpu import extract as gpu_extract
   _, gpu_out, _, _ = gpu_and_cpu_runs
-  out = str(tmp_path / 'two-threads')
+  assert gpu_extract.PREPARE_THREADS == 2
+  out = str(tmp_path / 'one-thread')
   env = on_cpu_env()
-  env[gpu_extract.PREPARE_THREADS_ENV] = '2'
+  env[gpu_extract.PREPARE_THREADS_ENV] = '1'
   _run_again(gpu_out, out, notop_weights, ['--quiet'], env)
   _assert_same_run(out, errors_of=gpu_out, features_of=gpu_out)
 

@@ -113,7 +113,10 @@ def test_draft_scale_is_the_factor_pillow_decodes_at():
   blank = Image.new('RGB', (1, 1))
   seen = set()
   for config in (CONFIG, imaging.DecodeConfig(resize='squash')):
-    for width, height in [(300, 260), (511, 700), (512, 512), (600, 1200),
+    # The first three are scaled up by the resize (smaller than 256 or
+    # 224 a side): decoded at full size.
+    for width, height in [(100, 80), (200, 150), (1, 1), (300, 260),
+                          (511, 700), (512, 512), (600, 1200),
                           (1024, 1023), (1024, 1024), (2048, 1536),
                           (4000, 3000), (3000, 800), (8000, 300)]:
       image = Image.open(io.BytesIO(

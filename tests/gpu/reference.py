@@ -12,6 +12,7 @@ and average-pooled.
 """
 import hashlib
 import io
+import os
 import sys
 
 import numpy as np
@@ -84,6 +85,7 @@ def main(out: str) -> None:
           np.float32)
     digest = weights_digest(weights)
   data, offsets = pack([jpegs[n] for n in names])
+  os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   np.savez_compressed(out, names=np.array(names), jpeg_data=data,
                       jpeg_offsets=offsets, pixels=pixels,
                       tf_f32_none=features['none'],

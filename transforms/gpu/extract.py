@@ -57,10 +57,12 @@ PENDING_CPU_BATCHES = 2
 # Benchmark seam: "1" prepares batches on the bundle's own thread (no
 # helper thread), to measure what the helper thread buys.
 INLINE_PREPARE_ENV = 'FEATURIZE_GPU_INLINE_PREPARE'
-# Benchmark seam: helper threads preparing batches in a process that owns
-# its GPU runtime (default 1: one batch decodes and resizes while the one
-# before runs the model). More let one batch's nvJPEG decode, which gives
-# up the GIL, overlap another's resize packing, which holds it.
+# Helper threads preparing batches in a process that owns its GPU runtime.
+# Two (measured, RESULTS.md run 12: 9,813 against 8,967 images/s with one
+# at 8 processes): one batch's nvJPEG decode, which gives up the GIL,
+# overlaps another's resize packing, which holds it, while a third batch
+# runs the model. The variable is a benchmark seam (1: one helper thread).
+PREPARE_THREADS = 2
 PREPARE_THREADS_ENV = 'FEATURIZE_GPU_PREPARE_THREADS'
 # Benchmark seam: the draft factor from which a baseline JPEG goes to the
 # CPU decoder while it has room (``routing``'s 'large_draft' route;
@@ -145,7 +147,8 @@ class _ExtractOnDeviceFn(beam.DoFn):
     # updated here).
     threads = (self._in_flight if self._server is not None else
                min(self._in_flight,
-                   int(os.environ.get(PREPARE_THREADS_ENV, '1'))))
+                   int(os.environ.get(PREPARE_THREADS_ENV,
+                                  PREPARE_THREADS))))
     self._prepare = (_Inline() if os.environ.get(INLINE_PREPARE_ENV) else
                      futures.ThreadPoolExecutor(
                          threads, thread_name_prefix='featurize-gpu-batches',
