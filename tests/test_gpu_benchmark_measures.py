@@ -57,6 +57,9 @@ def test_all_busy_rate_spans_only_the_time_every_process_writes():
   summary = _progress(samples).summary()
   assert summary['all_busy_window_s'] == [5, 10]
   assert summary['all_busy_images_per_s'] == 200.0
+  # Each worker's first and last image: 1 from 1 s to 10 s, 2 from 5 s
+  # to 14 s.
+  assert summary['per_process_span_s'] == [[1, 10], [5, 14]]
   # Too short a window gives no figure, and says so.
   short = _progress([(0, {'1': 0, '2': 0}), (1, {'1': 100, '2': 0}),
                      (2, {'1': 100, '2': 100})]).all_busy()

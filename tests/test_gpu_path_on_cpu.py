@@ -218,6 +218,29 @@ def test_processes_sharing_a_gpu_take_their_share(monkeypatch):
   assert os.environ['XLA_PYTHON_CLIENT_MEM_FRACTION'] == '0.5'
 
 
+def test_the_gpu_keeps_compiled_models_in_a_cache(monkeypatch, tmp_path):
+  from transforms.gpu import backend  # pylint: disable=import-outside-toplevel
+  monkeypatch.delenv(backend.ON_CPU_ENV, raising=False)
+  monkeypatch.delenv(backend.COMPILATION_CACHE_ENV, raising=False)
+  monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path))
+  for name in ('XLA_PYTHON_CLIENT_PREALLOCATE',
+               'XLA_PYTHON_CLIENT_MEM_FRACTION',
+               'FEATURIZE_JAX_MEMORY_FRACTION_DEFAULTED', 'JAX_PLATFORMS'):
+    monkeypatch.delenv(name, raising=False)
+  backend._jax_environment()  # pylint: disable=protected-access
+  assert os.environ[backend.COMPILATION_CACHE_ENV] == str(
+      tmp_path / 'featurize' / 'jax')
+  # The user's own choice ('' turns it off) stays.
+  monkeypatch.setenv(backend.COMPILATION_CACHE_ENV, '')
+  backend._jax_environment()  # pylint: disable=protected-access
+  assert os.environ[backend.COMPILATION_CACHE_ENV] == ''
+  # The CPU stand-in (tests) writes no cache.
+  monkeypatch.delenv(backend.COMPILATION_CACHE_ENV)
+  monkeypatch.setenv(backend.ON_CPU_ENV, '1')
+  backend._jax_environment()  # pylint: disable=protected-access
+  assert backend.COMPILATION_CACHE_ENV not in os.environ
+
+
 def test_local_worker_processes_follow_the_runner_flags():
   from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=import-outside-toplevel
   from pipeline.run import local_worker_processes  # pylint: disable=import-outside-toplevel

@@ -168,6 +168,11 @@ class ProgressSampler(_Sampler):
     """Images written by the last sample."""
     return sum(self.samples[-1][1].values()) if self.samples else 0
 
+  def written_at(self, moment: float) -> int:
+    """Images written by the first sample at or after ``moment``."""
+    return next((sum(c.values()) for t, c in self.samples if t >= moment),
+                self.written())
+
   def stopped(self, wait_s: float) -> bool:
     """Waits up to ``wait_s``; whether the sampler was stopped."""
     return self._stop.wait(wait_s)
@@ -209,7 +214,20 @@ class ProgressSampler(_Sampler):
            'steady_window_s': [round(start, 1), round(end, 1)],
            'per_process_images_per_s': per_process}
     out.update(self.all_busy())
+    out['per_process_span_s'] = self.spans()
     return out
+
+  def spans(self) -> List[List[float]]:
+    """Each process's first and last image (seconds from the start),
+    by start: how far apart the processes began and ended."""
+    pids = {pid for _, c in self.samples for pid, n in c.items() if n > 0}
+    spans = []
+    for pid in pids:
+      final = max(c.get(pid, 0) for _, c in self.samples)
+      first = next(t for t, c in self.samples if c.get(pid, 0) > 0)
+      last = next(t for t, c in self.samples if c.get(pid, 0) >= final)
+      spans.append([round(first, 1), round(last, 1)])
+    return sorted(spans)
 
   def all_busy(self, shortest_s: float = 2.0) -> dict:
     """The rate while every process that wrote images was writing them:
@@ -328,8 +346,9 @@ def featurize_run(input_pattern: str, out: str, images: int,
       batches (``--large-model``).
     spy: Where py-spy's stacks go (``_spy``), if py-spy is installed.
     memory_from: Also the peaks of host and GPU memory until this many
-      images were written (``memory_until``), to tell whether memory
-      stays flat after it within the one run.
+      images were written, or until every process had begun if that was
+      later (``memory_until``, with the images written by then), to
+      tell whether memory stays flat after it within the one run.
   """
   shutil.rmtree(out, ignore_errors=True)
   runner = (['--direct_running_mode=multi_processing',
@@ -390,9 +409,13 @@ def featurize_run(input_pattern: str, out: str, images: int,
   result.update(progress.summary())
   moment = progress.time_of(memory_from) if memory_from else None
   if moment is not None:
+    # Not before every process has begun: a process not yet started
+    # holds none of its memory, which would read as growth later.
+    spans = result.get('per_process_span_s') or []
+    moment = max([moment] + [first for first, _ in spans])
     gpu_offset = progress.started - sampler.started
     result['memory_until'] = {
-        'images': memory_from,
+        'images': progress.written_at(moment),
         'host_peak_rss_mib': round(tree.peak_until_kib(
             moment + progress.started - tree.started) / 1024, 1),
         'gpu_memory_peak_mib': max(

@@ -144,7 +144,8 @@ def _profile_runs(args, patterns, out, extra, processes, server, env):
       patterns[large], out, large, extra, processes=processes,
       server=server, env=env, memory_from=small)
   until = many.get('memory_until') or {}
-  few = {'images': small, 'host_peak_rss_mib': until.get(
+  few = {'images': until.get('images', small),
+         'host_peak_rss_mib': until.get(
       'host_peak_rss_mib') or many['host_peak_rss_mib'],
          'gpu_memory_peak_mib': until.get('gpu_memory_peak_mib')}
   return few, many
@@ -373,8 +374,9 @@ def main(argv=None) -> int:
                         f'{UNIFORM_BEFORE:.0f} images/s, run 5)',
                         rate >= UNIFORM_BEFORE))
       grew = many['host_peak_rss_mib'] / few['host_peak_rss_mib']
-      targets.append((f'{label}: host RSS flat from {small} to {large} '
-                      f'images ({few["host_peak_rss_mib"]} -> '
+      targets.append((f'{label}: host RSS flat from {few["images"]} to '
+                      f'{many["images"]} images '
+                      f'({few["host_peak_rss_mib"]} -> '
                       f'{many["host_peak_rss_mib"]} MiB, x{grew:.2f} <= 1.10)',
                       grew <= 1.10))
       if few['gpu_memory_peak_mib'] and many['gpu_memory_peak_mib']:

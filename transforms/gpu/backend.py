@@ -35,6 +35,18 @@ _ONE_PROCESS_MEMORY_FRACTION = 0.4
 _ALL_PROCESSES_MEMORY_FRACTION = 0.8
 _MEMORY_FRACTION = 'XLA_PYTHON_CLIENT_MEM_FRACTION'
 _MEMORY_FRACTION_DEFAULTED = 'FEATURIZE_JAX_MEMORY_FRACTION_DEFAULTED'
+# JAX's persistent compilation cache (its own option, read from the
+# environment): where each process finds the compiled, autotuned model
+# that an earlier process or run left, instead of compiling it again.
+# Set it to '' to turn the cache off.
+COMPILATION_CACHE_ENV = 'JAX_COMPILATION_CACHE_DIR'
+
+
+def compilation_cache_dir() -> str:
+  """``$XDG_CACHE_HOME/featurize/jax`` (``~/.cache`` by default)."""
+  base = os.environ.get('XDG_CACHE_HOME') or os.path.join(
+      os.path.expanduser('~'), '.cache')
+  return os.path.join(base, 'featurize', 'jax')
 
 
 def on_cpu_stand_in() -> bool:
@@ -98,7 +110,15 @@ def _jax_environment() -> None:
     os.environ[_MEMORY_FRACTION] = str(memory_fraction(gpu_processes()))
     # Ours, not the user's: share_gpus may replace it.
     os.environ[_MEMORY_FRACTION_DEFAULTED] = '1'
-  if on_cpu_stand_in():
+  if not on_cpu_stand_in():
+    # Several worker processes start at once and each compiled VGG16 with
+    # cuDNN's autotuning on 16 shared cores: their first batches came up
+    # to 18 s apart (RESULTS.md run 13), and a process that started late
+    # still had its fixed share of the input to do. With the cache, a
+    # process that starts after another compiled the model, and every
+    # later run (a scheduled refresh), loads the program instead.
+    os.environ.setdefault(COMPILATION_CACHE_ENV, compilation_cache_dir())
+  else:
     os.environ.setdefault('JAX_PLATFORMS', 'cpu')
     if _jaxlib_at_least((0, 11)):
       # XLA:CPU's YNNPACK fusions give NaNs in bfloat16 convolutions in
