@@ -64,3 +64,14 @@ def test_all_busy_rate_spans_only_the_time_every_process_writes():
   short = _progress([(0, {'1': 0, '2': 0}), (1, {'1': 100, '2': 0}),
                      (2, {'1': 100, '2': 100})]).all_busy()
   assert short['all_busy_images_per_s'] is None
+
+
+def _rate_after_barrier(rate, barrier):
+  barrier.wait()  # every process of every group must arrive
+  return rate
+
+
+def test_groups_started_together_sum_by_group():
+  from benchmarks.gpu import components  # pylint: disable=import-outside-toplevel
+  assert components.together([(_rate_after_barrier, 2, (10.0,)),
+                              (_rate_after_barrier, 1, (3.5,))]) == [20.0, 3.5]

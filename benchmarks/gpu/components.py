@@ -16,7 +16,9 @@ against them:
 * the CPU decoder (``imaging.decode_image``) on the images routed to the
   CPU, in 1 to 16 threads of one process (Pillow releases the GIL);
 * the model alone (bfloat16, batch 256) in 1, 2 and 4 processes sharing
-  the GPU at once: what time-slicing one GPU between processes costs.
+  the GPU at once: what time-slicing one GPU between processes costs;
+* with ``--beside-model D:M``, nvJPEG in D processes while the model runs
+  in M others: whether the two slow each other down on one GPU.
 
 Each figure is images per second over at least ``--seconds``. Needs no
 Beam (the GPU machine need not carry it): the images come straight from
@@ -180,6 +182,23 @@ def in_processes(target, processes: int, *args) -> float:
       return round(sum(run.result() for run in runs), 1)
 
 
+def together(groups) -> List[float]:
+  """Runs each ``(target, processes, args)`` group in fresh processes,
+  all starting their timed loops at once; returns each group's summed
+  rate. Decoding beside the model is how the pipeline uses the GPU: this
+  tells whether nvJPEG and the model slow each other down."""
+  context = multiprocessing.get_context('spawn')
+  total = sum(processes for _, processes, _ in groups)
+  with context.Manager() as manager:
+    barrier = manager.Barrier(total)
+    with futures.ProcessPoolExecutor(total, mp_context=context) as pool:
+      runs = [[pool.submit(target, *args, barrier)
+               for _ in range(processes)]
+              for target, processes, args in groups]
+      return [round(sum(run.result() for run in group), 1)
+              for group in runs]
+
+
 def ragged_resize_check(datas: Sequence[bytes], batch: int,
                         seconds: float) -> Dict[str, float]:
   """Time of one batch's ragged resize on the GPU, and its pixels against
@@ -244,6 +263,10 @@ def main(argv=None) -> int:
   parser.add_argument('--threads', default='1,4,8,16')
   parser.add_argument('--profiles', default='imagenet,web')
   parser.add_argument('--codec-processes', default='1,4')
+  parser.add_argument('--beside-model', default='',
+                      help='nvJPEG (torchvision) in D processes while the '
+                      'model runs in M, all at once: "D:M" pairs joined '
+                      'by "," (8:4,8:8), on the first profile\'s images.')
   args = parser.parse_args(argv)
   # Before JAX starts in this process: no preallocation, a small share.
   backend.select('gpu')
@@ -288,6 +311,18 @@ def main(argv=None) -> int:
         save()
     except Exception as e:  # pylint: disable=broad-except
       entry['nvimgcodec'] = f'not measured: {type(e).__name__}: {e}'
+    if args.beside_model and name == args.profiles.split(',')[0]:
+      entry['torchvision_beside_model'] = {}
+      for pair in args.beside_model.split(','):
+        decoders, models = (int(x) for x in pair.split(':'))
+        decoded, modelled = together([
+            (_torchvision_worker, decoders, (device, args.batch,
+                                            args.seconds)),
+            (_model_worker, models, (args.batch, args.seconds,
+                                     decoders + models))])
+        entry['torchvision_beside_model'][pair] = {
+            'decode_images_per_s': decoded, 'model_images_per_s': modelled}
+        save()
     entry['ragged_resize'] = ragged_resize_check(device, args.batch,
                                                  args.seconds)
     save()
