@@ -17,6 +17,7 @@ from typing import Dict, Optional, Type
 from pipeline.refresh.versions import PointerMoved
 from pipeline.run import JobFailed
 from transforms import quiet_import
+from transforms.gpu import backend
 from transforms.output_files import RunRefused, TooManyErrors
 from transforms.output_lock import Locked
 from transforms.vgg16 import ModelConfig
@@ -49,11 +50,34 @@ def exit_status(error: BaseException) -> int:
 
 
 def failure_message(error: BaseException, verbose: bool) -> str:
-  """The one line a failure prints (and where to look for more)."""
+  """The one line a failure prints (and where to look for more), with
+  what to change where the GPU ran out of memory."""
   line = f'featurize: error: {error}'
   if isinstance(error, JobFailed) and not verbose:
     line += ' (run again with --verbose for the runner\'s log)'
-  return line
+  hint = gpu_memory_hint(str(error))
+  return f'{line}\n{hint}' if hint else line
+
+
+# How JAX (XLA's status) and torch (nvJPEG's buffers) say that a GPU's
+# memory ran out.
+_GPU_OUT_OF_MEMORY = ('RESOURCE_EXHAUSTED', 'CUDA out of memory')
+
+
+def gpu_memory_hint(text: str) -> Optional[str]:
+  """What to change when ``text`` (a failure) says a GPU ran out of
+  memory, else None. Several worker processes sharing a GPU each get
+  their share of its memory (``backend.share_gpus``), so the usual cause
+  is too many of them for the batch size."""
+  if not any(sign in text for sign in _GPU_OUT_OF_MEMORY):
+    return None
+  processes = backend.gpu_processes()
+  share = (f'each of the {processes} worker processes sharing a GPU gets '
+           f'{backend.memory_fraction(processes):.0%} of its memory for '
+           'the model; ' if processes > 1 else '')
+  return ('featurize: the GPU ran out of memory: ' + share +
+          'run fewer processes (--direct_num_workers), a smaller '
+          '--batch-size, or set XLA_PYTHON_CLIENT_MEM_FRACTION')
 
 
 def quiet_start(verbose: bool, model_here: bool, device: str = 'cpu') -> None:

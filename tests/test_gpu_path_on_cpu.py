@@ -193,6 +193,26 @@ def test_precision_defaults_to_bfloat16_on_gpu_and_the_run_says_so(tmp_path):
       options.parse_run_args(base).job.model, False) is None  # cpu
 
 
+def test_a_gpu_out_of_memory_says_what_to_change(monkeypatch):
+  from pipeline import console  # pylint: disable=import-outside-toplevel
+  from pipeline.run import JobFailed  # pylint: disable=import-outside-toplevel
+  # What run 12's 16 processes printed (JAX's status), in one line.
+  said = ('RESOURCE_EXHAUSTED: Out of memory while trying to allocate '
+          '3289751552 bytes. [while running \'ExtractOnDevice/...\']')
+  monkeypatch.setenv(backend.GPU_PROCESSES_ENV, '16')
+  line = console.failure_message(JobFailed(said), verbose=False)
+  first, hint = line.split('\n')
+  assert first.startswith('featurize: error: RESOURCE_EXHAUSTED')
+  assert 'each of the 16 worker processes sharing a GPU gets 5%' in hint
+  assert '--direct_num_workers' in hint and '--batch-size' in hint
+  monkeypatch.setenv(backend.GPU_PROCESSES_ENV, '1')
+  hint = console.gpu_memory_hint('CUDA out of memory. Tried to allocate')
+  assert 'worker processes' not in hint and '--batch-size' in hint
+  # Any other failure prints its one line alone.
+  assert '\n' not in console.failure_message(JobFailed('disk full'), False)
+  assert console.gpu_memory_hint('OOM when allocating tensor') is None
+
+
 def test_processes_sharing_a_gpu_take_their_share(monkeypatch):
   from transforms.gpu import backend  # pylint: disable=import-outside-toplevel
   assert backend.memory_fraction(1) == 0.4
