@@ -250,6 +250,13 @@ def test_the_gpu_keeps_compiled_models_in_a_cache(monkeypatch, tmp_path):
   backend._jax_environment()  # pylint: disable=protected-access
   assert os.environ[backend.COMPILATION_CACHE_ENV] == str(
       tmp_path / 'featurize' / 'jax')
+  assert (tmp_path / 'featurize' / 'jax').is_dir()
+  # A home where it cannot be made: no cache, and the run goes on.
+  monkeypatch.delenv(backend.COMPILATION_CACHE_ENV)
+  (tmp_path / 'file').write_text('')
+  monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path / 'file'))
+  backend._jax_environment()  # pylint: disable=protected-access
+  assert os.environ[backend.COMPILATION_CACHE_ENV] == ''
   # The user's own choice ('' turns it off) stays.
   monkeypatch.setenv(backend.COMPILATION_CACHE_ENV, '')
   backend._jax_environment()  # pylint: disable=protected-access

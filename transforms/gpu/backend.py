@@ -117,7 +117,13 @@ def _jax_environment() -> None:
     # still had its fixed share of the input to do. With the cache, a
     # process that starts after another compiled the model, and every
     # later run (a scheduled refresh), loads the program instead.
-    os.environ.setdefault(COMPILATION_CACHE_ENV, compilation_cache_dir())
+    if COMPILATION_CACHE_ENV not in os.environ:
+      folder = compilation_cache_dir()
+      try:
+        os.makedirs(folder, exist_ok=True)
+      except OSError:  # a read-only home: run without the cache
+        folder = ''
+      os.environ[COMPILATION_CACHE_ENV] = folder
   else:
     os.environ.setdefault('JAX_PLATFORMS', 'cpu')
     if _jaxlib_at_least((0, 11)):

@@ -148,7 +148,7 @@ class _ExtractOnDeviceFn(beam.DoFn):
     threads = (self._in_flight if self._server is not None else
                min(self._in_flight,
                    int(os.environ.get(PREPARE_THREADS_ENV,
-                                  PREPARE_THREADS))))
+                                      PREPARE_THREADS))))
     self._prepare = (_Inline() if os.environ.get(INLINE_PREPARE_ENV) else
                      futures.ThreadPoolExecutor(
                          threads, thread_name_prefix='featurize-gpu-batches',
