@@ -174,29 +174,42 @@ def _model_worker(batch, seconds, processes, barrier) -> float:
 def in_processes(target, processes: int, *args) -> float:
   """Runs ``target`` in ``processes`` fresh processes that start their
   timed loops together; returns the sum of their rates."""
-  context = multiprocessing.get_context('spawn')
-  with context.Manager() as manager:
-    barrier = manager.Barrier(processes)
-    with futures.ProcessPoolExecutor(processes, mp_context=context) as pool:
-      runs = [pool.submit(target, *args, barrier) for _ in range(processes)]
-      return round(sum(run.result() for run in runs), 1)
+  return together([(target, processes, args)])[0]
+
+
+_BARRIER = None  # each pool process's barrier (``_keep_barrier``)
+
+
+def _keep_barrier(barrier) -> None:
+  global _BARRIER  # pylint: disable=global-statement
+  _BARRIER = barrier
+
+
+def _after_barrier(target, *args):
+  return target(*args, _BARRIER)
 
 
 def together(groups) -> List[float]:
   """Runs each ``(target, processes, args)`` group in fresh processes,
-  all starting their timed loops at once; returns each group's summed
-  rate. Decoding beside the model is how the pipeline uses the GPU: this
-  tells whether nvJPEG and the model slow each other down."""
+  all starting their timed loops at once (``target(*args, barrier)``
+  waits at the barrier); returns each group's summed rate. Decoding
+  beside the model is how the pipeline uses the GPU: this tells whether
+  nvJPEG and the model slow each other down."""
   context = multiprocessing.get_context('spawn')
   total = sum(processes for _, processes, _ in groups)
-  with context.Manager() as manager:
-    barrier = manager.Barrier(total)
-    with futures.ProcessPoolExecutor(total, mp_context=context) as pool:
-      runs = [[pool.submit(target, *args, barrier)
-               for _ in range(processes)]
-              for target, processes, args in groups]
-      return [round(sum(run.result() for run in group), 1)
-              for group in runs]
+  # The barrier goes to the processes as they start: a manager's proxy
+  # would not do where Beam is loaded (its multi_process_shared replaces
+  # multiprocessing's AutoProxy, which spawn then cannot pickle).
+  barrier = context.Barrier(total)
+  with futures.ProcessPoolExecutor(total, mp_context=context,
+                                   initializer=_keep_barrier,
+                                   initargs=(barrier,)) as pool:
+    # Every task waits at the barrier, so each process takes one.
+    runs = [[pool.submit(_after_barrier, target, *args)
+             for _ in range(processes)]
+            for target, processes, args in groups]
+    return [round(sum(run.result() for run in group), 1)
+            for group in runs]
 
 
 def ragged_resize_check(datas: Sequence[bytes], batch: int,
