@@ -217,17 +217,23 @@ class ProgressSampler(_Sampler):
     out['per_process_span_s'] = self.spans()
     return out
 
-  def spans(self) -> List[List[float]]:
-    """Each process's first and last image (seconds from the start),
-    by start: how far apart the processes began and ended."""
+  def first_and_last(self) -> List[Tuple[float, float]]:
+    """Each process's first image and the time it reached its final
+    count (seconds from the start), for the processes that wrote any."""
     pids = {pid for _, c in self.samples for pid, n in c.items() if n > 0}
-    spans = []
+    out = []
     for pid in pids:
       final = max(c.get(pid, 0) for _, c in self.samples)
-      first = next(t for t, c in self.samples if c.get(pid, 0) > 0)
-      last = next(t for t, c in self.samples if c.get(pid, 0) >= final)
-      spans.append([round(first, 1), round(last, 1)])
-    return sorted(spans)
+      out.append((next(t for t, c in self.samples if c.get(pid, 0) > 0),
+                  next(t for t, c in self.samples
+                       if c.get(pid, 0) >= final)))
+    return out
+
+  def spans(self) -> List[List[float]]:
+    """``first_and_last``, rounded, by start: how far apart the
+    processes began and ended."""
+    return sorted([round(first, 1), round(last, 1)]
+                  for first, last in self.first_and_last())
 
   def all_busy(self, shortest_s: float = 2.0) -> dict:
     """The rate while every process that wrote images was writing them:
@@ -236,15 +242,11 @@ class ProgressSampler(_Sampler):
     several the 20-90 % window can include some not yet started or
     already done; this one is a layout's own speed. None (with the span)
     where that window is shorter than ``shortest_s``."""
-    pids = {pid for _, c in self.samples for pid, n in c.items() if n > 0}
-    if not pids:
+    spans = self.first_and_last()
+    if not spans:
       return {'all_busy_images_per_s': None, 'all_busy_window_s': None}
-    began = max(next(t for t, c in self.samples if c.get(pid, 0) > 0)
-                for pid in pids)
-    finals = {pid: max(c.get(pid, 0) for _, c in self.samples)
-              for pid in pids}
-    ended = min(next(t for t, c in self.samples
-                     if c.get(pid, 0) >= finals[pid]) for pid in pids)
+    began = max(first for first, _ in spans)
+    ended = min(last for _, last in spans)
     window = [round(began, 1), round(ended, 1)]
     if ended - began < shortest_s:
       return {'all_busy_images_per_s': None, 'all_busy_window_s': window}
@@ -411,8 +413,7 @@ def featurize_run(input_pattern: str, out: str, images: int,
   if moment is not None:
     # Not before every process has begun: a process not yet started
     # holds none of its memory, which would read as growth later.
-    spans = result.get('per_process_span_s') or []
-    moment = max([moment] + [first for first, _ in spans])
+    moment = max([moment] + [first for first, _ in progress.first_and_last()])
     gpu_offset = progress.started - sampler.started
     result['memory_until'] = {
         'images': progress.written_at(moment),
