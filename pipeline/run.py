@@ -18,7 +18,7 @@ from pipeline.build import build_pipeline
 from pipeline.config import JobConfig
 from pipeline.options import runs_locally
 from transforms import output_lock, vgg16
-from transforms.gpu import backend
+from transforms.gpu import backend, mps
 from transforms.output_files import (MANIFEST_FILE, SUCCESS_FILE, RunRefused,
                                      TooManyErrors, error_share_problem,
                                      remove_leftovers)
@@ -123,6 +123,9 @@ def start_job(job: JobConfig, beam_args: Sequence[str],
               ) -> beam.runners.runner.PipelineResult:
   """Checks, builds and starts a job; returns without waiting for it.
 
+  A local GPU run with several worker processes has them share the GPU
+  through NVIDIA MPS for the run (``mps.sharing``) and says so.
+
   With ``lock``, the output folder's lock is taken after the checks, what
   unfinished runs left in the folder is deleted, and the job's last step
   releases the lock (as does this function if the start fails).
@@ -132,9 +135,15 @@ def start_job(job: JobConfig, beam_args: Sequence[str],
   is submitted.
   """
   options = PipelineOptions(list(beam_args))
+  gpu_sharing = contextlib.nullcontext()
   if job.model.device == 'gpu' and runs_locally(beam_args):
-    backend.share_gpus(local_worker_processes(options),
-                       one_owner=job.model.large_model)
+    processes = local_worker_processes(options)
+    backend.share_gpus(processes, one_owner=job.model.large_model)
+    if not job.model.large_model:  # one server process owns the GPU
+      # Local runners run the whole job in run(), inside this block.
+      gpu_sharing = mps.sharing(
+          processes, say=lambda line: print(f'featurize: {line}',
+                                            flush=True))
   # The launcher's own file access (preflight, manifest) uses the same
   # filesystem options as the workers (credentials, --no_auth, ...).
   FileSystems.set_options(options)
@@ -147,7 +156,8 @@ def start_job(job: JobConfig, beam_args: Sequence[str],
       remove_leftovers(job.output)
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, job, lock.holder if lock else None)
-    return pipeline.run()
+    with gpu_sharing:
+      return pipeline.run()
   except BaseException:
     if lock:
       output_lock.release(job.output.directory, lock.holder)

@@ -328,6 +328,32 @@ def test_large_model_one_server_process_feeds_two_workers(gpu_and_cpu_runs,
   _assert_same_run(out, errors_of=cpu_out, features_of=gpu_out)
 
 
+def test_worker_processes_share_the_gpu_through_mps(gpu_and_cpu_runs,
+                                                    tmp_path, notop_weights):
+  """Two worker processes on the GPU: the run starts an MPS daemon of its
+  own before they start, says so, and quits it after; the features are
+  the one-process run's. NVIDIA's control program is a recording
+  stand-in (``test_gpu_mps.fake_control``), as this machine has no GPU."""
+  from tests.test_gpu_mps import calls, fake_control
+  from transforms.gpu import mps
+  _, gpu_out, _, _ = gpu_and_cpu_runs
+  out = str(tmp_path / 'mps')
+  env = on_cpu_env()
+  env.pop(mps.PIPE_ENV, None)
+  env.pop(mps.MPS_ENV, None)
+  env['PATH'] = fake_control(tmp_path) + os.pathsep + env['PATH']
+  run = _run_again(gpu_out, out, notop_weights,
+                   ['--direct_num_workers=2',
+                    '--direct_running_mode=multi_processing'], env)
+  assert '2 worker processes share the GPU through NVIDIA MPS' in run.stdout
+  made = calls(tmp_path)
+  assert [c['args'] for c in made] == [['-d'], []]
+  assert made[1]['read'].strip() == 'quit'
+  assert made[0]['pipe'] == made[1]['pipe']
+  assert not os.path.exists(made[0]['pipe'])  # cleaned up
+  _assert_same_run(out, errors_of=gpu_out, features_of=gpu_out)
+
+
 def test_one_helper_thread_gives_what_two_give(gpu_and_cpu_runs, tmp_path,
                                               notop_weights):
   """``FEATURIZE_GPU_PREPARE_THREADS=1`` (the default is two batches

@@ -1,0 +1,143 @@
+"""NVIDIA MPS for local GPU runs with several worker processes
+(``transforms/gpu/mps.py``).
+
+The decision is a pure function, tested here case by case. NVIDIA's
+control program is replaced by a recording stand-in on the PATH: this
+machine has no GPU, and what is tested is how featurize drives the
+program (start, the workers' environment, quit, clean-up). MPS itself is
+measured on a GPU (benchmarks/results/gpu/RESULTS.md, run 16).
+"""
+import json
+import os
+import stat
+import sys
+
+import pytest
+
+from transforms.gpu import mps
+
+MISSING = lambda program: None
+FOUND = lambda program: f'/usr/bin/{program}'
+NOTHING = lambda path: False
+
+
+def test_one_process_needs_no_mps_and_says_nothing():
+  assert mps.plan(1, {}, FOUND, NOTHING) == mps.Plan(False, '')
+
+
+def test_several_processes_start_a_daemon_where_the_program_is():
+  decided = mps.plan(8, {}, FOUND, NOTHING)
+  assert decided.start
+  assert '8 worker processes' in decided.line and 'MPS' in decided.line
+
+
+def test_off_turns_it_off_and_says_so():
+  decided = mps.plan(8, {mps.MPS_ENV: 'off'}, FOUND, NOTHING)
+  assert not decided.start and 'off' in decided.line
+
+
+def test_a_daemon_already_named_or_listening_is_used_not_started():
+  named = mps.plan(4, {mps.PIPE_ENV: '/srv/mps'}, FOUND, NOTHING)
+  assert not named.start and '/srv/mps' in named.line
+  listening = mps.plan(
+      4, {}, FOUND, lambda p: p == os.path.join(mps.DEFAULT_PIPE, 'control'))
+  assert not listening.start and mps.DEFAULT_PIPE in listening.line
+
+
+def test_without_the_program_the_run_goes_on_and_says_why():
+  decided = mps.plan(4, {}, MISSING, NOTHING)
+  assert not decided.start and mps.CONTROL in decided.line
+
+
+def test_an_unknown_choice_is_refused():
+  with pytest.raises(ValueError, match=mps.MPS_ENV):
+    mps.plan(4, {mps.MPS_ENV: 'on'}, FOUND, NOTHING)
+
+
+def fake_control(folder, exit_status: int = 0) -> str:
+  """A stand-in for NVIDIA's control program: it records each call (its
+  arguments, its pipe folder, what it read) as a JSON line in
+  ``calls.jsonl`` beside it; returns its folder, for the PATH."""
+  path = os.path.join(str(folder), mps.CONTROL)
+  log = os.path.join(str(folder), 'calls.jsonl')
+  with open(path, 'w') as f:
+    f.write(f'#!{sys.executable}\n'
+            'import json, os, sys\n'
+            'read = "" if "-d" in sys.argv else sys.stdin.read()\n'
+            f'with open({log!r}, "a") as f:\n'
+            '  f.write(json.dumps({"args": sys.argv[1:], "read": read,\n'
+            f'    "pipe": os.environ.get({mps.PIPE_ENV!r}),\n'
+            '    "pipe_exists": os.path.isdir(os.environ.get('
+            f'{mps.PIPE_ENV!r}, ""))}}) + "\\n")\n'
+            'if "-d" in sys.argv:\n'
+            '  print("cannot start: no GPU", file=sys.stderr)\n'
+            f'sys.exit({exit_status} if "-d" in sys.argv else 0)\n')
+  os.chmod(path, os.stat(path).st_mode | stat.S_IXUSR)
+  return str(folder)
+
+
+def calls(folder) -> list:
+  path = os.path.join(str(folder), 'calls.jsonl')
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f]
+
+
+@pytest.fixture
+def clean_environ(monkeypatch, tmp_path):
+  for name in (mps.MPS_ENV, mps.PIPE_ENV):
+    monkeypatch.delenv(name, raising=False)
+  # A machine-wide daemon on this machine would change the plan.
+  monkeypatch.setattr(mps, 'DEFAULT_PIPE', str(tmp_path / 'no-daemon'))
+  return monkeypatch
+
+
+def test_sharing_starts_points_the_workers_at_and_quits_its_daemon(
+    clean_environ, tmp_path):
+  clean_environ.setenv('PATH', fake_control(tmp_path) + os.pathsep +
+                       os.environ['PATH'])
+  said = []
+  with mps.sharing(2, said.append):
+    inside = os.environ.get(mps.PIPE_ENV)
+    started = calls(tmp_path)
+  assert [c['args'] for c in started] == [['-d']]
+  assert started[0]['pipe'] == inside and started[0]['pipe_exists']
+  ended = calls(tmp_path)
+  assert [c['args'] for c in ended] == [['-d'], []]
+  assert ended[1]['read'].strip() == 'quit' and ended[1]['pipe'] == inside
+  assert mps.PIPE_ENV not in os.environ
+  assert not os.path.exists(os.path.dirname(inside))  # its folder is gone
+  assert said == [mps.plan(2, {}, mps.shutil.which, lambda p: False).line]
+
+
+def test_sharing_quits_its_daemon_when_the_run_fails(clean_environ, tmp_path):
+  clean_environ.setenv('PATH', fake_control(tmp_path) + os.pathsep +
+                       os.environ['PATH'])
+  with pytest.raises(RuntimeError):
+    with mps.sharing(2):
+      raise RuntimeError('the job failed')
+  assert [c['args'] for c in calls(tmp_path)] == [['-d'], []]
+  assert mps.PIPE_ENV not in os.environ
+
+
+def test_a_daemon_that_does_not_start_leaves_the_run_without_mps(
+    clean_environ, tmp_path):
+  clean_environ.setenv('PATH', fake_control(tmp_path, exit_status=1) +
+                       os.pathsep + os.environ['PATH'])
+  said = []
+  with mps.sharing(2, said.append):
+    assert mps.PIPE_ENV not in os.environ
+  assert [c['args'] for c in calls(tmp_path)] == [['-d']]  # no quit
+  assert len(said) == 1 and 'without NVIDIA MPS' in said[0]
+  assert 'no GPU' in said[0]  # the program's own reason
+
+
+def test_sharing_leaves_a_users_daemon_alone(clean_environ, tmp_path):
+  clean_environ.setenv('PATH', fake_control(tmp_path) + os.pathsep +
+                       os.environ['PATH'])
+  clean_environ.setenv(mps.PIPE_ENV, str(tmp_path / 'theirs'))
+  with mps.sharing(8):
+    assert os.environ[mps.PIPE_ENV] == str(tmp_path / 'theirs')
+  assert calls(tmp_path) == []
+  assert os.environ[mps.PIPE_ENV] == str(tmp_path / 'theirs')

@@ -1,0 +1,151 @@
+"""NVIDIA MPS for the worker processes of a local run that share a GPU.
+
+Without MPS, a GPU runs one process's work at a time, switching between
+the processes' contexts in time slices: the nvJPEG decode of one worker
+process and the model of another never run at once. On an H200 the model
+fell from 16,789 to 9,459 images/s beside nvJPEG decoding in 8 other
+processes; with MPS it kept 16,273 while they decoded 14,392
+(``benchmarks/gpu/components.py --beside-model 8:1``, RESULTS.md run 16).
+MPS runs all the processes' kernels on the GPU together, through one
+server, so a local run with several worker processes starts NVIDIA's
+control daemon for itself (``sharing``) unless one already serves the
+machine. Dataflow's ``use_nvidia_mps`` service option does the same on
+its workers.
+
+NVIDIA's ``nvidia-cuda-mps-control`` is the tool; this module only
+decides whether to start it, points the worker processes at it through
+the environment they inherit, and stops it after the run. Nothing here
+imports CUDA.
+"""
+import contextlib
+import os
+import shutil
+import subprocess
+import tempfile
+from typing import Callable, Iterator, Mapping, NamedTuple, Optional
+
+# 'auto' (the default): start a daemon for a local run with several worker
+# processes on a GPU; 'off': never.
+MPS_ENV = 'FEATURIZE_GPU_MPS'
+MPS_CHOICES = ('auto', 'off')
+CONTROL = 'nvidia-cuda-mps-control'
+# NVIDIA's variables: where CUDA clients find the daemon, where it logs.
+PIPE_ENV = 'CUDA_MPS_PIPE_DIRECTORY'
+LOG_ENV = 'CUDA_MPS_LOG_DIRECTORY'
+# Where a machine-wide daemon listens when its pipe folder is the default.
+DEFAULT_PIPE = '/tmp/nvidia-mps'
+_QUIT_TIMEOUT_S = 30
+
+
+class Plan(NamedTuple):
+  """What a run does about MPS.
+
+  Attributes:
+    start: Start a daemon of the run's own.
+    line: What to tell the user, one line.
+  """
+  start: bool
+  line: str
+
+
+def plan(processes: int, environ: Mapping[str, str],
+         which: Callable[[str], Optional[str]] = shutil.which,
+         exists: Callable[[str], bool] = os.path.exists) -> Plan:
+  """Decides whether a local GPU run starts an MPS daemon.
+
+  Args:
+    processes: Worker processes that share each GPU.
+    environ: The launcher's environment.
+    which: Finds a program on the PATH (a seam for tests).
+    exists: Whether a path exists (a seam for tests).
+
+  Returns:
+    The plan; ``start`` is true only for several processes, with
+    ``MPS_ENV`` unset or 'auto', no daemon already named in
+    ``PIPE_ENV`` or listening in ``DEFAULT_PIPE``, and NVIDIA's control
+    program on the PATH.
+
+  Raises:
+    ValueError: ``MPS_ENV`` is neither 'auto' nor 'off'.
+  """
+  choice = environ.get(MPS_ENV, 'auto') or 'auto'
+  if choice not in MPS_CHOICES:
+    raise ValueError(f'{MPS_ENV} must be one of {", ".join(MPS_CHOICES)}, '
+                     f'not {choice!r}')
+  if processes < 2:
+    return Plan(False, '')
+  shared = f'{processes} worker processes share the GPU'
+  if choice == 'off':
+    return Plan(False, f'{shared} without NVIDIA MPS ({MPS_ENV}=off): the '
+                'GPU runs one process at a time')
+  if environ.get(PIPE_ENV):
+    return Plan(False, f'{shared} through the NVIDIA MPS daemon at '
+                f'{environ[PIPE_ENV]} ({PIPE_ENV})')
+  if exists(os.path.join(DEFAULT_PIPE, 'control')):
+    return Plan(False, f'{shared} through the machine\'s NVIDIA MPS daemon '
+                f'({DEFAULT_PIPE})')
+  if not which(CONTROL):
+    return Plan(False, f'{shared} without NVIDIA MPS ({CONTROL} is not on '
+                'the PATH): the GPU runs one process at a time, about 40% '
+                'slower; install NVIDIA\'s CUDA tools, or use fewer '
+                'processes')
+  return Plan(True, f'{shared} through NVIDIA MPS (a daemon of this run\'s; '
+              f'{MPS_ENV}=off runs without)')
+
+
+def _control(command: Optional[str], environ: Mapping[str, str],
+             *args: str) -> subprocess.CompletedProcess:
+  return subprocess.run([CONTROL, *args], input=command, env=dict(environ),
+                        capture_output=True, text=True,
+                        timeout=_QUIT_TIMEOUT_S, check=False)
+
+
+@contextlib.contextmanager
+def sharing(processes: int,
+            say: Callable[[str], None] = lambda line: None) -> Iterator[None]:
+  """Runs the body with the run's worker processes sharing the GPU
+  through MPS where ``plan`` says so.
+
+  A daemon of the run's own listens in a new temporary folder, which
+  ``PIPE_ENV`` names in this process's environment for the worker
+  processes it starts; on leaving, the daemon is told to quit (it ends its
+  server) and the variable and folder are removed. If the daemon does not
+  start, the run goes on without it and says why.
+
+  Args:
+    processes: Worker processes that share each GPU.
+    say: Takes the plan's line, for the user.
+  """
+  decided = plan(processes, os.environ)
+  if not decided.start:
+    if decided.line:
+      say(decided.line)
+    yield
+    return
+  folder = tempfile.mkdtemp(prefix='featurize-mps-')
+  environ = dict(os.environ, **{PIPE_ENV: os.path.join(folder, 'pipe'),
+                                LOG_ENV: os.path.join(folder, 'log')})
+  os.makedirs(environ[PIPE_ENV])
+  os.makedirs(environ[LOG_ENV])
+  try:
+    started = _control(None, environ, '-d')
+  except (OSError, subprocess.SubprocessError) as e:
+    started = subprocess.CompletedProcess([CONTROL], 1, '', str(e))
+  if started.returncode != 0:
+    shutil.rmtree(folder, ignore_errors=True)
+    said = (started.stderr or started.stdout or '').strip().splitlines()
+    say(f'{processes} worker processes share the GPU without NVIDIA MPS: '
+        f'{CONTROL} -d failed ({said[-1] if said else started.returncode})')
+    yield
+    return
+  say(decided.line)
+  os.environ[PIPE_ENV] = environ[PIPE_ENV]
+  try:
+    yield
+  finally:
+    os.environ.pop(PIPE_ENV, None)
+    try:
+      _control('quit\n', environ)
+    except (OSError, subprocess.SubprocessError):
+      pass  # the daemon's folder goes; it ends once it finds no pipe
+    shutil.rmtree(folder, ignore_errors=True)
