@@ -19,7 +19,8 @@ from pipeline import cli, demo
 from tests import datasets, jax_features
 from tests.test_end_to_end import read_errors, read_outputs
 from transforms import vgg16
-from transforms.gpu import backend
+from transforms.gpu import backend, routing
+from transforms.gpu import extract as gpu_extract
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -97,8 +98,11 @@ def gpu_and_cpu_runs(tmp_path_factory, notop_weights):
       [sys.executable, '-m', 'pipeline.cli', 'run', *common, '--output',
        gpu_out, '--device', 'gpu', '--batch-size', '4', '--quiet',
        '--direct_num_workers=2', '--direct_running_mode=multi_threading'],
-      cwd=ROOT, env=on_cpu_env(), capture_output=True, text=True,
-      timeout=600)
+      cwd=ROOT, env=dict(on_cpu_env(), **{
+          # The 'large_draft' route is off by default; this run takes it
+          # so that its pixels are checked against the CPU path's.
+          gpu_extract.LARGE_DRAFT_ENV: str(routing.MIN_DRAFT_SCALE)}),
+      capture_output=True, text=True, timeout=600)
   assert gpu.returncode == 0, gpu.stderr
   assert cli.main(['run', *common, '--output', cpu_out, '--quiet']) == 0
   return ds, gpu_out, cpu_out, gpu
@@ -147,7 +151,8 @@ def test_gpu_path_manifest_and_counts(gpu_and_cpu_runs):
   assert 'jax' in manifest['versions']
   assert 'VGG16 loaded 1 time(s) over all workers' in run.stdout
   # The photos include large JPEGs (retina 1411x1411, hubble 872x1000):
-  # decoded reduced on the CPU while its threads had room.
+  # decoded reduced on the CPU while its threads had room, where the run
+  # asks for that route (``FEATURIZE_GPU_LARGE_DRAFT``).
   assert 'large draft' in run.stdout, run.stdout
 
 
@@ -346,6 +351,9 @@ def test_worker_processes_share_the_gpu_through_mps(gpu_and_cpu_runs,
                    ['--direct_num_workers=2',
                     '--direct_running_mode=multi_processing'], env)
   assert '2 worker processes share the GPU through NVIDIA MPS' in run.stdout
+  # By default every JPEG nvJPEG takes stays on the device.
+  assert gpu_extract.LARGE_DRAFT == 0
+  assert 'large draft' not in run.stdout, run.stdout
   made = calls(tmp_path)
   assert [c['args'] for c in made] == [['-d'], []]
   assert made[1]['read'].strip() == 'quit'
@@ -359,7 +367,6 @@ def test_one_helper_thread_gives_what_two_give(gpu_and_cpu_runs, tmp_path,
   """``FEATURIZE_GPU_PREPARE_THREADS=1`` (the default is two batches
   decoding and resizing at once in one process): the same keys, error
   lines and features."""
-  from transforms.gpu import extract as gpu_extract
   _, gpu_out, _, _ = gpu_and_cpu_runs
   assert gpu_extract.PREPARE_THREADS == 2
   out = str(tmp_path / 'one-thread')

@@ -5,9 +5,10 @@ crosses the Beam boundary is the encoded bytes (``ImageRecord``). The
 bundle's thread reads each image's header (``routing``) and sends it to
 one of two decoders: baseline JPEGs wait, encoded, for nvJPEG's batched
 hardware decoder; everything else (progressive JPEGs, other formats,
-CMYK...), and large JPEGs while the pool has room, goes at once to a
-pool of threads running the CPU path's own decoder, whose finished rows
-join the batch being filled (``batching.RoutedBatcher``). A helper thread per DoFn decodes a full
+CMYK...), and large JPEGs while the pool has room where ``LARGE_DRAFT``
+asks for that, goes at once to a pool of threads running the CPU path's
+own decoder, whose finished rows join the batch being filled
+(``batching.RoutedBatcher``). A helper thread per DoFn decodes a full
 batch with nvJPEG, resizes it on the device and dispatches the model
 (``device_batches``) while the bundle's thread reads and writes and the
 GPU runs the batch before.
@@ -64,10 +65,15 @@ INLINE_PREPARE_ENV = 'FEATURIZE_GPU_INLINE_PREPARE'
 # runs the model. The variable is a benchmark seam (1: one helper thread).
 PREPARE_THREADS = 2
 PREPARE_THREADS_ENV = 'FEATURIZE_GPU_PREPARE_THREADS'
-# Benchmark seam: the draft factor from which a baseline JPEG goes to the
-# CPU decoder while it has room (``routing``'s 'large_draft' route;
-# default ``routing.MIN_DRAFT_SCALE``); 0 keeps them all on the device, 1
-# sends any baseline JPEG to the CPU while it has room.
+# The draft factor from which a baseline JPEG goes to the CPU decoder
+# while it has room (``routing``'s 'large_draft' route): 0, none, keeps
+# every JPEG that nvJPEG takes on the device. With the worker processes
+# sharing the GPU through MPS, the device had room for them and the CPU's
+# cores did not: imagenet ran at 11,768 images/s with none against 10,706
+# with factor 2 and up (RESULTS.md run 18; without MPS it was +0.4% the
+# other way, run 14). The variable is a benchmark seam (2: drafted by 1/2
+# or more, 1: any baseline JPEG).
+LARGE_DRAFT = 0
 LARGE_DRAFT_ENV = 'FEATURIZE_GPU_LARGE_DRAFT'
 
 
@@ -86,7 +92,7 @@ class _ExtractOnDeviceFn(beam.DoFn):
     self._prepare = None  # the helper threads' executor, made in setup
     self._batcher = None
     self._pending = deque()
-    self._large_draft = routing.MIN_DRAFT_SCALE
+    self._large_draft = LARGE_DRAFT
     self._decoded = beam.metrics.Metrics.counter('featurize',
                                                  'images_decoded')
     self._decode_errors = beam.metrics.Metrics.counter('featurize',
@@ -154,8 +160,7 @@ class _ExtractOnDeviceFn(beam.DoFn):
                          threads, thread_name_prefix='featurize-gpu-batches',
                          initializer=runtime.name_thread,
                          initargs=('fz-gpu-batches',)))
-    self._large_draft = int(os.environ.get(LARGE_DRAFT_ENV,
-                                           routing.MIN_DRAFT_SCALE))
+    self._large_draft = int(os.environ.get(LARGE_DRAFT_ENV, LARGE_DRAFT))
     # Reported from process(): metrics updated in setup are lost (Beam's
     # RunInference defers its load metric the same way).
     self._load_to_report = loaded_ms

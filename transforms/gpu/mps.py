@@ -86,9 +86,8 @@ def plan(processes: int, environ: Mapping[str, str],
                 f'({DEFAULT_PIPE})')
   if not which(CONTROL):
     return Plan(False, f'{shared} without NVIDIA MPS ({CONTROL} is not on '
-                'the PATH): the GPU runs one process at a time, about 40% '
-                'slower; install NVIDIA\'s CUDA tools, or use fewer '
-                'processes')
+                'the PATH): the GPU runs one process at a time, which is '
+                'slower; NVIDIA\'s CUDA tools install it')
   return Plan(True, f'{shared} through NVIDIA MPS (a daemon of this run\'s; '
               f'{MPS_ENV}=off runs without)')
 
@@ -147,5 +146,5 @@ def sharing(processes: int,
     try:
       _control('quit\n', environ)
     except (OSError, subprocess.SubprocessError):
-      pass  # the daemon's folder goes; it ends once it finds no pipe
+      pass  # nothing more to do here: the run itself is over
     shutil.rmtree(folder, ignore_errors=True)
