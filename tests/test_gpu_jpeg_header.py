@@ -126,6 +126,63 @@ def test_grayscale_goes_to_the_device_as_one_component():
   assert (result.components, result.subsampling) == (1, 'gray')
 
 
+def gray_jpeg(size, subsampling: int, **params) -> bytes:
+  """A grayscale JPEG of ``size`` with a gradient and noise; Pillow marks
+  its one component 1x1 (subsampling 0), 2x1 (1) or 2x2 (2)."""
+  width, height = size
+  rng = np.random.default_rng(width * 1000 + height)
+  pixels = (rng.integers(0, 80, (height, width)) +
+            np.arange(width)[None, :] % 170).astype(np.uint8)
+  out = io.BytesIO()
+  Image.fromarray(pixels, 'L').save(out, 'JPEG', quality=85,
+                                    subsampling=subsampling, **params)
+  return out.getvalue()
+
+
+@pytest.mark.parametrize('subsampling,factors', [(1, 0x21), (2, 0x22)])
+def test_grayscale_marked_other_than_1x1_goes_to_the_device_marked_1x1(
+    subsampling, factors):
+  """nvJPEG decodes a grayscale frame marked 2x2 wrongly; the device is
+  given it marked 1x1, which libjpeg-turbo decodes to the very pixels of
+  the file as it was, at every size (blocks cut at the edges, restart
+  intervals): a one-component scan's blocks do not depend on the
+  factors."""
+  for size in [(1, 1), (7, 9), (8, 8), (15, 17), (16, 16), (33, 1),
+               (53, 37), (257, 255), (500, 375)]:
+    for params in [{}, {'restart_marker_blocks': 3}]:
+      data = gray_jpeg(size, subsampling, **params)
+      result = screen(data)
+      assert result.on_device, (size, result.reason)
+      assert (result.components, result.subsampling) == (1, 'gray')
+      assert data[result.gray_factors_at] == factors
+      given = jpeg_header.device_bytes(data, result)
+      assert given[result.gray_factors_at] == 0x11
+      assert len(given) == len(data)
+      assert screen(given).gray_factors_at == 0
+      np.testing.assert_array_equal(
+          np.asarray(Image.open(io.BytesIO(given))),
+          np.asarray(Image.open(io.BytesIO(data))))
+
+
+def test_device_bytes_drop_padding_and_leave_1x1_files_alone():
+  data = gray_jpeg((40, 30), 0)
+  result = screen(data)
+  assert result.on_device and result.gray_factors_at == 0
+  assert jpeg_header.device_bytes(data, result) is data
+  padded = gray_jpeg((40, 30), 2) + b'\x00' * 7
+  result = screen(padded)
+  given = jpeg_header.device_bytes(padded, result)
+  assert given.endswith(b'\xff\xd9') and len(given) == len(padded) - 7
+
+
+def test_grayscale_with_invalid_factors_goes_to_the_cpu():
+  data = bytearray(gray_jpeg((40, 30), 0))
+  sof = data.index(b'\xff\xc0')
+  for factors in (0x20, 0x02, 0x51, 0x15):
+    data[sof + 11] = factors
+    assert screen(bytes(data)).reason == 'unusual sampling factors'
+
+
 @pytest.mark.parametrize('size', [(1, 1), (17, 5), (5, 17), (500, 375),
                                   (375, 500), (4000, 3)])
 @pytest.mark.parametrize('params', [{}, {'subsampling': 0},

@@ -118,3 +118,25 @@ def test_exif_orientation_is_applied_on_the_gpu(nvjpeg, value):
                                  decode_record(record, CONFIG).pixels)
   print(f'orientation {value}: nvJPEG vs CPU path mean {mean:.3f} max {worst}')
   assert mean <= 1.5
+
+
+@pytest.mark.parametrize('subsampling', [1, 2])
+def test_grayscale_marked_2x1_or_2x2_decodes_on_the_gpu_as_the_cpu_does(
+    nvjpeg, subsampling):
+  """Pillow writes a grayscale JPEG's one component 2x2 for its default
+  4:2:0 (2x1 for 4:2:2), which nvJPEG decodes wrongly; the device is
+  given it marked 1x1 (``jpeg_header.device_bytes``) and its pixels are
+  the CPU path's, as close as for any JPEG nvJPEG decodes."""
+  from tests.test_gpu_jpeg_header import gray_jpeg  # pylint: disable=import-outside-toplevel
+  records = [ImageRecord(f'gray-{size[0]}x{size[1]}', 'test',
+                         gray_jpeg(size, subsampling))
+             for size in [(500, 375), (375, 500), (53, 37), (257, 255)]]
+  got, errors, on_device = _decode_and_resize(nvjpeg, records)
+  assert not errors and on_device == len(records)
+  for record in records:
+    mean, p99, worst = differences(got[record.key],
+                                   decode_record(record, CONFIG).pixels)
+    print(f'{record.key} marked {subsampling}: nvJPEG vs CPU path mean '
+          f'{mean:.3f} p99 {p99} max {worst}')
+    # The decoders' IDCTs differ, as for every JPEG (the photos' bound).
+    assert mean <= 2.5

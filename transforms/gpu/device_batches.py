@@ -18,7 +18,7 @@ import numpy as np
 
 from transforms import imaging
 from transforms.decode import decode_record
-from transforms.gpu import batching, routing
+from transforms.gpu import batching, jpeg_header, routing
 from transforms.records import ErrorRecord, FeatureRecord, ImageRecord
 
 class Timings(NamedTuple):
@@ -107,12 +107,11 @@ def decode_on_device(batch: batching.Batch, decoder,
   decoded: List[Tuple[ImageRecord, Any, int]] = []
   refused = []
   # One nvJPEG call for the batch, whose full-size pixels the batcher
-  # bounded (batching.RoutedBatcher). data[:end] drops padding after EOI,
-  # which nvJPEG may not take.
+  # bounded (batching.RoutedBatcher); each JPEG as nvJPEG takes it
+  # (without padding after EOI, grayscale marked 1x1).
   try:
-    pixels = decoder.decode([
-        image.data if screen.end >= len(image.data) else
-        image.data[:screen.end] for image, screen in batch.device])
+    pixels = decoder.decode([jpeg_header.device_bytes(image.data, screen)
+                             for image, screen in batch.device])
   except Exception as e:  # pylint: disable=broad-except
     # The decoder refuses single images itself (as None); an error of the
     # decoder as a whole costs its images an error line each, never the

@@ -24,10 +24,14 @@ when all of these hold (anything else, however harmless, goes to the CPU):
 * 8-bit samples; 1 or 3 components (4 is CMYK or YCCK) with distinct ids;
   width and height at least 1 and ``width * height <= max_pixels`` (a
   larger image goes to the CPU path, which reports ``too_many_pixels``).
-* Sampling factors of a layout nvJPEG names: grayscale 1x1 (nvJPEG
-  decodes a grayscale frame marked 2x2 wrongly); for three components,
+* Sampling factors of a layout nvJPEG names: for three components,
   chroma 1x1 and luma 1x1, 2x1, 2x2, 1x2 or 4x1 (4:4:4, 4:2:2, 4:2:0,
-  4:4:0, 4:1:1).
+  4:4:0, 4:1:1); grayscale with any valid factors. nvJPEG decodes a
+  grayscale frame marked other than 1x1 wrongly (Pillow writes 2x2 for
+  its default 4:2:0), so ``device_bytes`` gives it such a file marked
+  1x1: a scan of one component is not interleaved, so its blocks and
+  pixels are the same whatever the factors (libjpeg-turbo decodes both
+  alike, ``tests/test_gpu_jpeg_header.py``).
 * Plainly YCbCr: three components with an Adobe APP14 segment whose
   transform is not 1 (0 means RGB-coded), or with component ids 'R', 'G',
   'B' (libjpeg-turbo's sign of RGB without JFIF), go to the CPU.
@@ -89,6 +93,8 @@ class JpegScreen(NamedTuple):
       ``exif_transpose`` applies (1: none); valid when on_device.
     end: Offset just past the EOI marker; ``data[:end]`` is the JPEG
       without trailing padding, what the GPU should be given.
+    gray_factors_at: Offset of a grayscale frame's sampling factors where
+      they are not 1x1, which ``device_bytes`` marks 1x1; 0 otherwise.
   """
   on_device: bool
   width: int = 0
@@ -99,6 +105,7 @@ class JpegScreen(NamedTuple):
   subsampling: str = ''
   orientation: int = 1
   end: int = 0
+  gray_factors_at: int = 0
 
 
 # Luma sampling factors (H << 4 | V) with chroma 1x1 -> nvJPEG's name.
@@ -183,6 +190,7 @@ def _screen(data: bytes, max_pixels: int) -> JpegScreen:
   frame = 0  # the SOF marker, once seen
   width = height = components = 0
   ids = sampling = tables = b''
+  factors_at = 0
   quant = dc = ac = 0  # bit masks of the tables defined so far
   adobe = -1  # APP14 transform; -1 without an Adobe segment
   exif = xmp = 0  # start offsets of the EXIF data and of the last XMP text
@@ -270,6 +278,7 @@ def _screen(data: bytes, max_pixels: int) -> JpegScreen:
         return JpegScreen(False, width, height, components, 'bad SOF segment')
       specs = data[start + 6:stop]
       ids, sampling, tables = specs[0::3], specs[1::3], specs[2::3]
+      factors_at = start + 7  # the first component's
 
     elif marker == 0xDA:  # SOS: the header ends here
       break
@@ -312,7 +321,8 @@ def _screen(data: bytes, max_pixels: int) -> JpegScreen:
     return cpu('bad SOF segment')
   # Only known layouts pass, so invalid factors (0, above 4) fail here too.
   if components == 1:
-    subsampling = 'gray' if sampling[0] == 0x11 else ''
+    subsampling = 'gray' if (1 <= sampling[0] >> 4 <= 4 and
+                             1 <= sampling[0] & 15 <= 4) else ''
   else:
     subsampling = '' if sampling[1] != 0x11 or sampling[2] != 0x11 else (
         _SUBSAMPLING.get(sampling[0], ''))
@@ -365,7 +375,20 @@ def _screen(data: bytes, max_pixels: int) -> JpegScreen:
   elif orientation > 8:
     orientation = 1  # exif_transpose ignores values it does not know
   return JpegScreen(True, width, height, components, '', progressive,
-                    subsampling, orientation, end)
+                    subsampling, orientation, end,
+                    factors_at if components == 1 and sampling[0] != 0x11
+                    else 0)
+
+
+def device_bytes(data: bytes, screen: JpegScreen) -> bytes:
+  """The JPEG to give nvJPEG for an image that ``screen`` let through:
+  ``data`` without what follows EOI, and a grayscale frame's sampling
+  factors marked 1x1 (same pixels; see the module's notes)."""
+  if not screen.gray_factors_at:
+    return data if screen.end >= len(data) else data[:screen.end]
+  marked = bytearray(data[:screen.end])
+  marked[screen.gray_factors_at] = 0x11
+  return bytes(marked)
 
 
 def _photoshop_ok(data: bytes, start: int, stop: int) -> bool:

@@ -16,9 +16,12 @@ pixel, and their throughput is shared by every process on the GPU,
 while Pillow's draft mode decodes such an image at 1/2 to 1/8 of its
 size, for a few milliseconds of one core. On ImageNet-like data, the 4%
 of images with a short side of 512 pixels or more hold about 40% of the
-pixels. So ``route`` sends them to the CPU while its decoder threads
+pixels. So ``route`` can send them to the CPU while its decoder threads
 have room (the caller says so), and to the device otherwise: the CPU
-takes what it can without ever holding back the GPU's batches.
+takes what it can without ever holding back the GPU's batches. With the
+worker processes sharing the GPU through MPS the host's cores, not the
+GPU, ran short, so the GPU path asks for it only where a variable says
+so (``extract.LARGE_DRAFT``).
 
 Routes are counted by category (``CATEGORIES``) so that a run's summary
 shows the share of images each way.
