@@ -384,6 +384,9 @@ def featurize_run(input_pattern: str, out: str, images: int,
   routed = re.search(r'decoded by nvJPEG ([\d.]+)%, by the CPU ([\d.]+)%(.*)',
                      stdout)
   first = re.search(r'first record after ([\d.]+) s', stdout)
+  # How the processes shared the GPU (``mps.plan``'s line), if they did.
+  sharing = re.search(r'featurize: (\d+ worker processes share the GPU.*)',
+                      stdout)
   written = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out)
                 if f.startswith('features-'))
   shutil.rmtree(out, ignore_errors=True)
@@ -406,6 +409,7 @@ def featurize_run(input_pattern: str, out: str, images: int,
                       if routed else None,
             'host_time_per_batch': steps.group(1) if steps else None,
             'host_time_per_image': per_image.group(1) if per_image else None,
+            'gpu_sharing': sharing.group(1) if sharing else None,
             'stdout': stdout.strip().splitlines()[-8:]}
   result.update(sampler.busy_summary())
   result.update(progress.summary())

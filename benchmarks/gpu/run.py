@@ -301,7 +301,8 @@ def main(argv=None) -> int:
           'gpu_memory_peak_mib': run['gpu_memory_peak_mib'],
           'gpu_utilisation_percent': run['gpu_utilisation_percent'],
           'host_time_per_batch': run['host_time_per_batch'],
-          'host_time_per_image': run['host_time_per_image']}
+          'host_time_per_image': run['host_time_per_image'],
+          'gpu_sharing': run.get('gpu_sharing')}
       summary['layouts_compared'] = {
           'profile': 'imagenet' if 'imagenet' in names else names[0],
           'images': compare_images, 'pooling': 'avg', 'rates': compared}
