@@ -17,7 +17,7 @@ from typing import Dict, Optional, Type
 from pipeline.refresh.versions import PointerMoved
 from pipeline.run import JobFailed
 from transforms import quiet_import
-from transforms.gpu import backend
+from transforms.gpu import backend, mps
 from transforms.output_files import RunRefused, TooManyErrors
 from transforms.output_lock import Locked
 from transforms.vgg16 import ModelConfig
@@ -55,8 +55,23 @@ def failure_message(error: BaseException, verbose: bool) -> str:
   line = f'featurize: error: {error}'
   if isinstance(error, JobFailed) and not verbose:
     line += ' (run again with --verbose for the runner\'s log)'
-  hint = gpu_memory_hint(str(error))
+  hint = gpu_memory_hint(str(error)) or mps_hint(str(error))
   return f'{line}\n{hint}' if hint else line
+
+
+# How CUDA names a failure of its MPS client or server
+# (CUDA_ERROR_MPS_CONNECTION_FAILED, ..._MPS_SERVER_NOT_READY, ...).
+_MPS_FAILURE = 'MPS_'
+
+
+def mps_hint(text: str) -> Optional[str]:
+  """What to change when ``text`` (a failure) says CUDA's MPS failed,
+  else None: the run's worker processes share a GPU through an MPS daemon
+  (``transforms/gpu/mps.py``) that this machine may not allow."""
+  if _MPS_FAILURE not in text:
+    return None
+  return (f'featurize: NVIDIA MPS could not serve the worker processes: '
+          f'run with {mps.MPS_ENV}=off to share the GPU without it')
 
 
 # How JAX (XLA's status) and torch (nvJPEG's buffers) say that a GPU's

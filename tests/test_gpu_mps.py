@@ -141,3 +141,15 @@ def test_sharing_leaves_a_users_daemon_alone(clean_environ, tmp_path):
     assert os.environ[mps.PIPE_ENV] == str(tmp_path / 'theirs')
   assert calls(tmp_path) == []
   assert os.environ[mps.PIPE_ENV] == str(tmp_path / 'theirs')
+
+
+def test_a_failure_of_mps_says_how_to_run_without_it():
+  from pipeline import console  # pylint: disable=import-outside-toplevel
+  hint = console.mps_hint('jaxlib.xla_extension.XlaRuntimeError: INTERNAL: '
+                          'CUDA_ERROR_MPS_CONNECTION_FAILED: MPS client '
+                          'failed to connect to the MPS control daemon')
+  assert hint and f'{mps.MPS_ENV}=off' in hint
+  assert console.mps_hint('CUDA_ERROR_OUT_OF_MEMORY') is None
+  message = console.failure_message(
+      RuntimeError('CUDA_ERROR_MPS_SERVER_NOT_READY'), verbose=False)
+  assert message.splitlines()[-1] == hint
