@@ -4,6 +4,7 @@ Keras 3's JAX backend, one model replica per GPU.
 
 * ``backend``: picks the Keras backend for a device, before Keras loads;
   how processes share a GPU.
+* ``mps``: NVIDIA MPS for a local run's worker processes on a GPU.
 * ``jpeg_header``: what a JPEG is, from its header.
 * ``routing``: which decoder each image goes to.
 * ``orientation``: EXIF orientation as flips and a transpose.
