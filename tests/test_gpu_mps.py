@@ -54,10 +54,12 @@ def test_an_unknown_choice_is_refused():
     mps.plan(4, {mps.MPS_ENV: 'on'}, FOUND, NOTHING)
 
 
-def fake_control(folder, exit_status: int = 0) -> str:
+def fake_control(folder, exit_status: int = 0, daemon_s: int = 0) -> str:
   """A stand-in for NVIDIA's control program: it records each call (its
   arguments, its pipe folder, what it read) as a JSON line in
-  ``calls.jsonl`` beside it; returns its folder, for the PATH."""
+  ``calls.jsonl`` beside it; with ``daemon_s``, its ``-d`` leaves a
+  process that keeps its output open that long, as a daemon may.
+  Returns its folder, for the PATH."""
   path = os.path.join(str(folder), mps.CONTROL)
   log = os.path.join(str(folder), 'calls.jsonl')
   with open(path, 'w') as f:
@@ -69,6 +71,9 @@ def fake_control(folder, exit_status: int = 0) -> str:
             f'    "pipe": os.environ.get({mps.PIPE_ENV!r}),\n'
             '    "pipe_exists": os.path.isdir(os.environ.get('
             f'{mps.PIPE_ENV!r}, ""))}}) + "\\n")\n'
+            'if "-d" in sys.argv and ' + str(daemon_s) + ':\n'
+            '  import subprocess\n'
+            '  subprocess.Popen(["sleep", "' + str(daemon_s) + '"])\n'
             'if "-d" in sys.argv:\n'
             '  print("cannot start: no GPU", file=sys.stderr)\n'
             f'sys.exit({exit_status} if "-d" in sys.argv else 0)\n')
@@ -153,3 +158,17 @@ def test_a_failure_of_mps_says_how_to_run_without_it():
   message = console.failure_message(
       RuntimeError('CUDA_ERROR_MPS_SERVER_NOT_READY'), verbose=False)
   assert message.splitlines()[-1] == hint
+
+
+def test_a_daemon_that_keeps_its_output_open_does_not_hold_the_run(
+    clean_environ, tmp_path):
+  """The real daemon forks and lives on: featurize must not wait for the
+  end of its output."""
+  import time  # pylint: disable=import-outside-toplevel
+  clean_environ.setenv('PATH', fake_control(tmp_path, daemon_s=20) +
+                       os.pathsep + os.environ['PATH'])
+  began = time.perf_counter()
+  with mps.sharing(2):
+    entered = time.perf_counter() - began
+    assert os.environ.get(mps.PIPE_ENV)
+  assert entered < 10

@@ -92,11 +92,31 @@ def plan(processes: int, environ: Mapping[str, str],
               f'{MPS_ENV}=off runs without)')
 
 
-def _control(command: Optional[str], environ: Mapping[str, str],
-             *args: str) -> subprocess.CompletedProcess:
-  return subprocess.run([CONTROL, *args], input=command, env=dict(environ),
-                        capture_output=True, text=True,
-                        timeout=_QUIT_TIMEOUT_S, check=False)
+def _start(environ: Mapping[str, str]) -> str:
+  """Starts the control daemon; returns '' or why it did not start."""
+  # Its output goes to a file, not a pipe: the daemon it forks could hold
+  # a pipe open, and reading one would then wait for the daemon's end.
+  said = os.path.join(environ[LOG_ENV], 'start.txt')
+  try:
+    with open(said, 'w+') as out:
+      status = subprocess.run([CONTROL, '-d'], stdin=subprocess.DEVNULL,
+                              stdout=out, stderr=subprocess.STDOUT,
+                              env=dict(environ), timeout=_QUIT_TIMEOUT_S,
+                              check=False).returncode
+      out.seek(0)
+      lines = out.read().strip().splitlines()
+  except (OSError, subprocess.SubprocessError) as e:
+    return str(e) or type(e).__name__
+  return '' if status == 0 else (lines[-1] if lines else f'exit {status}')
+
+
+def _quit(environ: Mapping[str, str]) -> None:
+  try:
+    subprocess.run([CONTROL], input='quit\n', env=dict(environ),
+                   capture_output=True, text=True, timeout=_QUIT_TIMEOUT_S,
+                   check=False)
+  except (OSError, subprocess.SubprocessError):
+    pass  # nothing more to do here: the run itself is over
 
 
 @contextlib.contextmanager
@@ -126,15 +146,11 @@ def sharing(processes: int,
                                 LOG_ENV: os.path.join(folder, 'log')})
   os.makedirs(environ[PIPE_ENV])
   os.makedirs(environ[LOG_ENV])
-  try:
-    started = _control(None, environ, '-d')
-  except (OSError, subprocess.SubprocessError) as e:
-    started = subprocess.CompletedProcess([CONTROL], 1, '', str(e))
-  if started.returncode != 0:
+  failed = _start(environ)
+  if failed:
     shutil.rmtree(folder, ignore_errors=True)
-    said = (started.stderr or started.stdout or '').strip().splitlines()
     say(f'{processes} worker processes share the GPU without NVIDIA MPS: '
-        f'{CONTROL} -d failed ({said[-1] if said else started.returncode})')
+        f'{CONTROL} -d failed ({failed})')
     yield
     return
   say(decided.line)
@@ -143,8 +159,5 @@ def sharing(processes: int,
     yield
   finally:
     os.environ.pop(PIPE_ENV, None)
-    try:
-      _control('quit\n', environ)
-    except (OSError, subprocess.SubprocessError):
-      pass  # nothing more to do here: the run itself is over
+    _quit(environ)
     shutil.rmtree(folder, ignore_errors=True)
