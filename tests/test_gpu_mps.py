@@ -74,7 +74,7 @@ def fake_control(folder, exit_status: int = 0, daemon_s: int = 0) -> str:
             'if "-d" in sys.argv and ' + str(daemon_s) + ':\n'
             '  import subprocess\n'
             '  subprocess.Popen(["sleep", "' + str(daemon_s) + '"])\n'
-            'if "-d" in sys.argv:\n'
+            'if "-d" in sys.argv and ' + str(exit_status) + ':\n'
             '  print("cannot start: no GPU", file=sys.stderr)\n'
             f'sys.exit({exit_status} if "-d" in sys.argv else 0)\n')
   os.chmod(path, os.stat(path).st_mode | stat.S_IXUSR)
@@ -89,6 +89,11 @@ def calls(folder) -> list:
     return [json.loads(line) for line in f]
 
 
+def put_first_on_path(monkeypatch, folder) -> None:
+  """Makes ``folder`` (a ``fake_control``'s) the PATH's first."""
+  monkeypatch.setenv('PATH', folder + os.pathsep + os.environ['PATH'])
+
+
 @pytest.fixture
 def clean_environ(monkeypatch, tmp_path):
   for name in (mps.MPS_ENV, mps.PIPE_ENV):
@@ -100,8 +105,7 @@ def clean_environ(monkeypatch, tmp_path):
 
 def test_sharing_starts_points_the_workers_at_and_quits_its_daemon(
     clean_environ, tmp_path):
-  clean_environ.setenv('PATH', fake_control(tmp_path) + os.pathsep +
-                       os.environ['PATH'])
+  put_first_on_path(clean_environ, fake_control(tmp_path))
   said = []
   with mps.sharing(2, said.append):
     inside = os.environ.get(mps.PIPE_ENV)
@@ -117,8 +121,7 @@ def test_sharing_starts_points_the_workers_at_and_quits_its_daemon(
 
 
 def test_sharing_quits_its_daemon_when_the_run_fails(clean_environ, tmp_path):
-  clean_environ.setenv('PATH', fake_control(tmp_path) + os.pathsep +
-                       os.environ['PATH'])
+  put_first_on_path(clean_environ, fake_control(tmp_path))
   with pytest.raises(RuntimeError):
     with mps.sharing(2):
       raise RuntimeError('the job failed')
@@ -128,8 +131,7 @@ def test_sharing_quits_its_daemon_when_the_run_fails(clean_environ, tmp_path):
 
 def test_a_daemon_that_does_not_start_leaves_the_run_without_mps(
     clean_environ, tmp_path):
-  clean_environ.setenv('PATH', fake_control(tmp_path, exit_status=1) +
-                       os.pathsep + os.environ['PATH'])
+  put_first_on_path(clean_environ, fake_control(tmp_path, exit_status=1))
   said = []
   with mps.sharing(2, said.append):
     assert mps.PIPE_ENV not in os.environ
@@ -139,8 +141,7 @@ def test_a_daemon_that_does_not_start_leaves_the_run_without_mps(
 
 
 def test_sharing_leaves_a_users_daemon_alone(clean_environ, tmp_path):
-  clean_environ.setenv('PATH', fake_control(tmp_path) + os.pathsep +
-                       os.environ['PATH'])
+  put_first_on_path(clean_environ, fake_control(tmp_path))
   clean_environ.setenv(mps.PIPE_ENV, str(tmp_path / 'theirs'))
   with mps.sharing(8):
     assert os.environ[mps.PIPE_ENV] == str(tmp_path / 'theirs')
@@ -165,8 +166,7 @@ def test_a_daemon_that_keeps_its_output_open_does_not_hold_the_run(
   """The real daemon forks and lives on: featurize must not wait for the
   end of its output."""
   import time  # pylint: disable=import-outside-toplevel
-  clean_environ.setenv('PATH', fake_control(tmp_path, daemon_s=20) +
-                       os.pathsep + os.environ['PATH'])
+  put_first_on_path(clean_environ, fake_control(tmp_path, daemon_s=20))
   began = time.perf_counter()
   with mps.sharing(2):
     entered = time.perf_counter() - began

@@ -34,7 +34,8 @@ PIPE_ENV = 'CUDA_MPS_PIPE_DIRECTORY'
 LOG_ENV = 'CUDA_MPS_LOG_DIRECTORY'
 # Where a machine-wide daemon listens when its pipe folder is the default.
 DEFAULT_PIPE = '/tmp/nvidia-mps'
-_QUIT_TIMEOUT_S = 30
+# How long a call of the control program may take (start or quit).
+_CONTROL_TIMEOUT_S = 30
 
 
 class Plan(NamedTuple):
@@ -101,7 +102,7 @@ def _start(environ: Mapping[str, str]) -> str:
     with open(said, 'w+') as out:
       status = subprocess.run([CONTROL, '-d'], stdin=subprocess.DEVNULL,
                               stdout=out, stderr=subprocess.STDOUT,
-                              env=dict(environ), timeout=_QUIT_TIMEOUT_S,
+                              env=dict(environ), timeout=_CONTROL_TIMEOUT_S,
                               check=False).returncode
       out.seek(0)
       lines = out.read().strip().splitlines()
@@ -113,7 +114,7 @@ def _start(environ: Mapping[str, str]) -> str:
 def _quit(environ: Mapping[str, str]) -> None:
   try:
     subprocess.run([CONTROL], input='quit\n', env=dict(environ),
-                   capture_output=True, text=True, timeout=_QUIT_TIMEOUT_S,
+                   capture_output=True, text=True, timeout=_CONTROL_TIMEOUT_S,
                    check=False)
   except (OSError, subprocess.SubprocessError):
     pass  # nothing more to do here: the run itself is over
