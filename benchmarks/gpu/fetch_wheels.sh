@@ -38,6 +38,10 @@ mkdir -p .whl
   google-crc32c==1.9.0 httplib2==0.32.1 jsonpickle==4.1.4 keras==3.15.1 \
   namex==0.1.0 objsize==0.7.1 optree==0.20.0 proto-plus==1.29.0 \
   pycparser==3.12 pymongo==4.20.1 pytz==2026.6 zstandard==0.25.0
+# py-spy (3 MiB) for the benchmark's --spy: where the host's cores go.
+# shellcheck disable=SC2086
+"$PIP" download -q --no-deps --only-binary=:all: --python-version 3.12 \
+  --implementation cp $PLATFORMS -d .whl py-spy==0.4.3
 # PyPI has tfrecord only as an sdist: build its (pure Python) wheel here.
 "$PIP" wheel -q --no-deps -w .whl tfrecord==1.14.6
 ls .whl | wc -l

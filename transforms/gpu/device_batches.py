@@ -26,12 +26,19 @@ class Timings(NamedTuple):
 
   ``device_decode`` is nvJPEG's; ``fallback_decode`` the CPU decodes of
   images nvJPEG refused; ``resize`` packing the batch and starting its
-  resize; ``dispatch`` starting the model.
+  resize; ``dispatch`` starting the model. The ``_cpu`` fields are the
+  helper thread's own CPU time in the same steps (decode with its
+  fallback): where they fall short of the wall time the thread waited
+  without a core, where they match it the thread worked or spun (CUDA's
+  spin-wait counts as CPU).
   """
   device_decode: float
   fallback_decode: float
   resize: float
   dispatch: float
+  decode_cpu: float = 0.0
+  resize_cpu: float = 0.0
+  dispatch_cpu: float = 0.0
 
 
 class PendingBatch(NamedTuple):
@@ -154,8 +161,10 @@ def start_batch(batch: batching.Batch, decoder, model, replica: int,
     of images that could not be decoded, or of the whole batch when the
     model could not be started.
   """
+  cpu_started = time.thread_time()
   decoded, rows, errors, (device_decode, fallback_decode) = (
       decode_on_device(batch, decoder, config))
+  cpu_decoded = time.thread_time()
   if not decoded and not rows:
     return None, errors
   good = [image for image, _, _ in decoded] + [image for image, _ in rows]
@@ -163,15 +172,16 @@ def start_batch(batch: batching.Batch, decoder, model, replica: int,
     started = time.perf_counter()
     pixels = decoder.resize_batch([(p, turn) for _, p, turn in decoded],
                                   [p for _, p in rows])
-    resized = time.perf_counter()
+    resized, cpu_resized = time.perf_counter(), time.thread_time()
     outputs = model(pixels, replica)
-    dispatched = time.perf_counter()
+    dispatched, cpu_dispatched = time.perf_counter(), time.thread_time()
   except Exception as e:  # pylint: disable=broad-except
     # Like the CPU path's dead-letter output: the batch's images become
     # error lines and the run goes on.
     return None, errors + [_error(image, 'inference', e) for image in good]
   timings = Timings(device_decode, fallback_decode, resized - started,
-                    dispatched - resized)
+                    dispatched - resized, cpu_decoded - cpu_started,
+                    cpu_resized - cpu_decoded, cpu_dispatched - cpu_resized)
   return PendingBatch(good, outputs, len(decoded), timings), errors
 
 
