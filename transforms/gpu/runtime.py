@@ -34,39 +34,67 @@ SWITCH_INTERVAL_S = 0.0001
 SWITCH_INTERVAL_ENV = 'FEATURIZE_GPU_SWITCH_INTERVAL_S'
 # How a host thread waits for the GPU: CUDA's default spins on a core
 # while a process has fewer contexts than the machine has cores. With 8
-# processes sharing one H200 the threads that wait (nvJPEG's, the
-# resize's synchronisation, the features' copy) took about 450 µs of CPU
-# an image, where the work alone took about 125 µs of one thread's wall
-# time (RESULTS.md, runs 7 and 11).
-# "spin", "yield" or "blocking" here sets the GPUs' primary contexts'
-# flags before JAX or torch make them; unset leaves CUDA's choice. A
-# benchmark seam until measured.
+# processes sharing one H200 the helper threads took 125 ms of CPU a
+# batch in nvJPEG's call (torchvision waits in cudaStreamSynchronize)
+# for 194 ms of wall time (RESULTS.md, run 19).
+# "spin", "yield" or "blocking" here sets the flag of every visible
+# GPU's primary context, the one JAX, torch and nvJPEG share, once they
+# have made it; unset leaves CUDA's choice. A benchmark seam until
+# measured.
 CUDA_SCHEDULE_ENV = 'FEATURIZE_CUDA_SCHEDULE'
 _CU_CTX_SCHED = {'auto': 0, 'spin': 1, 'yield': 2, 'blocking': 4}
+_CU_CTX_SCHED_MASK = 0x7
 
 
-def set_cuda_schedule(schedule: str) -> bool:
-  """Sets every visible GPU's primary-context scheduling flag through the
-  driver API (no framework exposes it); True where the driver took it.
-  Raises ValueError for an unknown name; a machine without CUDA's driver
-  gives False."""
+def schedule_flag(schedule: str) -> int:
+  """CUDA's context flag for a ``CUDA_SCHEDULE_ENV`` value (ValueError for
+  another)."""
   flag = _CU_CTX_SCHED.get(schedule)
   if flag is None:
     raise ValueError(f'{CUDA_SCHEDULE_ENV} must be one of '
                      f'{sorted(_CU_CTX_SCHED)}, not {schedule!r}')
+  return flag
+
+
+def set_cuda_schedule(schedule: str) -> bool:
+  """Sets every visible GPU's primary-context scheduling flag through the
+  driver API (no framework exposes it); True where the driver took it,
+  read back.
+
+  Call it after JAX has made its contexts: XLA sets the flags of a
+  primary context that is not yet active to its own (CUDA's default), so
+  a flag set before it would be lost; ``cuCtxSetFlags`` (CUDA 12.1)
+  changes those of an active one.
+
+  Raises ValueError for an unknown name; a machine without CUDA's driver,
+  or with one older than 12.1, gives False.
+  """
+  flag = schedule_flag(schedule)
   import ctypes  # pylint: disable=import-outside-toplevel
   try:
     cuda = ctypes.CDLL('libcuda.so.1')
-  except OSError:
+    set_flags, get_flags = cuda.cuCtxSetFlags, cuda.cuCtxGetFlags
+  except (OSError, AttributeError):
     return False
   count = ctypes.c_int(0)
   if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
     return False
-  done = True
+  done = count.value > 0
   for index in range(count.value):
-    device = ctypes.c_int(0)
-    done &= (cuda.cuDeviceGet(ctypes.byref(device), index) == 0 and
-             cuda.cuDevicePrimaryCtxSetFlags(device, flag) == 0)
+    device, context = ctypes.c_int(0), ctypes.c_void_p()
+    if (cuda.cuDeviceGet(ctypes.byref(device), index) != 0 or
+        cuda.cuDevicePrimaryCtxRetain(ctypes.byref(context), device) != 0):
+      done = False
+      continue
+    got = ctypes.c_uint(0)
+    if cuda.cuCtxPushCurrent_v2(context) == 0:
+      done &= (set_flags(ctypes.c_uint(flag)) == 0 and
+               get_flags(ctypes.byref(got)) == 0 and
+               got.value & _CU_CTX_SCHED_MASK == flag)
+      cuda.cuCtxPopCurrent_v2(ctypes.byref(ctypes.c_void_p()))
+    else:
+      done = False
+    cuda.cuDevicePrimaryCtxRelease_v2(device)
   return bool(done)
 
 
@@ -91,11 +119,16 @@ def load_runtime(model_config: vgg16.ModelConfig,
                                              SWITCH_INTERVAL_S)))
   on_cpu = backend.on_cpu_stand_in()
   schedule = os.environ.get(CUDA_SCHEDULE_ENV)
-  if schedule and not on_cpu:  # before JAX and torch make the contexts
-    if not set_cuda_schedule(schedule):
+  if schedule:
+    schedule_flag(schedule)  # an unknown name fails before the model loads
+  devices = visible_devices(on_cpu)  # JAX makes the contexts here
+  if schedule and not on_cpu:
+    if set_cuda_schedule(schedule):
+      logging.info('%s=%s: taken by the GPUs\' contexts', CUDA_SCHEDULE_ENV,
+                   schedule)
+    else:
       logging.warning('%s=%s: the CUDA driver did not take it',
                       CUDA_SCHEDULE_ENV, schedule)
-  devices = visible_devices(on_cpu)
   model = DeviceModel(model_config, devices)
   made = [decoders.make_decoder(index, decode_config, model.batch_size,
                                  on_cpu, device)
