@@ -54,6 +54,19 @@ def test_an_unknown_choice_is_refused():
     mps.plan(4, {mps.MPS_ENV: 'on'}, FOUND, NOTHING)
 
 
+def test_eight_processes_get_half_the_gpu_each_unless_the_user_chose():
+  own = mps.plan(8, {}, FOUND, NOTHING)
+  assert own.share == str(mps.SHARE) and mps.SHARE_ENV in own.line
+  theirs = mps.plan(8, {mps.PIPE_ENV: '/srv/mps'}, FOUND, NOTHING)
+  assert theirs.share == str(mps.SHARE) and mps.SHARE_ENV in theirs.line
+  assert mps.plan(mps.SHARE_FROM - 1, {}, FOUND, NOTHING).share == ''
+  chosen = mps.plan(8, {mps.SHARE_ENV: '70'}, FOUND, NOTHING)
+  assert chosen.start and chosen.share == '' and mps.SHARE_ENV not in chosen.line
+  # Without MPS the variable means nothing: none is set.
+  assert mps.plan(8, {mps.MPS_ENV: 'off'}, FOUND, NOTHING).share == ''
+  assert mps.plan(8, {}, MISSING, NOTHING).share == ''
+
+
 def fake_control(folder, exit_status: int = 0, daemon_s: int = 0) -> str:
   """A stand-in for NVIDIA's control program: it records each call (its
   arguments, its pipe folder, what it read) as a JSON line in
@@ -96,7 +109,7 @@ def put_first_on_path(monkeypatch, folder) -> None:
 
 @pytest.fixture
 def clean_environ(monkeypatch, tmp_path):
-  for name in (mps.MPS_ENV, mps.PIPE_ENV):
+  for name in (mps.MPS_ENV, mps.PIPE_ENV, mps.SHARE_ENV):
     monkeypatch.delenv(name, raising=False)
   # A machine-wide daemon on this machine would change the plan.
   monkeypatch.setattr(mps, 'DEFAULT_PIPE', str(tmp_path / 'no-daemon'))
@@ -120,6 +133,18 @@ def test_sharing_starts_points_the_workers_at_and_quits_its_daemon(
   assert said == [mps.plan(2, {}, mps.shutil.which, lambda p: False).line]
 
 
+def test_sharing_gives_eight_workers_their_share_for_the_run_only(
+    clean_environ, tmp_path):
+  put_first_on_path(clean_environ, fake_control(tmp_path))
+  with mps.sharing(8):
+    assert os.environ[mps.SHARE_ENV] == str(mps.SHARE)
+  assert mps.SHARE_ENV not in os.environ
+  clean_environ.setenv(mps.SHARE_ENV, '70')  # the user's own choice stays
+  with mps.sharing(8):
+    assert os.environ[mps.SHARE_ENV] == '70'
+  assert os.environ[mps.SHARE_ENV] == '70'
+
+
 def test_sharing_quits_its_daemon_when_the_run_fails(clean_environ, tmp_path):
   put_first_on_path(clean_environ, fake_control(tmp_path))
   with pytest.raises(RuntimeError):
@@ -133,8 +158,9 @@ def test_a_daemon_that_does_not_start_leaves_the_run_without_mps(
     clean_environ, tmp_path):
   put_first_on_path(clean_environ, fake_control(tmp_path, exit_status=1))
   said = []
-  with mps.sharing(2, said.append):
+  with mps.sharing(8, said.append):
     assert mps.PIPE_ENV not in os.environ
+    assert mps.SHARE_ENV not in os.environ  # no MPS: no share either
   assert [c['args'] for c in calls(tmp_path)] == [['-d']]  # no quit
   assert len(said) == 1 and 'without NVIDIA MPS' in said[0]
   assert 'no GPU' in said[0]  # the program's own reason

@@ -12,6 +12,17 @@ control daemon for itself (``sharing``) unless one already serves the
 machine. Dataflow's ``use_nvidia_mps`` service option does the same on
 its workers.
 
+Under MPS, each worker process's kernels may also be held to a share of
+the GPU's multiprocessors (NVIDIA's ``CUDA_MPS_ACTIVE_THREAD_PERCENTAGE``,
+set in the environment the workers inherit). With 8 processes, each
+limited to half the GPU, nvJPEG's batches waited less behind the other
+processes' model kernels (155-164 ms a batch against 186-218 ms) and
+``imagenet`` ran at 12,774 and 12,663 images/s against 12,320 and 11,762
+unlimited, side by side (RESULTS.md, runs 21 and 22); a quarter was
+slower (11,569). So a run of ``SHARE_FROM`` processes or more sets half
+(``SHARE``) unless the user set the variable; fewer processes were not
+measured and keep the whole GPU each.
+
 NVIDIA's ``nvidia-cuda-mps-control`` is the tool; this module only
 decides whether to start it, points the worker processes at it through
 the environment they inherit, and stops it after the run. Nothing here
@@ -32,6 +43,12 @@ CONTROL = 'nvidia-cuda-mps-control'
 # NVIDIA's variables: where CUDA clients find the daemon, where it logs.
 PIPE_ENV = 'CUDA_MPS_PIPE_DIRECTORY'
 LOG_ENV = 'CUDA_MPS_LOG_DIRECTORY'
+# NVIDIA's variable: the percentage of the GPU's multiprocessors that one
+# MPS client's kernels may use; what featurize sets, and from how many
+# worker processes (module docstring).
+SHARE_ENV = 'CUDA_MPS_ACTIVE_THREAD_PERCENTAGE'
+SHARE = 50
+SHARE_FROM = 8
 # Where a machine-wide daemon listens when its pipe folder is the default.
 DEFAULT_PIPE = '/tmp/nvidia-mps'
 # How long a call of the control program may take (start or quit).
@@ -44,9 +61,12 @@ class Plan(NamedTuple):
   Attributes:
     start: Start a daemon of the run's own.
     line: What to tell the user, one line.
+    share: The value of ``SHARE_ENV`` to give the worker processes, or ''
+      to leave it as it is.
   """
   start: bool
   line: str
+  share: str = ''
 
 
 def plan(processes: int, environ: Mapping[str, str],
@@ -64,7 +84,9 @@ def plan(processes: int, environ: Mapping[str, str],
     The plan; ``start`` is true only for several processes, with
     ``MPS_ENV`` unset or 'auto', no daemon already named in
     ``PIPE_ENV`` or listening in ``DEFAULT_PIPE``, and NVIDIA's control
-    program on the PATH.
+    program on the PATH. ``share`` is ``SHARE`` where MPS serves
+    ``SHARE_FROM`` processes or more and ``SHARE_ENV`` is unset (a daemon
+    that does not start after all leaves it unused).
 
   Raises:
     ValueError: ``MPS_ENV`` is neither 'auto' nor 'off'.
@@ -79,18 +101,22 @@ def plan(processes: int, environ: Mapping[str, str],
   if choice == 'off':
     return Plan(False, f'{shared} without NVIDIA MPS ({MPS_ENV}=off): the '
                 'GPU runs one process at a time')
+  share, held = '', ''
+  if processes >= SHARE_FROM and not environ.get(SHARE_ENV):
+    share = str(SHARE)
+    held = f', each on at most {SHARE}% of its multiprocessors ({SHARE_ENV})'
   if environ.get(PIPE_ENV):
     return Plan(False, f'{shared} through the NVIDIA MPS daemon at '
-                f'{environ[PIPE_ENV]} ({PIPE_ENV})')
+                f'{environ[PIPE_ENV]} ({PIPE_ENV}){held}', share)
   if exists(os.path.join(DEFAULT_PIPE, 'control')):
     return Plan(False, f'{shared} through the machine\'s NVIDIA MPS daemon '
-                f'({DEFAULT_PIPE})')
+                f'({DEFAULT_PIPE}){held}', share)
   if not which(CONTROL):
     return Plan(False, f'{shared} without NVIDIA MPS ({CONTROL} is not on '
                 'the PATH): the GPU runs one process at a time, which is '
                 'slower; NVIDIA\'s CUDA tools install it')
   return Plan(True, f'{shared} through NVIDIA MPS (a daemon of this run\'s; '
-              f'{MPS_ENV}=off runs without)')
+              f'{MPS_ENV}=off runs without){held}', share)
 
 
 def _start(environ: Mapping[str, str]) -> str:
@@ -130,7 +156,8 @@ def sharing(processes: int,
   ``PIPE_ENV`` names in this process's environment for the worker
   processes it starts; on leaving, the daemon is told to quit (it ends its
   server) and the variable and folder are removed. If the daemon does not
-  start, the run goes on without it and says why.
+  start, the run goes on without it and says why. Where the plan gives a
+  ``share``, ``SHARE_ENV`` holds it for the body, with MPS of either kind.
 
   Args:
     processes: Worker processes that share each GPU.
@@ -140,7 +167,8 @@ def sharing(processes: int,
   if not decided.start:
     if decided.line:
       say(decided.line)
-    yield
+    with _shared_out(decided.share):
+      yield
     return
   folder = tempfile.mkdtemp(prefix='featurize-mps-')
   environ = dict(os.environ, **{PIPE_ENV: os.path.join(folder, 'pipe'),
@@ -157,8 +185,23 @@ def sharing(processes: int,
   say(decided.line)
   os.environ[PIPE_ENV] = environ[PIPE_ENV]
   try:
-    yield
+    with _shared_out(decided.share):
+      yield
   finally:
     os.environ.pop(PIPE_ENV, None)
     _quit(environ)
     shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _shared_out(share: str) -> Iterator[None]:
+  """``SHARE_ENV`` set to ``share`` (if any) in this process's environment
+  for the body, for the worker processes it starts."""
+  if not share:
+    yield
+    return
+  os.environ[SHARE_ENV] = share
+  try:
+    yield
+  finally:
+    os.environ.pop(SHARE_ENV, None)
