@@ -75,3 +75,35 @@ def test_groups_started_together_sum_by_group():
   from benchmarks.gpu import components  # pylint: disable=import-outside-toplevel
   assert components.together([(_rate_after_barrier, 2, (10.0,)),
                               (_rate_after_barrier, 1, (3.5,))]) == [20.0, 3.5]
+
+
+def test_rates_sum_their_images_and_average_their_cpu_over_the_images():
+  from benchmarks.gpu import components  # pylint: disable=import-outside-toplevel
+  rates = [components.Rate(100.0, 400.0), components.Rate(300.0, 200.0)]
+  assert components.summed(rates) == {'images_per_s': 400.0,
+                                      'cpu_us_per_image': 250.0}
+  assert components.summed([2.5, 4.0]) == 6.5
+
+
+def test_threads_decoding_at_once_are_counted_together():
+  import threading  # pylint: disable=import-outside-toplevel
+  import time  # pylint: disable=import-outside-toplevel
+  from benchmarks.gpu import components  # pylint: disable=import-outside-toplevel
+
+  class Barrier:
+    def wait(self):
+      pass
+
+  seen = set()
+
+  def decode_batch(part):
+    seen.add(threading.get_ident())
+    time.sleep(0.01)  # waits like a device call: threads overlap
+
+  one = components._measure([[b'x'] * 4], decode_batch, 0.3, Barrier(),
+                            False, threads=1)
+  four = components._measure([[b'x'] * 4], decode_batch, 0.3, Barrier(),
+                             False, threads=4)
+  assert len(seen) >= 4  # the batches went to several threads
+  assert four.images_per_s > 2.5 * one.images_per_s
+  assert one.cpu_us_per_image < 2000  # sleeping costs little CPU

@@ -17,10 +17,18 @@ against them:
   CPU, in 1 to 16 threads of one process (Pillow releases the GIL);
 * the model alone (bfloat16, batch 256) in 1, 2 and 4 processes sharing
   the GPU at once: what time-slicing one GPU between processes costs;
-* with ``--beside-model D:M``, nvJPEG in D processes while the model runs
-  in M others: whether the two slow each other down on one GPU.
+* with ``--beside-model D:M``, nvJPEG (torchvision's, and nvImageCodec's
+  where installed) in D processes while the model runs in M others:
+  whether the two slow each other down on one GPU;
+* with ``--decoder-threads``, each decoder in one process driven by that
+  many threads at once: whether a process can have more than one batch
+  decoding (torchvision keeps one nvJPEG decoder a process behind a
+  lock).
 
-Each figure is images per second over at least ``--seconds``. Needs no
+Each figure is images per second over at least ``--seconds``; where
+processes ran their loops on their own, also the CPU time their process
+took per image (all its threads: ``cpu_us_per_image``), which is what
+nvJPEG's batches cost the host (RESULTS.md, runs 19-22). Needs no
 Beam (the GPU machine need not carry it): the images come straight from
 ``profiles``.
 """
@@ -32,7 +40,7 @@ import sys
 import threading
 import time
 from concurrent import futures
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, NamedTuple, Sequence, Union
 
 import numpy as np
 
@@ -43,13 +51,26 @@ from transforms.gpu import backend, routing
 CONFIG = imaging.DecodeConfig()
 
 
-def _timed(step: Callable[[], int], seconds: float) -> float:
-  """Images/s of ``step`` (which returns how many images it did)."""
+class Rate(NamedTuple):
+  """What a timed loop did.
+
+  Attributes:
+    images_per_s: Images a second.
+    cpu_us_per_image: The process's CPU time (every thread's) per image
+      over the loop.
+  """
+  images_per_s: float
+  cpu_us_per_image: float
+
+
+def _timed(step: Callable[[], int], seconds: float) -> Rate:
+  """The rate of ``step`` (which returns how many images it did)."""
   step()  # warm-up
-  done, started = 0, time.perf_counter()
+  done, started, cpu = 0, time.perf_counter(), time.process_time()
   while time.perf_counter() - started < seconds:
     done += step()
-  return done / (time.perf_counter() - started)
+  wall = time.perf_counter() - started
+  return Rate(done / wall, (time.process_time() - cpu) * 1e6 / max(done, 1))
 
 
 def _counting(seconds: float, stop: threading.Event) -> Callable[[], float]:
@@ -81,7 +102,8 @@ def gil_left(step: Callable[[], int], seconds: float) -> Dict[str, float]:
   time.sleep(min(1.0, seconds))
   alone = idle()
   busy = _counting(seconds, threading.Event())
-  images_per_s = _timed(step, seconds)
+  # The counting thread's CPU is in the process's: the rate alone here.
+  images_per_s = _timed(step, seconds).images_per_s
   return {'images_per_s': round(images_per_s, 1),
           'gil_left_to_others': round(busy() / alone, 3)}
 
@@ -91,15 +113,19 @@ def _batches(datas: Sequence[bytes], size: int) -> List[List[bytes]]:
                                                   size)] or [list(datas)]
 
 
-def _measure(batches, decode_batch, seconds, barrier, probe):
+def _measure(batches, decode_batch, seconds, barrier, probe, threads=1):
   """Decodes ``batches`` in turn with ``decode_batch`` (which waits for
   the device); once warm, either probes the GIL (``gil_left``) or waits
-  for the other processes at ``barrier`` and returns images/s."""
+  for the other processes at ``barrier`` and returns the ``Rate``; with
+  ``threads`` > 1, that many threads decode at once (each its own
+  batches) and the rate is theirs together."""
   turn = [0]
+  lock = threading.Lock()
 
   def step():
-    part = batches[turn[0] % len(batches)]
-    turn[0] += 1
+    with lock:
+      part = batches[turn[0] % len(batches)]
+      turn[0] += 1
     decode_batch(part)
     return len(part)
 
@@ -107,10 +133,24 @@ def _measure(batches, decode_batch, seconds, barrier, probe):
   if probe:
     return gil_left(step, seconds)
   barrier.wait()
-  return _timed(step, seconds)
+  if threads == 1:
+    return _timed(step, seconds)
+  started, cpu = time.perf_counter(), time.process_time()
+
+  def loop(_):
+    done = 0
+    while time.perf_counter() - started < seconds:
+      done += step()
+    return done
+
+  with futures.ThreadPoolExecutor(threads) as pool:
+    done = sum(pool.map(loop, range(threads)))
+  wall = time.perf_counter() - started
+  return Rate(done / wall, (time.process_time() - cpu) * 1e6 / max(done, 1))
 
 
-def _torchvision_worker(datas, batch, seconds, barrier, probe=False):
+def _torchvision_worker(datas, batch, seconds, threads, barrier,
+                        probe=False):
   # pylint: disable=import-outside-toplevel
   import torch
   from torchvision import io as tv_io
@@ -121,27 +161,37 @@ def _torchvision_worker(datas, batch, seconds, barrier, probe=False):
     torch.cuda.synchronize()
 
   return _measure(_batches(tensors, batch), decode_batch, seconds, barrier,
-                  probe)
+                  probe, threads)
 
 
-def _nvimgcodec_worker(datas, batch, seconds, barrier, probe=False):
+def _nvimgcodec_worker(datas, batch, seconds, threads, barrier,
+                       probe=False):
   # pylint: disable=import-outside-toplevel
   from nvidia import nvimgcodec
-  decoder = nvimgcodec.Decoder(backends=[
-      nvimgcodec.Backend(nvimgcodec.BackendKind.HW_GPU_ONLY),
-      nvimgcodec.Backend(nvimgcodec.BackendKind.HYBRID_CPU_GPU),
-      nvimgcodec.Backend(nvimgcodec.BackendKind.GPU_ONLY)])
+
+  def make():
+    return nvimgcodec.Decoder(backends=[
+        nvimgcodec.Backend(nvimgcodec.BackendKind.HW_GPU_ONLY),
+        nvimgcodec.Backend(nvimgcodec.BackendKind.HYBRID_CPU_GPU),
+        nvimgcodec.Backend(nvimgcodec.BackendKind.GPU_ONLY)])
+
+  # A decoder of its own for each thread (nvImageCodec's decoders keep
+  # their state; several may decode at once).
+  mine = threading.local()
+
   def decode_batch(part):
-    images = decoder.decode(part)
+    if not hasattr(mine, 'decoder'):
+      mine.decoder = make()
+    images = mine.decoder.decode(part)
     # Wait for the device: the images' arrays are ready once synchronised.
     for image in images[-1:]:
       np.asarray(image.cpu())
 
   return _measure(_batches(list(datas), batch), decode_batch, seconds,
-                  barrier, probe)
+                  barrier, probe, threads)
 
 
-def _model_worker(batch, seconds, processes, barrier) -> float:
+def _model_worker(batch, seconds, processes, barrier) -> Rate:
   # pylint: disable=import-outside-toplevel
   from transforms.gpu import backend
   backend.share_gpus(processes)
@@ -171,10 +221,25 @@ def _model_worker(batch, seconds, processes, barrier) -> float:
   return rate
 
 
-def in_processes(target, processes: int, *args) -> float:
+Summed = Union[float, Dict[str, float]]
+
+
+def in_processes(target, processes: int, *args) -> Summed:
   """Runs ``target`` in ``processes`` fresh processes that start their
-  timed loops together; returns the sum of their rates."""
+  timed loops together; returns their rates summed (``summed``)."""
   return together([(target, processes, args)])[0]
+
+
+def summed(rates: Sequence[Union[float, Rate]]) -> Summed:
+  """Processes' rates together: plain numbers summed; ``Rate``s as
+  ``images_per_s`` summed and ``cpu_us_per_image`` averaged over the
+  images."""
+  if not rates or not all(isinstance(r, Rate) for r in rates):
+    return round(sum(rates), 1)
+  total = sum(r.images_per_s for r in rates)
+  cpu = sum(r.images_per_s * r.cpu_us_per_image for r in rates) / (
+      total or 1)
+  return {'images_per_s': round(total, 1), 'cpu_us_per_image': round(cpu, 1)}
 
 
 _BARRIER = None  # each pool process's barrier (``_keep_barrier``)
@@ -189,7 +254,7 @@ def _after_barrier(target, *args):
   return target(*args, _BARRIER)
 
 
-def together(groups) -> List[float]:
+def together(groups) -> List[Summed]:
   """Runs each ``(target, processes, args)`` group in fresh processes,
   all starting their timed loops at once (``target(*args, barrier)``
   waits at the barrier); returns each group's summed rate. Decoding
@@ -208,8 +273,7 @@ def together(groups) -> List[float]:
     runs = [[pool.submit(_after_barrier, target, *args)
              for _ in range(processes)]
             for target, processes, args in groups]
-    return [round(sum(run.result() for run in group), 1)
-            for group in runs]
+    return [summed([run.result() for run in group]) for group in runs]
 
 
 def ragged_resize_check(datas: Sequence[bytes], batch: int,
@@ -229,7 +293,7 @@ def ragged_resize_check(datas: Sequence[bytes], batch: int,
     decoder.resize_batch(items, []).block_until_ready()
     return len(items)
 
-  rate = _timed(step, seconds)
+  rate = _timed(step, seconds).images_per_s
   out = np.asarray(decoder.resize_batch(items, []))
   worst = 0
   for index, (pixels, turn) in enumerate(items[:64]):
@@ -261,7 +325,7 @@ def cpu_decode(datas: Sequence[bytes], threads: int,
       list(pool.map(one, datas))
       return len(datas)
 
-    return round(_timed(step, seconds), 1)
+    return round(_timed(step, seconds).images_per_s, 1)
 
 
 def main(argv=None) -> int:
@@ -280,6 +344,10 @@ def main(argv=None) -> int:
                       help='nvJPEG (torchvision) in D processes while the '
                       'model runs in M, all at once: "D:M" pairs joined '
                       'by "," (8:4,8:8), on the first profile\'s images.')
+  parser.add_argument('--decoder-threads', default='',
+                      help='Threads driving each decoder at once in one '
+                      'process, "," joined (2,4): whether a process can '
+                      'decode more than one batch at a time.')
   args = parser.parse_args(argv)
   # Before JAX starts in this process: no preallocation, a small share.
   backend.select('gpu')
@@ -307,35 +375,41 @@ def main(argv=None) -> int:
     entry['routed'] = {k: round(v, 4) for k, v in sorted(shares.items())}
     save()
     entry['torchvision'] = {'one_process_gil': _torchvision_worker(
-        device, args.batch, args.seconds, None, probe=True)}
+        device, args.batch, args.seconds, 1, None, probe=True)}
     save()
     for p in (int(x) for x in args.processes.split(',')):
       entry['torchvision'][p] = in_processes(
-          _torchvision_worker, p, device, args.batch, args.seconds)
+          _torchvision_worker, p, device, args.batch, args.seconds, 1)
       save()
+    decoders_here = {'torchvision': _torchvision_worker}
     try:
       import nvidia.nvimgcodec  # pylint: disable=import-outside-toplevel,unused-import
       entry['nvimgcodec'] = {'one_process_gil': _nvimgcodec_worker(
-          device, args.batch, args.seconds, None, probe=True)}
+          device, args.batch, args.seconds, 1, None, probe=True)}
       save()
       for p in (int(x) for x in args.codec_processes.split(',')):
         entry['nvimgcodec'][p] = in_processes(
-            _nvimgcodec_worker, p, device, args.batch, args.seconds)
+            _nvimgcodec_worker, p, device, args.batch, args.seconds, 1)
         save()
+      decoders_here['nvimgcodec'] = _nvimgcodec_worker
     except Exception as e:  # pylint: disable=broad-except
       entry['nvimgcodec'] = f'not measured: {type(e).__name__}: {e}'
-    if args.beside_model and name == args.profiles.split(',')[0]:
-      entry['torchvision_beside_model'] = {}
-      for pair in args.beside_model.split(','):
-        decoders, models = (int(x) for x in pair.split(':'))
-        decoded, modelled = together([
-            (_torchvision_worker, decoders, (device, args.batch,
-                                            args.seconds)),
-            (_model_worker, models, (args.batch, args.seconds,
-                                     decoders + models))])
-        entry['torchvision_beside_model'][pair] = {
-            'decode_images_per_s': decoded, 'model_images_per_s': modelled}
+    for threads in (int(x) for x in args.decoder_threads.split(',') if x):
+      for decoder, worker in decoders_here.items():
+        entry.setdefault(f'{decoder}_threads', {})[threads] = in_processes(
+            worker, 1, device, args.batch, args.seconds, threads)
         save()
+    if args.beside_model and name == args.profiles.split(',')[0]:
+      for decoder, worker in decoders_here.items():
+        beside = entry.setdefault(f'{decoder}_beside_model', {})
+        for pair in args.beside_model.split(','):
+          decoding, models = (int(x) for x in pair.split(':'))
+          decoded, modelled = together([
+              (worker, decoding, (device, args.batch, args.seconds, 1)),
+              (_model_worker, models, (args.batch, args.seconds,
+                                       decoding + models))])
+          beside[pair] = {'decode': decoded, 'model': modelled}
+          save()
     entry['ragged_resize'] = ragged_resize_check(device, args.batch,
                                                  args.seconds)
     save()
