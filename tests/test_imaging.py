@@ -159,3 +159,84 @@ def test_thin_image_resizes_without_a_huge_intermediate():
 def test_config_rejects_unknown_policy():
   with pytest.raises(ValueError):
     imaging.DecodeConfig(resize='stretch')
+
+
+def _pillow_only(monkeypatch):
+  """decode_image with the libspng route off: Pillow decodes every PNG."""
+  monkeypatch.setattr(imaging, '_decode_plain_png', lambda data: None)
+
+
+def _png_variants():
+  photo = image_zoo.photo('astronaut').resize((301, 257))
+  rgba = photo.convert('RGBA')
+  rgba.putalpha(Image.linear_gradient('L').resize(photo.size))
+  from PIL import PngImagePlugin  # pylint: disable=import-outside-toplevel
+  text = PngImagePlugin.PngInfo()
+  text.add_text('Software', 'a camera')
+  exif = Image.Exif()
+  exif[0x0112] = 6  # rotated: Pillow turns it
+  xmp = PngImagePlugin.PngInfo()
+  xmp.add_itxt('XML:com.adobe.xmp',
+               '<x:xmpmeta><tiff:Orientation>8</tiff:Orientation>'
+               '</x:xmpmeta>')
+  return {  # name: (bytes, whether libspng decodes it)
+      'rgb': (image_zoo.encode(photo, 'PNG'), True),
+      'grey': (image_zoo.encode(photo.convert('L'), 'PNG'), True),
+      'rgba': (image_zoo.encode(rgba, 'PNG'), True),
+      'interlaced': (image_zoo.encode(photo, 'PNG', interlace=1), True),
+      'with text': (image_zoo.encode(photo, 'PNG', pnginfo=text), True),
+      'exif turned': (image_zoo.encode(photo, 'PNG', exif=exif), False),
+      'xmp turned': (image_zoo.encode(photo, 'PNG', pnginfo=xmp), False),
+      'grey alpha': (image_zoo.encode(rgba.convert('LA'), 'PNG'), False),
+      'palette': (image_zoo.encode(photo.convert('P'), 'PNG'), False),
+      'transparent': (image_zoo.encode(photo, 'PNG', transparency=(0, 0, 0)),
+                      False),
+      'sixteen bit': (image_zoo.png16(), False),
+  }
+
+
+def test_plain_pngs_decode_through_libspng_to_pillows_pixels(monkeypatch):
+  import pyspng  # pylint: disable=import-outside-toplevel
+  loads = []
+  real = pyspng.load
+  monkeypatch.setattr(pyspng, 'load', lambda data: loads.append(1) or
+                      real(data))
+  variants = _png_variants()
+  for name, (data, plain) in variants.items():
+    for config in (CONFIG, imaging.DecodeConfig(resize='squash')):
+      before = len(loads)
+      got = imaging.decode_image(data, config)
+      assert (len(loads) > before) == plain, name
+      with monkeypatch.context() as pillow:
+        _pillow_only(pillow)
+        want = imaging.decode_image(data, config)
+      np.testing.assert_array_equal(got, want, err_msg=name)
+  # The orientation that Pillow finds in EXIF and XMP is applied: the
+  # turned ones differ from the stored pixels.
+  plain_rgb = imaging.decode_image(variants['rgb'][0], CONFIG)
+  for name in ('exif turned', 'xmp turned'):
+    assert not np.array_equal(
+        imaging.decode_image(variants[name][0], CONFIG), plain_rgb), name
+
+
+def test_a_png_libspng_refuses_gets_pillows_error(monkeypatch):
+  data = image_zoo.encode(image_zoo.photo('chelsea'), 'PNG')
+  assert imaging.plain_png_mode(data) == 'RGB'
+  cut = data[:len(data) // 2]  # the image data ends early
+  errors = []
+  for pillow in (False, True):
+    with monkeypatch.context() as context:
+      if pillow:
+        _pillow_only(context)
+      with pytest.raises(imaging.ImageError) as raised:
+        imaging.decode_image(cut, CONFIG)
+      errors.append((raised.value.error_type, str(raised.value)))
+  assert errors[0] == errors[1] and errors[0][0] == 'corrupt_image'
+
+
+def test_the_plain_png_screen_reads_the_header():
+  rgb = image_zoo.encode(image_zoo.photo('chelsea'), 'PNG')
+  assert imaging.plain_png_mode(rgb) == 'RGB'
+  assert imaging.plain_png_mode(image_zoo.jpeg()) is None
+  assert imaging.plain_png_mode(rgb[:20]) is None  # no whole IHDR
+  assert imaging.plain_png_mode(image_zoo.png16()) is None

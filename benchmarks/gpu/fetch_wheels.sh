@@ -22,7 +22,7 @@ if [ "${1:-}" = codec ]; then
   "$PIP" download -q --no-deps --only-binary=:all: --python-version 3.12 \
     --implementation cp $PLATFORMS -d .whl-codec \
     nvidia-nvimgcodec-cu13==0.9.0.20 nvidia-nvjpeg==13.3.2.43 \
-    keras==3.15.1 namex==0.1.0 optree==0.20.0
+    keras==3.15.1 namex==0.1.0 optree==0.20.0 pyspng==0.1.4
   ls .whl-codec | wc -l
   du -sh .whl-codec
   exit 0
@@ -37,7 +37,8 @@ mkdir -p .whl
   cryptography==50.0.2 dnspython==2.9.2 fastavro==1.13.1 fasteners==0.20 \
   google-crc32c==1.9.0 httplib2==0.32.1 jsonpickle==4.1.4 keras==3.15.1 \
   namex==0.1.0 objsize==0.7.1 optree==0.20.0 proto-plus==1.29.0 \
-  pycparser==3.12 pymongo==4.20.1 pytz==2026.6 zstandard==0.25.0
+  pycparser==3.12 pymongo==4.20.1 pytz==2026.6 zstandard==0.25.0 \
+  pyspng==0.1.4
 # py-spy (3 MiB) for the benchmark's --spy: where the host's cores go.
 # shellcheck disable=SC2086
 "$PIP" download -q --no-deps --only-binary=:all: --python-version 3.12 \
