@@ -122,14 +122,17 @@ def test_a_second_run_into_the_folder_is_refused_while_one_works(
     shards, tmp_path):
   out = str(tmp_path / 'out')
   marker = str(tmp_path / 'paused')
-  first = _start(_command(shards, out), ('publish_renamed', 10, marker))
+  # The first run holds the lock for a minute: long enough for the second
+  # to start and be refused on a loaded machine (its imports alone took
+  # over 10 s under a parallel test run).
+  first = _start(_command(shards, out), ('publish_renamed', 60, marker))
   _wait_for(marker, first)
-  second = subprocess.run(_command(shards, out), cwd=ROOT,
-                          capture_output=True, text=True)
-  assert second.returncode == 1
   with open(os.path.join(out, '.lock')) as f:
     holder = json.load(f)
   assert holder['pid'] == first.pid
+  second = subprocess.run(_command(shards, out), cwd=ROOT,
+                          capture_output=True, text=True)
+  assert second.returncode == 1
   assert (f'featurize: error: {out} is being written by run '
           f'{holder["holder"]} (host {holder["host"]}, pid {first.pid}'
           ) in second.stderr
