@@ -14,7 +14,8 @@ Tested without Beam. One rule turns every image into 8-bit RGB:
   float images are clipped to 0..255.
 * Plain PNGs (8-bit grey, RGB or RGBA, no transparency chunk, palette,
   animation, EXIF or XMP) are decoded by libspng (``pyspng``) instead of
-  Pillow: about twice as fast, and the same pixels, since PNG is
+  Pillow: their decoding takes about half the time, the whole of decode
+  and resize about 0.75, and the pixels are the same, since PNG is
   lossless. Any other PNG, and any that libspng refuses, is Pillow's, so
   errors stay Pillow's.
 * Resize ``center-crop`` (default): shorter side to ``resize_shorter``
@@ -254,10 +255,11 @@ def _decode_plain_png(data: bytes) -> Optional[Image.Image]:
   """A plain PNG (``plain_png_mode``) decoded by libspng, or None for
   Pillow to decode: the image is not plain, or libspng refused it.
 
-  Why not Pillow for these: on the benchmark's PNGs libspng decodes in
-  about half Pillow's time (a 13.7-megapixel photo: 192 against 411 ms),
-  and on the GPU path PNG is the costliest image the CPU decodes
-  (benchmarks/results/gpu/RESULTS.md). The pixels are the same: PNG is
+  Why not Pillow for these: on the GPU benchmark's PNGs libspng decodes
+  in about half Pillow's time (a 13.7-megapixel photo: 192 against 411
+  ms), decode and resize together in 0.74-0.78 of it, and on the GPU path
+  PNG is the costliest image the CPU decodes
+  (benchmarks/results/gpu/RESULTS.md, "What is left"). The pixels are the same: PNG is
   lossless, and only images whose pixels are their data alone come here.
   """
   mode = plain_png_mode(data)
