@@ -35,12 +35,13 @@ SWITCH_INTERVAL_ENV = 'FEATURIZE_GPU_SWITCH_INTERVAL_S'
 # How a host thread waits for the GPU: CUDA's default spins on a core
 # while a process has fewer contexts than the machine has cores. With 8
 # processes sharing one H200 the helper threads took 125 ms of CPU a
-# batch in nvJPEG's call (torchvision waits in cudaStreamSynchronize)
-# for 194 ms of wall time (RESULTS.md, run 19).
+# batch in nvJPEG's call for 194 ms of wall time (RESULTS.md, run 19);
+# with blocking waits really taken it was still 108 ms (nvJPEG's own
+# work, not a spin), 2.4 cores were freed and the rate did not rise (run
+# 20). So CUDA's choice stays the default.
 # "spin", "yield" or "blocking" here sets the flag of every visible
 # GPU's primary context, the one JAX, torch and nvJPEG share, once they
-# have made it; unset leaves CUDA's choice. A benchmark seam until
-# measured.
+# have made it; unset leaves CUDA's choice. A benchmark seam.
 CUDA_SCHEDULE_ENV = 'FEATURIZE_CUDA_SCHEDULE'
 _CU_CTX_SCHED = {'auto': 0, 'spin': 1, 'yield': 2, 'blocking': 4}
 _CU_CTX_SCHED_MASK = 0x7
