@@ -259,8 +259,9 @@ def _decode_plain_png(data: bytes) -> Optional[Image.Image]:
   in about half Pillow's time (a 13.7-megapixel photo: 192 against 411
   ms), decode and resize together in 0.74-0.78 of it, and on the GPU path
   PNG is the costliest image the CPU decodes
-  (benchmarks/results/gpu/RESULTS.md, "What is left"). The pixels are the same: PNG is
-  lossless, and only images whose pixels are their data alone come here.
+  (benchmarks/results/gpu/RESULTS.md, "What is left"). The pixels are the
+  same: PNG is lossless, and only images whose pixels are their data alone
+  come here.
   """
   mode = plain_png_mode(data)
   if mode is None:
