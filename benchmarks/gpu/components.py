@@ -46,7 +46,7 @@ import numpy as np
 
 from benchmarks.gpu import profiles
 from transforms import imaging
-from transforms.gpu import backend, routing
+from transforms.gpu import backend, mps, routing
 
 CONFIG = imaging.DecodeConfig()
 
@@ -165,7 +165,7 @@ def _torchvision_worker(datas, batch, seconds, threads, barrier,
 
 
 def _nvimgcodec_worker(datas, batch, seconds, threads, barrier,
-                       probe=False):
+                       probe=False, priority=False):
   # pylint: disable=import-outside-toplevel
   from nvidia import nvimgcodec
 
@@ -175,20 +175,30 @@ def _nvimgcodec_worker(datas, batch, seconds, threads, barrier,
         nvimgcodec.Backend(nvimgcodec.BackendKind.HYBRID_CPU_GPU),
         nvimgcodec.Backend(nvimgcodec.BackendKind.GPU_ONLY)])
 
-  # A decoder of its own for each thread (nvImageCodec's decoders keep
-  # their state; several may decode at once).
+  # A decoder (and a CUDA stream) of its own for each thread:
+  # nvImageCodec's decoders keep their state; several may decode at once.
   mine = threading.local()
 
   def decode_batch(part):
     if not hasattr(mine, 'decoder'):
+      import torch
       mine.decoder = make()
-    images = mine.decoder.decode(part)
-    # Wait for the device: the images' arrays are ready once synchronised.
-    for image in images[-1:]:
-      np.asarray(image.cpu())
+      # The highest priority (-1 is clamped to the device's range): CUDA
+      # then schedules its kernels before those of the model's streams
+      # that wait (a hint, not preemption).
+      mine.stream = torch.cuda.Stream(priority=-1 if priority else 0)
+    mine.decoder.decode(part, cuda_stream=mine.stream.cuda_stream)
+    mine.stream.synchronize()
 
   return _measure(_batches(list(datas), batch), decode_batch, seconds,
                   barrier, probe, threads)
+
+
+def _nvimgcodec_priority_worker(datas, batch, seconds, threads, barrier,
+                                probe=False):
+  """nvImageCodec on a stream of the highest priority."""
+  return _nvimgcodec_worker(datas, batch, seconds, threads, barrier, probe,
+                            priority=True)
 
 
 def _model_worker(batch, seconds, processes, barrier) -> Rate:
@@ -343,16 +353,32 @@ def main(argv=None) -> int:
   parser.add_argument('--beside-model', default='',
                       help='nvJPEG (torchvision) in D processes while the '
                       'model runs in M, all at once: "D:M" pairs joined '
-                      'by "," (8:4,8:8), on the first profile\'s images.')
+                      'by "," (8:4,8:8), on the first profile\'s images; '
+                      '"D:M:T" drives each of nvImageCodec\'s D processes '
+                      'from T threads.')
+  parser.add_argument('--mps', type=int, default=0,
+                      help='Run everything through an NVIDIA MPS daemon of '
+                      'its own, planned as for a run of this many worker '
+                      'processes (transforms/gpu/mps.py: 8 or more hold '
+                      'each process to half the multiprocessors).')
   parser.add_argument('--decoder-threads', default='',
                       help='Threads driving each decoder at once in one '
                       'process, "," joined (2,4): whether a process can '
                       'decode more than one batch at a time.')
   args = parser.parse_args(argv)
+  if not args.mps:
+    return _measure_all(args)
+  with mps.sharing(args.mps, say=print):
+    return _measure_all(args)
+
+
+def _measure_all(args) -> int:
   # Before JAX starts in this process: no preallocation, a small share.
   backend.select('gpu')
   os.makedirs(args.out, exist_ok=True)
-  results = {'cpu_cores': len(os.sched_getaffinity(0))}
+  results = {'cpu_cores': len(os.sched_getaffinity(0)),
+             'mps_share': os.environ.get(mps.SHARE_ENV, ''),
+             'mps_pipe': os.environ.get(mps.PIPE_ENV, '')}
 
   def save():
     with open(os.path.join(args.out, 'components.json'), 'w') as f:
@@ -392,10 +418,13 @@ def main(argv=None) -> int:
             _nvimgcodec_worker, p, device, args.batch, args.seconds, 1)
         save()
       decoders_here['nvimgcodec'] = _nvimgcodec_worker
+      decoders_here['nvimgcodec_priority'] = _nvimgcodec_priority_worker
     except Exception as e:  # pylint: disable=broad-except
       entry['nvimgcodec'] = f'not measured: {type(e).__name__}: {e}'
     for threads in (int(x) for x in args.decoder_threads.split(',') if x):
       for decoder, worker in decoders_here.items():
+        if decoder == 'torchvision':
+          continue  # one decoder a process, behind a lock (runs 19-22)
         entry.setdefault(f'{decoder}_threads', {})[threads] = in_processes(
             worker, 1, device, args.batch, args.seconds, threads)
         save()
@@ -403,9 +432,13 @@ def main(argv=None) -> int:
       for decoder, worker in decoders_here.items():
         beside = entry.setdefault(f'{decoder}_beside_model', {})
         for pair in args.beside_model.split(','):
-          decoding, models = (int(x) for x in pair.split(':'))
+          decoding, models, threads = (
+              [int(x) for x in pair.split(':')] + [1])[:3]
+          if threads > 1 and decoder == 'torchvision':
+            continue  # one decoder a process, behind a lock
           decoded, modelled = together([
-              (worker, decoding, (device, args.batch, args.seconds, 1)),
+              (worker, decoding, (device, args.batch, args.seconds,
+                                  threads)),
               (_model_worker, models, (args.batch, args.seconds,
                                        decoding + models))])
           beside[pair] = {'decode': decoded, 'model': modelled}
