@@ -7,6 +7,7 @@
 #   python -m tests.gpu.reference .gpu-ref/reference.npz   # TF's features
 #   bash benchmarks/gpu/fetch_wheels.sh   # what the GPU machine lacks, .whl/
 # Then: bash benchmarks/gpu/run_on_device.sh [tests|bench|all] [bench args]
+# (FEATURIZE_GPU_TEST_PATHS names the test files to run; tests/gpu if unset)
 # or, with .whl-codec/ (fetch_wheels.sh codec) instead of .whl/:
 #   bash benchmarks/gpu/run_on_device.sh components [components args]
 # Logs and results go to $OUT (or ./gpu-out).
@@ -38,7 +39,8 @@ if [ "$mode" = components ]; then
 fi
 KERAS_BACKEND=jax python3 -c 'import jax, torch, torchvision, keras, apache_beam as b; print("jax", jax.__version__, jax.devices(), "torch", torch.__version__, "torchvision", torchvision.__version__, "keras", keras.__version__, "beam", b.__version__)' 2>&1 | grep -v apitools
 if [ "$mode" != bench ]; then
-  python3 -m pytest -q -s -p no:cacheprovider tests/gpu 2>&1 \
+  # shellcheck disable=SC2086
+  python3 -m pytest -q -s -p no:cacheprovider ${FEATURIZE_GPU_TEST_PATHS:-tests/gpu} 2>&1 \
     | tee "$OUT/gpu-tests.log" | grep -vE '^\s*$' | tail -60
   status=${PIPESTATUS[0]}
 fi
