@@ -1,35 +1,28 @@
 """nvJPEG's hardware batch decoder, called directly through ctypes.
 
 The GPU path decodes through torchvision's ``decode_jpeg`` by default. Its
-nvJPEG use has three limits that measurements on an H200 found to matter
-(RESULTS.md, runs 19-23):
-
-* one decoder a process, behind one global lock, so a process decodes
-  one batch at a time;
-* a CUDA stream of its own at the lowest priority, so nvJPEG's kernels
-  queue behind the model's;
-* always the full stored size. Pillow's draft mode, which the CPU path
-  uses, decodes large JPEGs at 1/2 to 1/8 of their size in the DCT.
-  nvJPEG's hardware backend can do the same as it decodes
-  (``nvjpegDecodeParamsSetScaleFactor``, "works only with the hardware
-  decoder backend"), but torchvision does not expose it. In the
-  ``imagenet`` profile such JPEGs are 5.6% of the device's images and 44%
-  of their pixels; in ``web``, 47% of the images.
+nvJPEG use has limits that measurements on an H200 pointed at (RESULTS.md,
+runs 19-23): one decoder a process behind one global lock, so a process
+decodes one batch at a time; a CUDA stream of its own at the lowest
+priority, so nvJPEG's kernels queue behind the model's; and each image's
+header parsed three times on the host before nvJPEG parses it again.
 
 nvImageCodec (``nvidia-nvimgcodec-cu13``) was measured instead and was
-slower: 15,466 images/s in 8 processes against torchvision's 22,315
-(run 23). It does not expose the scale factor either, and DALI is too
-large to carry. So this module calls ``libnvjpeg`` itself, the library
-torchvision loads, through ``nvjpegDecodeBatchedEx``. Each thread gets its
-own decode state and CUDA stream; the library handle is shared, which
-nvJPEG allows. Each JPEG is decoded at ``imaging.draft_scale``, the factor
-that the CPU path's draft would use. The ragged resize then applies the
-CPU path's rule to the reduced image, as the CPU path does after its
-draft.
+slower (15,466 images/s in 8 processes against torchvision's 22,315, run
+23), and DALI is too large to carry. So this module calls ``libnvjpeg``
+itself, the library torchvision loads, with the same hardware-backend call
+(``nvjpegDecodeBatched``, planar RGB): the same pixels, bit for bit (GPU
+test). Each thread gets its own decode state and CUDA stream, of normal or
+high priority; the library handle is shared, which nvJPEG allows.
 
-Nothing here runs without a GPU that has hardware JPEG decoders
-(``available`` says whether it can); the GPU tests compare it with
-torchvision's decoder and with Pillow's drafted pixels.
+Not done: decoding large JPEGs reduced, as Pillow's draft does on the CPU
+path. nvJPEG's ``nvjpegDecodeParamsSetScaleFactor`` ("works only with the
+hardware decoder backend") returns success, but on the H200 with nvJPEG
+13.0.1 and 13.3.2 the hardware batch decoder still wrote the full-size
+rows (``benchmarks/gpu/nvjpeg_scale_probe.py``, run 23).
+
+Nothing here runs without a GPU that has hardware JPEG decoders; the GPU
+tests compare it with torchvision's decoder.
 """
 import ctypes
 import glob
@@ -45,7 +38,7 @@ from transforms import imaging
 _BACKEND_HARDWARE = 3
 _OUTPUT_RGB = 3
 _MAX_COMPONENT = 4
-_SCALE_FACTORS = {1: 0, 2: 1, 4: 2, 8: 3}  # nvjpegScaleFactor_t
+_SCALE_FACTORS = {1: 0, 2: 1, 4: 2, 8: 3}  # nvjpegScaleFactor_t (the probe)
 _CHANNELS = 3
 # The stream priority of the decode: 'normal' (CUDA's default) or 'high'
 # (the device's highest). Kernels in a higher-priority stream are
@@ -97,6 +90,7 @@ def _library():
     p, i, u = ctypes.c_void_p, ctypes.c_int, ctypes.c_uint
     pp = ctypes.POINTER(ctypes.c_void_p)
     signatures = {
+        'nvjpegGetProperty': (i, ctypes.POINTER(i)),
         'nvjpegCreateEx': (i, p, p, u, pp),
         'nvjpegJpegStateCreate': (p, pp),
         'nvjpegJpegStreamCreate': (p, pp),
@@ -114,6 +108,9 @@ def _library():
         'nvjpegDecodeBatchedEx': (p, p, ctypes.POINTER(ctypes.c_char_p),
                                   ctypes.POINTER(ctypes.c_size_t),
                                   ctypes.POINTER(_Image), pp, p),
+        'nvjpegDecodeBatched': (p, p, ctypes.POINTER(ctypes.c_char_p),
+                                ctypes.POINTER(ctypes.c_size_t),
+                                ctypes.POINTER(_Image), p),
     }
     for name, argtypes in signatures.items():
       function = getattr(lib, name)
@@ -130,40 +127,25 @@ def _check(status: int, what: str) -> None:
 
 def output_shape(width: int, height: int, scale: int) -> Tuple[int, int]:
   """``(height, width)`` of a JPEG decoded at 1/``scale``: rounded up, as
-  libjpeg's DCT scaling (Pillow's draft) rounds."""
+  libjpeg's DCT scaling (Pillow's draft) rounds (what the probe expects)."""
   return math.ceil(height / scale), math.ceil(width / scale)
 
 
 class _ThreadState:
-  """What one thread decodes with: nvJPEG's decode state, a parsed-stream
-  object for the support check, decode parameters per image, a stream."""
+  """What one thread decodes with: nvJPEG's decode state and a stream."""
 
   def __init__(self, lib, handle, torch, device, priority: str):
     self.state = ctypes.c_void_p()
     _check(lib.nvjpegJpegStateCreate(handle, ctypes.byref(self.state)),
            'nvjpegJpegStateCreate')
-    self.parsed = ctypes.c_void_p()
-    _check(lib.nvjpegJpegStreamCreate(handle, ctypes.byref(self.parsed)),
-           'nvjpegJpegStreamCreate')
-    self.params: List[ctypes.c_void_p] = []
     # torch maps -1 to the device's highest priority.
     self.stream = torch.cuda.Stream(
         device, priority=-1 if priority == 'high' else 0)
 
-  def params_for(self, lib, handle, count: int) -> List[ctypes.c_void_p]:
-    while len(self.params) < count:
-      made = ctypes.c_void_p()
-      _check(lib.nvjpegDecodeParamsCreate(handle, ctypes.byref(made)),
-             'nvjpegDecodeParamsCreate')
-      _check(lib.nvjpegDecodeParamsSetOutputFormat(made, _OUTPUT_RGB),
-             'nvjpegDecodeParamsSetOutputFormat')
-      self.params.append(made)
-    return self.params[:count]
-
 
 class DirectDecoder:
   """Baseline JPEGs to planar RGB CUDA tensors on nvJPEG's hardware
-  decoders, each at the CPU path's draft scale.
+  decoders, at their stored size and orientation.
 
   ``decode`` may be called from several threads at once; each has its own
   nvJPEG state and stream, so their batches decode side by side.
@@ -208,34 +190,13 @@ class DirectDecoder:
       return None
     return widths[0], heights[0]
 
-  def _scale(self, thread: _ThreadState, data: bytes, params,
-             width: int, height: int) -> int:
-    """The draft factor that nvJPEG's hardware takes for this JPEG (1
-    where it would not take a reduced decode)."""
-    scale = imaging.draft_scale(width, height, self._config)
-    lib = self._lib
-    _check(lib.nvjpegDecodeParamsSetScaleFactor(params, _SCALE_FACTORS[scale]),
-           'nvjpegDecodeParamsSetScaleFactor')
-    if scale == 1:
-      return 1
-    supported = ctypes.c_int(-1)
-    if (lib.nvjpegJpegStreamParseHeader(self._handle, data, len(data),
-                                        thread.parsed) == 0 and
-        lib.nvjpegDecodeBatchedSupportedEx(self._handle, thread.parsed,
-                                           params, ctypes.byref(supported))
-        == 0 and supported.value == 0):
-      return scale
-    _check(lib.nvjpegDecodeParamsSetScaleFactor(params, 0),
-           'nvjpegDecodeParamsSetScaleFactor')
-    return 1
-
   def decode_batch(self, datas: Sequence[bytes]) -> List[Optional[Any]]:
     """Decodes the JPEGs in one call of nvJPEG's batch decoder.
 
     Returns:
       For each, a ``(3, H, W)`` uint8 CUDA tensor (planar RGB, stored
-      orientation) at its draft size, or None where its header is not
-      one nvJPEG reads.
+      size and orientation), or None where its header is not one nvJPEG
+      reads.
 
     Raises:
       RuntimeError: nvJPEG refused the batch (the caller decodes each
@@ -248,12 +209,7 @@ class DirectDecoder:
     out: List[Optional[Any]] = [None] * len(datas)
     if not kept:
       return out
-    params = thread.params_for(lib, self._handle, len(kept))
-    shapes = []
-    for slot, index in enumerate(kept):
-      width, height = sizes[index]
-      scale = self._scale(thread, datas[index], params[slot], width, height)
-      shapes.append(output_shape(width, height, scale))
+    shapes = [(sizes[i][1], sizes[i][0]) for i in kept]
     total = sum(_CHANNELS * h * w for h, w in shapes)
     flat = torch.empty(total, dtype=torch.uint8, device=self._device)
     # The memory may have served work still queued on torch's stream.
@@ -273,13 +229,12 @@ class DirectDecoder:
     kept_datas = [datas[i] for i in kept]
     pointers = (ctypes.c_char_p * len(kept))(*kept_datas)
     lengths = (ctypes.c_size_t * len(kept))(*[len(d) for d in kept_datas])
-    param_array = (ctypes.c_void_p * len(kept))(*[p.value for p in params])
     _check(lib.nvjpegDecodeBatchedInitialize(self._handle, thread.state,
                                              len(kept), 1, _OUTPUT_RGB),
            'nvjpegDecodeBatchedInitialize')
-    _check(lib.nvjpegDecodeBatchedEx(
-        self._handle, thread.state, pointers, lengths, images, param_array,
-        ctypes.c_void_p(thread.stream.cuda_stream)), 'nvjpegDecodeBatchedEx')
+    _check(lib.nvjpegDecodeBatched(
+        self._handle, thread.state, pointers, lengths, images,
+        ctypes.c_void_p(thread.stream.cuda_stream)), 'nvjpegDecodeBatched')
     thread.stream.synchronize()
     for slot, index in enumerate(kept):
       out[index] = views[slot]
