@@ -39,11 +39,6 @@ mkdir -p .whl
   namex==0.1.0 objsize==0.7.1 optree==0.20.0 proto-plus==1.29.0 \
   pycparser==3.12 pymongo==4.20.1 pytz==2026.6 zstandard==0.25.0 \
   pyspng==0.1.4
-# nvJPEG's library (3.5 MiB) for the direct binding (transforms/gpu/
-# nvjpeg_direct.py), where the machine's torchvision does not expose its own.
-# shellcheck disable=SC2086
-"$PIP" download -q --no-deps --only-binary=:all: --python-version 3.12 \
-  --implementation cp $PLATFORMS -d .whl nvidia-nvjpeg==13.3.2.43
 # py-spy (3 MiB) for the benchmark's --spy: where the host's cores go.
 # shellcheck disable=SC2086
 "$PIP" download -q --no-deps --only-binary=:all: --python-version 3.12 \

@@ -14,11 +14,9 @@ from transforms.records import ErrorRecord, ImageRecord
 CONFIG = imaging.DecodeConfig()
 
 
-@pytest.fixture(scope='module', params=decoders.NVJPEG_CHOICES)
-def nvjpeg(request):
-  """Each nvJPEG binding (torchvision's, and the direct one that decodes
-  large JPEGs at the CPU path's draft scale)."""
-  return decoders.NvjpegDecoder(0, CONFIG, BATCH, binding=request.param)
+@pytest.fixture(scope='module')
+def nvjpeg():
+  return decoders.NvjpegDecoder(0, CONFIG, BATCH)
 
 
 BATCH = 64

@@ -18,7 +18,6 @@ which nvJPEG lacks.
 """
 import functools
 import io
-import os
 import warnings
 from typing import Any, List, Optional, Sequence, Tuple
 
@@ -26,12 +25,6 @@ import numpy as np
 
 from transforms import imaging
 from transforms.gpu import ragged_resize
-
-# Which nvJPEG binding decodes: 'torchvision' (``decode_jpeg``) or 'direct'
-# (``nvjpeg_direct``: a decode state and stream a thread, each JPEG at the
-# CPU path's draft scale). A benchmark seam until measured side by side.
-NVJPEG_ENV = 'FEATURIZE_GPU_NVJPEG'
-NVJPEG_CHOICES = ('torchvision', 'direct')
 
 
 def decode_each_on_failure(decode, encoded: Sequence[Any]) -> List[Any]:
@@ -61,35 +54,20 @@ class NvjpegDecoder:
   """
 
   def __init__(self, device_index: int, config: imaging.DecodeConfig,
-               batch_size: int, binding: Optional[str] = None):
+               batch_size: int):
     # pylint: disable=import-outside-toplevel
     import torch
     from torchvision import io as tv_io
     self._torch = torch
     self._device = torch.device('cuda', device_index)
-    self.binding = binding or os.environ.get(NVJPEG_ENV, 'torchvision')
-    if self.binding not in NVJPEG_CHOICES:
-      raise ValueError(f'{NVJPEG_ENV} must be one of '
-                       f'{", ".join(NVJPEG_CHOICES)}, not {self.binding!r}')
-    self._direct = None
-    if self.binding == 'direct':
-      from transforms.gpu import nvjpeg_direct
-      self._direct = nvjpeg_direct.DirectDecoder(device_index, config)
     # apply_exif_orientation is ignored on CUDA: the resize applies it.
     self._decode_jpeg = functools.partial(
         tv_io.decode_jpeg, mode=tv_io.ImageReadMode.RGB, device=self._device)
     self._resizer = ragged_resize.RaggedResize(config, batch_size)
 
   def decode(self, datas: Sequence[bytes]) -> List[Optional[Any]]:
-    """Decodes JPEGs to ``(3, H, W)`` uint8 CUDA tensors, as stored (at
-    the draft scale with the direct binding); None for those nvJPEG
-    refused."""
-    if self._direct is not None:
-      direct = self._direct
-      return decode_each_on_failure(
-          lambda some: (direct.decode_batch(some) if isinstance(some, list)
-                        else direct.decode_batch([some])[0]),
-          [bytes(data) for data in datas])
+    """Decodes JPEGs to ``(3, H, W)`` uint8 CUDA tensors, as stored; None
+    for those nvJPEG refused."""
     torch = self._torch
     # decode_jpeg wants CPU uint8 tensors; frombuffer wraps the bytes
     # without a copy (it warns that bytes are read-only; they are only read).
