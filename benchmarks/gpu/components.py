@@ -10,7 +10,8 @@ against them:
   routed to the device, in 1 to 8 processes at once (the GPU's hardware
   decoders are shared; processes decode in parallel);
 * nvImageCodec (``nvidia-nvimgcodec-cu13``, where installed) on the same
-  images, in 1 and 4 processes;
+  images, in 1 and 4 processes, and on a CUDA stream of the highest
+  priority (``nvimgcodec_priority``);
 * the ragged resize (``ragged_resize``) of a batch of 256 such images on
   the GPU, and its pixels against Pillow's rule on the CPU;
 * the CPU decoder (``imaging.decode_image``) on the images routed to the
@@ -23,7 +24,11 @@ against them:
 * with ``--decoder-threads``, each decoder in one process driven by that
   many threads at once: whether a process can have more than one batch
   decoding (torchvision keeps one nvJPEG decoder a process behind a
-  lock).
+  lock);
+* with ``--mps N``, all of it through an NVIDIA MPS daemon of its own,
+  planned as for a run of N worker processes (``mps.sharing``: from 8,
+  each process on half the multiprocessors), as the pipeline shares
+  the GPU.
 
 Each figure is images per second over at least ``--seconds``; where
 processes ran their loops on their own, also the CPU time their process
