@@ -7,7 +7,7 @@ import dataclasses
 import importlib.metadata
 import os
 
-from transforms import imaging, vgg16
+from transforms import example_codec, imaging, vgg16
 from transforms.read import ReadConfig
 from transforms.output_files import OutputConfig
 
@@ -45,13 +45,12 @@ def describe(job: JobConfig) -> dict:
                     if model.weights == 'imagenet' else None)
   else:
     weights_file = os.path.basename(model.weights)
-  return {
+  out = {
       'model': 'VGG16',
       'layer': model.layer,
       'pooling': model.pooling,
       'precision': model.precision,
       'device': model.device,
-      'feature_shape': list(vgg16.feature_shape(model)),
       'batch_size': vgg16.effective_batch_size(model),
       'weights': {
           'source': model.weights,
@@ -68,3 +67,14 @@ def describe(job: JobConfig) -> dict:
               model.device] + ('keras', 'pillow', 'numpy')
       },
   }
+  if model.multi_layer:
+    # Each kept layer: its pooling, shape and where a record holds it.
+    out['outputs'] = [
+        {'layer': layer, 'pooling': pooling, 'feature_shape': list(shape),
+         'features_key': example_codec.layer_keys(layer)[0],
+         'shape_key': example_codec.layer_keys(layer)[1]}
+        for (layer, shape), pooling in zip(
+            vgg16.feature_shapes(model).items(), model.poolings)]
+  else:
+    out['feature_shape'] = list(vgg16.feature_shape(model))
+  return out

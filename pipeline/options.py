@@ -47,10 +47,13 @@ def add_job_arguments(parser: argparse.ArgumentParser,
   add('--weights', default='imagenet',
       help='imagenet, random, or a path / gs:// URL of an official Keras '
       'VGG16 weight file.')
-  add('--layer', default='block5_pool', choices=vgg16.LAYERS,
-      help='VGG16 layer whose output is the feature.')
-  add('--pooling', default='none', choices=vgg16.POOLINGS,
-      help='Pool a convolutional layer\'s output over its spatial axes.')
+  add('--layer', default='block5_pool', type=_names_of(vgg16.LAYERS, 'layer'),
+      help='VGG16 layer whose output is the feature, or several joined by '
+      '"," (block3_pool,block4_pool,block5_pool): one forward pass gives '
+      'each, and each record holds features/<layer> and shape/<layer>.')
+  add('--pooling', default='none', type=_names_of(vgg16.POOLINGS, 'pooling'),
+      help='Pool a convolutional layer\'s output over its spatial axes: '
+      'none, avg or max, for every layer or one per layer joined by ",".')
   add('--precision', choices=vgg16.PRECISIONS,
       help='Default float32 on cpu, bfloat16 on gpu (10x float32\'s speed '
       'there); bfloat16 is several times faster on CPUs with AMX.')
@@ -97,6 +100,22 @@ def add_job_arguments(parser: argparse.ArgumentParser,
       help='Runner settings (Beam pipeline options), e.g. '
       'run_configs/local.yaml, with job-flag defaults for that runner '
       'under "featurize:".')
+
+
+def _names_of(allowed: Sequence[str], what: str):
+  """An argparse type: one name of ``allowed``, or several joined by ','."""
+
+  def parse(text: str) -> str:
+    names = [name.strip() for name in text.split(',')]
+    for name in names:
+      if name not in allowed:
+        raise argparse.ArgumentTypeError(
+            f'unknown {what} {name!r}; choose from {", ".join(allowed)} '
+            '(several joined by ",")')
+    return ','.join(names)
+
+  parse.__name__ = what  # argparse names the type in its messages
+  return parse
 
 
 def _or_default(value, default):

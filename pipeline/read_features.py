@@ -7,6 +7,8 @@ this module never imports TensorFlow, and nothing it imports does.
     from pipeline.read_features import iter_features
     for record in iter_features('out/'):          # a run's output folder
         record.key, record.features.shape, record.label
+    # a run of several layers (--layer block3_pool,block4_pool): a dict
+    record.features['block3_pool'].shape
     iter_features('dataset/')                     # a dataset: its latest version
     iter_features('dataset/', version='v000003-20261129T001500Z')
 
@@ -16,18 +18,20 @@ or on any filesystem Beam reads (``gs://``).
 """
 import json
 import sys
-from typing import Iterator, List, NamedTuple, Optional, Union
+from typing import Dict, Iterator, List, NamedTuple, Optional, Union
 
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.refresh import versions
+from transforms import example_codec
 
 
 class Features(NamedTuple):
-  """One image's features as stored."""
+  """One image's features as stored: an array, or for a run of several
+  layers a dict of arrays by layer name."""
   key: str
-  features: np.ndarray
+  features: Union[np.ndarray, Dict[str, np.ndarray]]
   label: Optional[Union[int, bytes]]
 
 
@@ -101,15 +105,38 @@ def iter_file(file_path: str) -> Iterator[Features]:
     if isinstance(label, np.ndarray):
       label = int(label[0])
     yield Features(key=example['key'].decode('utf-8'),
-                   features=example['features'].reshape(example['shape']),
-                   label=label)
+                   features=features_of(example), label=label)
+
+
+def features_of(example: dict) -> Union[np.ndarray, Dict[str, np.ndarray]]:
+  """A decoded example's features in their shapes: the array of a
+  single-layer record, or each layer's of a record of several."""
+  if example_codec.FEATURES_KEY in example:
+    return example[example_codec.FEATURES_KEY].reshape(
+        example[example_codec.SHAPE_KEY])
+  prefix = example_codec.FEATURES_KEY + '/'
+  out = {}
+  for name in example:
+    if name.startswith(prefix):
+      layer = name[len(prefix):]
+      values_key, shape_key = example_codec.layer_keys(layer)
+      out[layer] = example[values_key].reshape(example[shape_key])
+  return out
+
+
+def describe_shape(features) -> str:
+  """``[7, 7, 512]``, or ``block3_pool [28, 28, 256], ...`` for several."""
+  if isinstance(features, dict):
+    return ', '.join(f'{layer} {list(values.shape)}'
+                     for layer, values in features.items())
+  return str(list(features.shape))
 
 
 def main(argv=None) -> int:
   """``python -m pipeline.read_features DIR``: one line per record."""
   argv = sys.argv[1:] if argv is None else argv
   for record in iter_features(argv[0]):
-    print(f'{record.key}\t{list(record.features.shape)}\t{record.label}')
+    print(f'{record.key}\t{describe_shape(record.features)}\t{record.label}')
   return 0
 
 

@@ -45,6 +45,23 @@ def test_matches_protobufs_own_encoding():
   assert _parse(ours) == _parse(example.SerializeToString())
 
 
+def test_a_record_of_several_layers_names_each_layers_values_and_shape():
+  rng = np.random.default_rng(1)
+  features = {'block3_pool': rng.standard_normal((2, 2, 3)).astype(np.float32),
+              'block5_pool': rng.standard_normal(4).astype(np.float32)}
+  parsed = _parse(example_codec.encode_feature_example(
+      FeatureRecord('k', features, 5)))
+  assert sorted(parsed) == ['features/block3_pool', 'features/block5_pool',
+                            'key', 'label', 'shape/block3_pool',
+                            'shape/block5_pool']
+  for layer, values in features.items():
+    values_key, shape_key = example_codec.layer_keys(layer)
+    np.testing.assert_array_equal(
+        np.array(parsed[values_key].float_list.value, np.float32),
+        values.reshape(-1))
+    assert list(parsed[shape_key].int64_list.value) == list(values.shape)
+
+
 def test_image_examples_parse_like_demo_image_example():
   from pipeline import demo  # pylint: disable=import-outside-toplevel
   sample = demo.Sample('img-1.jpg', b'\xff\xd8 not really', 300)

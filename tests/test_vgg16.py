@@ -114,3 +114,65 @@ def test_config_rejects_pooling_on_dense_layers():
     vgg16.ModelConfig(layer='fc1', pooling='avg')
   with pytest.raises(ValueError):
     vgg16.ModelConfig(layer='block9_pool')
+
+
+def test_several_layers_are_kept_in_vgg16s_order_with_one_pooling_each():
+  config = vgg16.ModelConfig(layer='block5_pool, block3_pool,block4_pool',
+                             pooling='avg')
+  assert config.layers == ('block3_pool', 'block4_pool', 'block5_pool')
+  assert config.poolings == ('avg', 'avg', 'avg')
+  assert config.layer == 'block3_pool,block4_pool,block5_pool'
+  assert config.multi_layer and not vgg16.ModelConfig().multi_layer
+  # The canonical strings (what the manifest and a refresh's fingerprint
+  # read) do not depend on how the same set was written.
+  same = vgg16.ModelConfig(layer='block3_pool,block4_pool,block5_pool',
+                           pooling='avg,avg,avg')
+  assert (same.layer, same.pooling) == (config.layer, config.pooling)
+  mixed = vgg16.ModelConfig(layer='block5_pool,block1_pool',
+                            pooling='avg,none')
+  assert mixed.layers == ('block1_pool', 'block5_pool')
+  assert mixed.poolings == ('none', 'avg') and mixed.pooling == 'none,avg'
+  assert vgg16.feature_shapes(mixed) == {'block1_pool': (112, 112, 64),
+                                         'block5_pool': (512,)}
+  with pytest.raises(ValueError, match='several layers'):
+    vgg16.feature_shape(mixed)
+
+
+@pytest.mark.parametrize('layer, pooling, message', [
+    ('block3_pool,block3_pool', 'none', 'twice'),
+    ('block3_pool,block4_pool', 'avg,none,max', 'one per layer'),
+    ('block5_pool,fc2', 'avg', 'convolutional'),
+    ('block5_pool,block9_pool', 'none', 'unknown'),
+    ('block5_pool', 'avg,none', 'one per layer')])
+def test_several_layers_refuse_what_does_not_fit(layer, pooling, message):
+  with pytest.raises(ValueError, match=message):
+    vgg16.ModelConfig(layer=layer, pooling=pooling)
+
+
+def test_one_pass_gives_each_layer_as_its_own_run_does():
+  """Each output of a model of several layers equals the single-layer
+  model's (within 1e-5), and the model stops at the deepest one."""
+  x = _inputs()
+  config = vgg16.ModelConfig(weights='random', layer='block2_pool,block4_pool',
+                             pooling='none,avg')
+  model = vgg16.build_feature_model(config)
+  names = {layer.name for layer in model.layers}
+  assert 'block4_pool' in names and 'block5_conv1' not in names
+  outputs = model.predict_on_batch(x)
+  assert len(outputs) == 2
+  for got, layer, pooling in zip(outputs, config.layers, config.poolings):
+    alone = vgg16.build_feature_model(
+        vgg16.ModelConfig(weights='random', layer=layer, pooling=pooling))
+    np.testing.assert_allclose(got, alone.predict_on_batch(x), rtol=1e-5,
+                               atol=1e-5)
+    assert got.shape[1:] == vgg16.feature_shapes(config)[layer]
+
+
+def test_batch_bytes_count_every_kept_output_but_the_last():
+  one = vgg16.ModelConfig(layer='block5_pool', batch_size=64,
+                          max_batch_bytes=100 << 20)
+  assert vgg16.effective_batch_size(one) == 4  # block 1 alone, as before
+  # block1_pool's output (112 x 112 x 64 floats, 3.2 MB) stays alive
+  # beside the later layers: 28.9 MB an image, 3 fit in 100 MiB.
+  several = dataclasses.replace(one, layer='block1_pool,block5_pool')
+  assert vgg16.effective_batch_size(several) == 3

@@ -59,15 +59,37 @@ def _map_entry(name: str, feature: bytes) -> bytes:
   return _field(1, _field(1, name.encode()) + _field(2, feature))
 
 
+# Where a record of several layers keeps each: ``features/<layer>`` and
+# ``shape/<layer>``; a single layer keeps the plain names, so that readers
+# of single-layer output never change.
+FEATURES_KEY = 'features'
+SHAPE_KEY = 'shape'
+
+
+def layer_keys(layer: str) -> tuple:
+  """The feature names of one layer's values and shape in a record of
+  several layers."""
+  return f'{FEATURES_KEY}/{layer}', f'{SHAPE_KEY}/{layer}'
+
+
 def encode_feature_example(record: FeatureRecord) -> bytes:
   """A ``tf.train.Example`` with ``key``, ``features`` (flattened float32),
   ``shape`` (int64) and, when the input had one, ``label`` (int64 or bytes).
+  A record of several layers (``features`` a dict) holds
+  ``features/<layer>`` and ``shape/<layer>`` for each instead.
   """
-  entries = [
-      _map_entry('key', _bytes_feature([record.key.encode('utf-8')])),
-      _map_entry('features', _float_feature(record.features.reshape(-1))),
-      _map_entry('shape', _int64_feature(record.features.shape)),
-  ]
+  entries = [_map_entry('key', _bytes_feature([record.key.encode('utf-8')]))]
+  if isinstance(record.features, dict):
+    for layer, values in record.features.items():
+      values_key, shape_key = layer_keys(layer)
+      entries.append(_map_entry(values_key,
+                                _float_feature(values.reshape(-1))))
+      entries.append(_map_entry(shape_key, _int64_feature(values.shape)))
+  else:
+    entries.append(_map_entry(
+        FEATURES_KEY, _float_feature(record.features.reshape(-1))))
+    entries.append(_map_entry(SHAPE_KEY,
+                              _int64_feature(record.features.shape)))
   if isinstance(record.label, bytes):
     entries.append(_map_entry('label', _bytes_feature([record.label])))
   elif record.label is not None:

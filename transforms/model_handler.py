@@ -14,7 +14,8 @@ import numpy as np
 from apache_beam.ml.inference.base import ModelHandler
 
 from transforms import quiet_import, vgg16
-from transforms.records import DecodedImage, FeatureRecord
+from transforms.records import (DecodedImage, FeatureRecord,
+                                features_per_image)
 
 
 class VGG16FeatureHandler(ModelHandler[DecodedImage, FeatureRecord, Any]):
@@ -42,8 +43,11 @@ class VGG16FeatureHandler(ModelHandler[DecodedImage, FeatureRecord, Any]):
       inference_args: Optional[Dict[str, Any]] = None
   ) -> Iterable[FeatureRecord]:
     inputs = vgg16.to_model_input([image.pixels for image in batch])
-    outputs = np.asarray(model.predict_on_batch(inputs), dtype=np.float32)
-    for image, features in zip(batch, outputs):
+    outputs = model.predict_on_batch(inputs)
+    if self._config.multi_layer:  # a list, in the order of config.layers
+      outputs = dict(zip(self._config.layers, outputs))
+    for image, features in zip(batch, features_per_image(outputs,
+                                                         len(batch))):
       yield FeatureRecord(image.key, features, image.label, image.source)
 
   def get_num_bytes(self, batch: Sequence[DecodedImage]) -> int:

@@ -4,13 +4,33 @@ Every input image becomes exactly one ``FeatureRecord`` or one
 ``ErrorRecord``; the small bookkeeping records (``ShardRead``,
 ``ShardWritten``) let the final step prove that nothing was lost.
 """
-from typing import NamedTuple, Optional, Union
+from typing import Dict, List, NamedTuple, Optional, Union
 
 import numpy as np
 
 # A label passes through unchanged: an integer class (``.cls``, int64
 # feature) or raw bytes (``.json``, bytes feature).
 Label = Optional[Union[int, bytes]]
+# One image's features: the array of the one layer a run keeps, or, when
+# it keeps several (``--layer a,b``), a dict of them by layer name.
+Features = Union[np.ndarray, Dict[str, np.ndarray]]
+
+
+def features_per_image(outputs, count: int) -> List[Features]:
+  """A batch's model outputs as its first ``count`` images' features.
+
+  Args:
+    outputs: One ``(n, ...)`` array (a single layer), or a dict of them by
+      layer name (several), as the CPU and GPU models return them; any
+      array-like, copied to float32 host arrays.
+    count: Images in the batch (later rows are padding).
+  """
+  if isinstance(outputs, dict):
+    arrays = {layer: np.asarray(values, dtype=np.float32)[:count]
+              for layer, values in outputs.items()}
+    return [{layer: values[i] for layer, values in arrays.items()}
+            for i in range(count)]
+  return list(np.asarray(outputs, dtype=np.float32)[:count])
 
 
 class ImageRecord(NamedTuple):
@@ -49,13 +69,14 @@ class FeatureRecord(NamedTuple):
 
   Attributes:
     key: Same as ``ImageRecord.key``.
-    features: ``float32`` array of the chosen layer (after pooling).
+    features: ``float32`` array of the chosen layer (after pooling); for a
+      run of several layers, a dict of such arrays by layer name.
     label: Same as ``ImageRecord.label``.
     source: Same as ``ImageRecord.source`` (not written to the record;
       it decides the output file where files hold one shard each).
   """
   key: str
-  features: np.ndarray
+  features: Features
   label: Label = None
   source: str = ''
 

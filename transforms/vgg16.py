@@ -1,8 +1,10 @@
 """VGG16 as a feature extractor: configuration, weights and model building.
 
-Keras 3 on TensorFlow. The model is cut at the requested layer, so the
-activations of later layers are never computed and those of earlier layers
-are freed as soon as the next layer has run.
+Keras 3 on TensorFlow. The model is cut at the deepest requested layer, so
+the activations of later layers are never computed, and it returns only
+the requested layers' outputs: every other activation is freed as soon as
+the next layer has run. Several layers come from one forward pass
+(``--layer block3_pool,block4_pool,block5_pool``).
 """
 import contextlib
 import dataclasses
@@ -13,7 +15,7 @@ import os
 import shutil
 import tempfile
 import threading
-from typing import Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -65,8 +67,11 @@ class ModelConfig:
       per-worker copy. Filled in by the launcher.
     weights_size: Expected size in bytes of a weight file (a cheap first
       check before the sha256). Filled in by the launcher.
-    layer: VGG16 layer whose output is the feature.
-    pooling: ``none``, ``avg`` or ``max`` over the spatial axes.
+    layer: VGG16 layer whose output is the feature, or several joined by
+      ``,`` (one forward pass gives each). Kept in VGG16's order, so that
+      the same set always reads the same (``layers``).
+    pooling: ``none``, ``avg`` or ``max`` over the spatial axes: one for
+      every layer, or one per layer joined by ``,`` (``poolings``).
     precision: ``float32`` or ``bfloat16`` (Keras ``mixed_bfloat16``).
     image_size: Side of the square input.
     batch_size: Images per model call (upper bound).
@@ -99,25 +104,61 @@ class ModelConfig:
   def __post_init__(self):
     if self.device not in DEVICES:
       raise ValueError(f'device must be one of {DEVICES}')
-    if self.layer not in LAYERS:
-      raise ValueError(f'unknown VGG16 layer {self.layer!r}; choose one of '
+    layers = tuple(name.strip() for name in self.layer.split(','))
+    unknown = [name for name in layers if name not in LAYERS]
+    if unknown:
+      raise ValueError(f'unknown VGG16 layer {unknown[0]!r}; choose one of '
                        f'{", ".join(LAYERS)}')
-    if self.pooling not in POOLINGS:
+    if len(set(layers)) != len(layers):
+      raise ValueError(f'--layer names a layer twice: {self.layer!r}')
+    poolings = tuple(name.strip() for name in self.pooling.split(','))
+    if any(p not in POOLINGS for p in poolings):
       raise ValueError(f'pooling must be one of {POOLINGS}')
+    if len(poolings) not in (1, len(layers)):
+      raise ValueError(f'--pooling takes one value or one per layer '
+                       f'({len(layers)}), not {len(poolings)}')
+    if len(poolings) == 1:
+      poolings *= len(layers)
+    # The canonical form: VGG16's order, one pooling value if they agree.
+    # The manifest and a refresh's fingerprint read these strings, so the
+    # same set of outputs always gives the same fingerprint.
+    pairs = sorted(zip(layers, poolings), key=lambda p: LAYERS.index(p[0]))
+    object.__setattr__(self, 'layer', ','.join(l for l, _ in pairs))
+    distinct = {p for _, p in pairs}
+    object.__setattr__(self, 'pooling', distinct.pop() if len(distinct) == 1
+                       else ','.join(p for _, p in pairs))
+    for name, pooling in pairs:
+      if name in TOP_LAYERS and pooling != 'none':
+        raise ValueError(f'--pooling applies to convolutional layers, not '
+                         f'{name!r}')
     if self.precision not in PRECISIONS:
       raise ValueError(f'precision must be one of {PRECISIONS}')
-    if self.needs_top and self.pooling != 'none':
-      raise ValueError(f'--pooling applies to convolutional layers, not '
-                       f'{self.layer!r}')
     if self.needs_top and self.image_size != 224:
       raise ValueError('the fully connected layers need 224x224 input')
     if self.batch_size < 1:
       raise ValueError('batch size must be at least 1')
 
   @property
+  def layers(self) -> Tuple[str, ...]:
+    """The requested layers, in VGG16's order."""
+    return tuple(self.layer.split(','))
+
+  @property
+  def poolings(self) -> Tuple[str, ...]:
+    """Each layer's pooling, in the order of ``layers``."""
+    values = tuple(self.pooling.split(','))
+    return values * len(self.layers) if len(values) == 1 else values
+
+  @property
+  def multi_layer(self) -> bool:
+    """Whether the run keeps more than one layer (records then name each
+    layer's feature: ``example_codec``)."""
+    return len(self.layers) > 1
+
+  @property
   def needs_top(self) -> bool:
-    """Whether the layer lies in the fully connected top of VGG16."""
-    return self.layer in TOP_LAYERS
+    """Whether a requested layer lies in the fully connected top."""
+    return any(name in TOP_LAYERS for name in self.layers)
 
   @property
   def official_weights_file(self) -> str:
@@ -130,10 +171,15 @@ def effective_batch_size(config: ModelConfig) -> int:
 
   The largest activations of VGG16 are those of block 1: two tensors of
   ``image_size^2 x 64`` values alive at once (a conv layer's input and
-  output), 2 bytes a value in bfloat16, 4 in float32.
+  output), 2 bytes a value in bfloat16, 4 in float32. With several layers,
+  each kept output but the deepest stays alive until the pass ends, beside
+  the later activations, so it counts too.
   """
   value_bytes = 2 if config.precision == 'bfloat16' else 4
   per_image = 2 * config.image_size * config.image_size * 64 * value_bytes
+  shapes = feature_shapes(config)
+  for name in config.layers[:-1]:
+    per_image += int(np.prod(shapes[name])) * value_bytes
   return max(1, min(config.batch_size, config.max_batch_bytes // per_image))
 
 
@@ -306,11 +352,13 @@ def _build_imagenet(config: ModelConfig):
 
 
 def build_feature_model(config: ModelConfig):
-  """Builds VGG16 with its weights, cut at ``config.layer`` and pooled.
+  """Builds VGG16 with its weights, cut at the deepest of ``config.layers``,
+  each output pooled.
 
   Returns:
     A Keras model mapping preprocessed ``(n, size, size, 3)`` float input
-    to ``(n, ...)`` features.
+    to ``(n, ...)`` features; with several layers, to a list of them in
+    the order of ``config.layers``.
   """
   import keras
   policy = 'mixed_bfloat16' if config.precision == 'bfloat16' else 'float32'
@@ -333,30 +381,58 @@ def build_feature_model(config: ModelConfig):
               f'weight file {config.weights} lacks layers {missing}; layer '
               f'{config.layer!r} needs {config.official_weights_file}')
         base.load_weights(path, by_name=True)
-    output = base.get_layer(config.layer).output
-    if config.pooling == 'avg':
-      output = keras.layers.GlobalAveragePooling2D(name='pool')(output)
-    elif config.pooling == 'max':
-      output = keras.layers.GlobalMaxPooling2D(name='pool')(output)
-    model = keras.Model(base.input, output, name=f'vgg16_{config.layer}')
+    outputs = []
+    for name, pooling in zip(config.layers, config.poolings):
+      output = base.get_layer(name).output
+      # One name a pooled output (Keras wants them unique); 'pool' alone
+      # for a single layer, as before.
+      pool_name = f'{name}_pool' if config.multi_layer else 'pool'
+      if pooling == 'avg':
+        output = keras.layers.GlobalAveragePooling2D(name=pool_name)(output)
+      elif pooling == 'max':
+        output = keras.layers.GlobalMaxPooling2D(name=pool_name)(output)
+      outputs.append(output)
+    # A functional model computes only what its outputs need: the layers
+    # after the deepest requested one are never run.
+    model = keras.Model(base.input,
+                        outputs if config.multi_layer else outputs[0],
+                        name=f'vgg16_{config.layers[-1]}')
   logging.info('Built VGG16 to %s (pooling %s, %s, weights %s)', config.layer,
                config.pooling, config.precision, config.weights)
   return model
 
 
-def feature_shape(config: ModelConfig) -> Tuple[int, ...]:
-  """Shape of one image's features, computed without building the model."""
-  if config.layer in ('fc1', 'fc2'):
+def layer_shape(layer: str, pooling: str,
+                image_size: int) -> Tuple[int, ...]:
+  """Shape of one image's output of ``layer`` after ``pooling``."""
+  if layer in ('fc1', 'fc2'):
     return (4096,)
-  if config.layer == 'predictions':
+  if layer == 'predictions':
     return (1000,)
-  if config.layer == 'flatten':
+  if layer == 'flatten':
     return (7 * 7 * 512,)
-  block = int(config.layer[5])
+  block = int(layer[5])
   channels = (64, 128, 256, 512, 512)[block - 1]
-  side = config.image_size // 2**(block - 1)
-  if config.layer.endswith('pool'):
+  side = image_size // 2**(block - 1)
+  if layer.endswith('pool'):
     side //= 2
-  if config.pooling != 'none':
+  if pooling != 'none':
     return (channels,)
   return (side, side, channels)
+
+
+def feature_shapes(config: ModelConfig) -> Dict[str, Tuple[int, ...]]:
+  """Each requested layer's feature shape, computed without the model."""
+  return {name: layer_shape(name, pooling, config.image_size)
+          for name, pooling in zip(config.layers, config.poolings)}
+
+
+def feature_shape(config: ModelConfig) -> Tuple[int, ...]:
+  """Shape of one image's features for a single-layer configuration.
+
+  Raises:
+    ValueError: the configuration keeps several layers (``feature_shapes``).
+  """
+  if config.multi_layer:
+    raise ValueError(f'{config.layer!r} is several layers: feature_shapes')
+  return layer_shape(config.layer, config.pooling, config.image_size)

@@ -18,6 +18,7 @@ from typing import (Callable, Iterable, List, NamedTuple, Optional, Sequence,
 import numpy as np
 
 from pipeline import read_features
+from transforms import vgg16
 from pipeline.inspection.summary import (FAILED, SUCCEEDED, UNFINISHED,
                                      FileCount, Summary, count_of)
 
@@ -79,6 +80,14 @@ class ColourPlan(NamedTuple):
   legend: bool
 
 
+def plotted(features) -> np.ndarray:
+  """The values a plot projects: a record's array, or for a record of
+  several layers the deepest one's."""
+  if isinstance(features, dict):
+    return features[max(features, key=vgg16.LAYERS.index)]
+  return features
+
+
 def plan_sample(records: Sequence[int], size: int) -> List[int]:
   """How many records to take from the start of each file.
 
@@ -133,9 +142,10 @@ def sample_features(
       continue
     files_read += 1
     for record in read_file(file.path):
+      values = plotted(record.features)
       if features is None:
-        features = np.empty((sum(take), record.features.size), np.float32)
-      features[len(keys)] = record.features.reshape(-1)
+        features = np.empty((sum(take), values.size), np.float32)
+      features[len(keys)] = values.reshape(-1)
       labels.append(record.label)
       keys.append(record.key)
       count -= 1

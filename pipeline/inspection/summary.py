@@ -92,6 +92,7 @@ class ModelInfo(NamedTuple):
   image_size: Optional[int]
   resize: str
   feature_shape: Tuple[int, ...]
+  outputs: Tuple[Tuple[str, str, Tuple[int, ...]], ...] = ()
 
 
 class VersionInfo(NamedTuple):
@@ -201,7 +202,11 @@ def model_info(describe: dict) -> ModelInfo:
       pooling=str(describe.get('pooling')),
       precision=str(describe.get('precision')), weights=text,
       image_size=preprocessing.get('image_size'), resize=resize,
-      feature_shape=tuple(describe.get('feature_shape') or ()))
+      feature_shape=tuple(describe.get('feature_shape') or ()),
+      # A run of several layers: (layer, pooling, shape) for each.
+      outputs=tuple((str(o.get('layer')), str(o.get('pooling')),
+                     tuple(o.get('feature_shape') or ()))
+                    for o in describe.get('outputs') or ()))
 
 
 def _error_notes(manifest_errors: Optional[int], tally: ErrorTally,
@@ -432,8 +437,12 @@ def format_report(summary: Summary) -> str:
     rows += [('model', f'{m.model} {m.layer}, {m.pooling} pooling, '
                        f'{m.precision}'),
              ('weights', m.weights),
-             ('preprocessing', f'{m.image_size}x{m.image_size}, {m.resize}'),
-             ('feature shape', str(list(m.feature_shape)))]
+             ('preprocessing', f'{m.image_size}x{m.image_size}, {m.resize}')]
+    if m.outputs:
+      rows += [(f'layer {layer}', f'{pooling} pooling, shape {list(shape)}')
+               for layer, pooling, shape in m.outputs]
+    else:
+      rows.append(('feature shape', str(list(m.feature_shape))))
   if summary.input_shards is not None:
     text = f'{summary.input_shards:,} shards'
     if summary.version:

@@ -19,7 +19,8 @@ import numpy as np
 from transforms import imaging
 from transforms.decode import decode_record
 from transforms.gpu import batching, jpeg_header, routing
-from transforms.records import ErrorRecord, FeatureRecord, ImageRecord
+from transforms.records import (ErrorRecord, FeatureRecord, ImageRecord,
+                                features_per_image)
 
 class Timings(NamedTuple):
   """Seconds one batch spent on the helper thread in each step.
@@ -46,8 +47,8 @@ class PendingBatch(NamedTuple):
 
   Attributes:
     images: The images in the order of the batch's rows.
-    outputs: The model's output (a device array; rows past
-      ``len(images)`` are padding).
+    outputs: The model's output (a device array, or a dict of them by
+      layer name; rows past ``len(images)`` are padding).
     on_device: How many were decoded on the device.
     timings: Where the host's time went while starting it.
   """
@@ -189,12 +190,12 @@ def finish_batch(pending: PendingBatch
                 ) -> Tuple[List[FeatureRecord], List[ErrorRecord]]:
   """Waits for a batch's features and copies them to the host."""
   try:
-    features = np.asarray(pending.outputs)[:len(pending.images)]
+    rows = features_per_image(pending.outputs, len(pending.images))
   except Exception as e:  # pylint: disable=broad-except
     # An asynchronous failure of the model call surfaces here.
     return [], [_error(image, 'inference', e) for image in pending.images]
   return [FeatureRecord(image.key, row, image.label, image.source)
-          for image, row in zip(pending.images, features)], []
+          for image, row in zip(pending.images, rows)], []
 
 
 def run_batch(batch: batching.Batch, decoder, model, replica: int,

@@ -23,7 +23,8 @@ class DeviceModel:
   Call it with a batch of RGB ``uint8`` images of shape
   ``(batch_size, size, size, 3)`` (pad a short batch: every new shape
   costs a compile) and a replica index; it returns the float32 features
-  as a device array, without waiting for them.
+  as a device array (a dict of them by layer name, for several layers),
+  without waiting for them.
   """
 
   def __init__(self, config: vgg16.ModelConfig, devices: Sequence[Any]):
@@ -53,14 +54,17 @@ class DeviceModel:
       inputs = keras_vgg16.preprocess_input(pixels.astype(jnp.float32))
       outputs, _ = model.stateless_call(trainable, non_trainable, inputs,
                                         training=False)
+      if config.multi_layer:  # a list in config.layers' order: by name
+        return {layer: out.astype(jnp.float32)
+                for layer, out in zip(config.layers, outputs)}
       return outputs.astype(jnp.float32)
 
     self._infer = jax.jit(infer)
     self._jax = jax
     size = config.image_size
     for index in range(len(self.devices)):  # compile now, not mid-run
-      self(np.zeros((self.batch_size, size, size, 3), np.uint8),
-           index).block_until_ready()
+      jax.block_until_ready(self(
+          np.zeros((self.batch_size, size, size, 3), np.uint8), index))
     logging.info('VGG16 on %d device(s): %s', len(self.devices),
                  ', '.join(str(d) for d in self.devices))
 
