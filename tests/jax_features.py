@@ -1,7 +1,8 @@
 """VGG16 features of the demo photos through the GPU path's model.
 
 Run as a script (``python -m tests.jax_features WEIGHTS OUT.npz
-PRECISION POOLING``) in a process of its own: Keras picks its backend
+PRECISION POOLING [LAYER]``, LAYER one or several joined by ",") in a
+process of its own: Keras picks its backend
 once per process, and the test process runs Keras on TensorFlow. The
 pixels come from the CPU path's decoder, so the comparison with
 TensorFlow isolates the model. With ``FEATURIZE_GPU_PATH_ON_CPU`` set the
@@ -26,23 +27,29 @@ def demo_pixels() -> np.ndarray:
                            config) for name in PHOTOS])
 
 
-def model_config(weights: str, precision: str, pooling: str):
+def model_config(weights: str, precision: str, pooling: str,
+                 layer: str = 'block5_pool'):
   from transforms import vgg16  # pylint: disable=import-outside-toplevel
   return vgg16.ModelConfig(weights=weights, precision=precision,
-                           pooling=pooling, batch_size=len(PHOTOS),
-                           device='gpu')
+                           pooling=pooling, layer=layer,
+                           batch_size=len(PHOTOS), device='gpu')
 
 
 def main(argv) -> None:
-  weights, out, precision, pooling = argv
+  weights, out, precision, pooling = argv[:4]
+  layer = argv[4] if len(argv) > 4 else 'block5_pool'
   # pylint: disable=import-outside-toplevel
   from transforms.gpu import backend
   backend.select('gpu')
   from transforms.gpu.device_model import DeviceModel, visible_devices
-  model = DeviceModel(model_config(weights, precision, pooling),
+  model = DeviceModel(model_config(weights, precision, pooling, layer),
                       visible_devices(backend.on_cpu_stand_in())[:1])
-  features = np.asarray(model(demo_pixels(), 0))
-  np.savez(out, features=features, device=str(model.devices[0]))
+  outputs = model(demo_pixels(), 0)
+  if isinstance(outputs, dict):  # several layers: one array each
+    np.savez(out, device=str(model.devices[0]),
+             **{f'features/{k}': np.asarray(v) for k, v in outputs.items()})
+    return
+  np.savez(out, features=np.asarray(outputs), device=str(model.devices[0]))
 
 
 if __name__ == '__main__':

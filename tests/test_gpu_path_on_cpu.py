@@ -72,6 +72,30 @@ def test_jax_float32_features_equal_tensorflow_within_1e3(tmp_path,
   assert relative_l2(got[::-1], reference) > 0.1
 
 
+def test_jax_gives_each_of_several_layers_as_tensorflow_does(tmp_path,
+                                                            notop_weights):
+  """The GPU path's jitted function returns every requested layer, each
+  within 1e-3 of the CPU path's model of the same layers."""
+  layers, poolings = 'block2_pool,block4_conv3,block5_pool', 'max,none,avg'
+  config = jax_features.model_config(notop_weights, 'float32', poolings,
+                                     layers)
+  reference = vgg16.build_feature_model(config).predict_on_batch(
+      vgg16.to_model_input(list(jax_features.demo_pixels())))
+  out = str(tmp_path / 'layers.npz')
+  subprocess.run([sys.executable, '-m', 'tests.jax_features', notop_weights,
+                  out, 'float32', poolings, layers], check=True, cwd=ROOT,
+                 env=on_cpu_env(), timeout=600)
+  got = np.load(out)
+  assert sorted(got.files) == sorted(
+      ['device'] + [f'features/{layer}' for layer in config.layers])
+  for layer, want in zip(config.layers, reference):
+    values = got[f'features/{layer}']
+    assert values.shape[1:] == vgg16.feature_shapes(config)[layer]
+    scale = np.abs(want).max()
+    np.testing.assert_allclose(values, want, rtol=1e-3, atol=1e-4 * scale,
+                               err_msg=layer)
+
+
 def test_jax_bfloat16_features_keep_cosine_0999_with_float32(tmp_path,
                                                              notop_weights):
   reference = tensorflow_features(notop_weights, 'float32', 'none')

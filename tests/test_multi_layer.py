@@ -75,6 +75,33 @@ def test_each_layer_equals_its_own_run(runs):
   assert shapes == {'block3_pool': [28, 28, 256], 'block5_pool': [512]}
 
 
+def test_the_gpu_path_gives_each_layer_as_the_cpu_path(runs, notop_weights):
+  """``--device gpu`` on JAX's CPU device with nvJPEG's stand-in
+  (``backend.ON_CPU_ENV``): the same keys, and each layer's features as
+  close to the CPU path's as a single layer's are (test_gpu_path_on_cpu)."""
+  from transforms.gpu import backend  # pylint: disable=import-outside-toplevel
+  out = os.path.join(os.path.dirname(runs['both']), 'gpu')
+  env = dict(os.environ, **{backend.ON_CPU_ENV: '1'})
+  env.pop('KERAS_BACKEND', None)
+  with open(os.path.join(runs['both'], 'manifest.json')) as f:
+    pattern = json.load(f)['input']['pattern']
+  result = subprocess.run(
+      [sys.executable, '-m', 'pipeline.cli', 'run', '--config', LOCAL,
+       '--input', pattern, '--output', out, '--weights', notop_weights,
+       '--device', 'gpu', '--precision', 'float32', '--batch-size', '3',
+       '--layer', LAYERS, '--pooling', POOLINGS, '--quiet'],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0, result.stderr
+  gpu, cpu = _tfrecord_package_read(out), _tfrecord_package_read(runs['both'])
+  assert set(gpu) == set(cpu)
+  for key in cpu:
+    for layer in LAYERS.split(','):
+      got, want = (np.asarray(r[key][layer][0]) for r in (gpu, cpu))
+      assert gpu[key][layer][1] == cpu[key][layer][1]
+      cosine = got @ want / np.linalg.norm(got) / np.linalg.norm(want)
+      assert cosine >= 0.99, (key, layer, cosine)
+
+
 def test_the_manifest_lists_each_layer(runs):
   with open(os.path.join(runs['both'], 'manifest.json')) as f:
     describe = json.load(f)  # a run's manifest holds describe's keys
