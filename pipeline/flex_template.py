@@ -95,8 +95,12 @@ def metadata(job: str = 'run') -> dict:
   """
   parameters = []
   for action in _parameters(job):
+    names = getattr(action.type, 'allowed', None)  # one or a ','-list
     if action.choices:
       pattern = '^(' + '|'.join(re.escape(c) for c in action.choices) + ')$'
+    elif names:
+      one = '(' + '|'.join(re.escape(c) for c in names) + ')'
+      pattern = f'^{one}(,{one})*$'
     elif action.nargs == 0:  # a switch
       pattern = '^(true|false)$'
     elif action.type is int:

@@ -115,6 +115,7 @@ def _names_of(allowed: Sequence[str], what: str):
     return ','.join(names)
 
   parse.__name__ = what  # argparse names the type in its messages
+  parse.allowed = tuple(allowed)  # for the Flex Template's regexes
   return parse
 
 

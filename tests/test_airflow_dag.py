@@ -123,8 +123,13 @@ def test_the_dag_parses_and_agrees_with_featurize(airflow, tmp_path):
   assert (dag['catchup'], dag['max_active_runs']) == (False, 1)
   params = dag['params']
   assert params['runner']['enum'] == ['local', 'dataflow']
-  assert params['layer']['enum'] == list(vgg16.LAYERS)
-  assert params['pooling']['enum'] == list(vgg16.POOLINGS)
+  for name, allowed in (('layer', vgg16.LAYERS), ('pooling', vgg16.POOLINGS)):
+    # One value, or several joined by ',' (several layers from one pass).
+    pattern = params[name]['pattern']
+    assert all(re.match(pattern, value) for value in allowed), name
+    assert re.match(pattern, ','.join(allowed[-2:]))
+    assert not re.match(pattern, allowed[0] + ',')
+    assert not re.match(pattern, 'block9_pool')
   assert params['precision']['enum'] == list(vgg16.PRECISIONS)
   assert params['keep']['type'] == ['null', 'integer']
   assert dag['branches'] == ['refresh_dataflow', 'refresh_local']

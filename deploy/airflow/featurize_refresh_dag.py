@@ -135,6 +135,12 @@ def flex_template_body(params: Mapping[str, Any], date: str) -> Dict:
   }}
 
 
+def _list_of(names) -> str:
+  """A JSON-schema pattern: one of ``names``, or several joined by ','."""
+  one = '(' + '|'.join(names) + ')'
+  return f'^{one}(,{one})*$'
+
+
 def _text(default, description, **schema) -> Param:
   return Param(default, type='string', description=description, **schema)
 
@@ -164,9 +170,11 @@ with DAG(
                          '/ gs:// URL of a Keras VGG16 weight file.',
                          minLength=1),
         'layer': _text('block5_pool', 'VGG16 layer whose output is the '
-                       'feature.', enum=list(LAYERS)),
-        'pooling': _text('none', 'Pooling over the spatial axes.',
-                         enum=list(POOLINGS)),
+                       'feature, or several joined by "," (one pass gives '
+                       'each).', pattern=_list_of(LAYERS)),
+        'pooling': _text('none', 'Pooling over the spatial axes: one value, '
+                         'or one per layer joined by ",".',
+                         pattern=_list_of(POOLINGS)),
         'precision': _text('float32', 'bfloat16 is faster on CPUs with AMX.',
                            enum=list(PRECISIONS)),
         'keep': Param(None, type=['null', 'integer'], minimum=1,
