@@ -128,6 +128,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parsed.job.model, options.precision_given(rest, sub_parsers[command]))
     if line:
       print(line, flush=True)
+    if parsed.job.memory_plan is not None:
+      print(f'featurize: {parsed.job.memory_plan.line()}', flush=True)
     console.quiet_start(flags.verbose,
                         model_here=options.runs_locally(parsed.beam_args),
                         device=parsed.job.model.device)

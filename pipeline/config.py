@@ -6,6 +6,7 @@ they go untouched to Beam's ``PipelineOptions``.
 import dataclasses
 import importlib.metadata
 import os
+from typing import Any, Optional
 
 from transforms import example_codec, imaging, vgg16
 from transforms.read import ReadConfig
@@ -19,6 +20,8 @@ class JobConfig:
   decode: imaging.DecodeConfig
   model: vgg16.ModelConfig
   output: OutputConfig
+  # What --memory-budget planned (pipeline.memory_plan.MemoryPlan), if set.
+  memory_plan: Optional[Any] = None
 
   def __post_init__(self):
     if self.model.image_size != self.decode.image_size:
@@ -67,6 +70,8 @@ def describe(job: JobConfig) -> dict:
               model.device] + ('keras', 'pillow', 'numpy')
       },
   }
+  if job.memory_plan is not None:
+    out['memory_plan'] = job.memory_plan.describe()
   if model.multi_layer:
     # Each kept layer: its pooling, shape and where a record holds it.
     out['outputs'] = [

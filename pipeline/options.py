@@ -7,10 +7,12 @@ wins over the file). A run config may also hold job-flag defaults for its
 runner, under ``featurize:``.
 """
 import argparse
+import dataclasses
 from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import yaml
 
+from pipeline import memory_plan
 from pipeline.config import JobConfig
 from transforms import imaging, output_lock as lock, vgg16
 from transforms.read import INPUT_FORMATS, ReadConfig
@@ -77,8 +79,15 @@ def add_job_arguments(parser: argparse.ArgumentParser,
       help='How an image becomes a square model input.')
   add('--image-size', type=int, default=224,
       help='Side of the square model input, in pixels.')
-  add('--max-pixels', type=int, default=100_000_000,
-      help='Largest width x height decoded.')
+  add('--max-pixels', type=int,
+      help='Largest width x height decoded (default 100,000,000, or what '
+      '--memory-budget plans).')
+  add('--memory-budget', metavar='SIZE|auto',
+      help='Memory of one worker process (6GiB, 1.5GiB, 700MiB), or auto: '
+      'the machine\'s (or its cgroup\'s) over the worker processes. '
+      'featurize plans the batch size and --max-pixels to fit, prints the '
+      'plan and records it in the manifest; flags you give are kept, or '
+      'refused when they cannot fit. Local runs (DirectRunner) for now.')
   add('--max-image-bytes', type=int, default=256 << 20,
       help='Largest encoded image, record or tar member.')
   add('--image-feature', default='image/encoded',
@@ -133,7 +142,9 @@ def job_config_from_args(args: argparse.Namespace) -> JobConfig:
                       max_image_bytes=args.max_image_bytes),
       decode=imaging.DecodeConfig(image_size=args.image_size,
                                   resize=args.resize,
-                                  max_pixels=args.max_pixels),
+                                  max_pixels=_or_default(
+                                      args.max_pixels,
+                                      imaging.DecodeConfig.max_pixels)),
       model=vgg16.ModelConfig(weights=args.weights, layer=args.layer,
                               pooling=args.pooling,
                               precision=_or_default(
@@ -306,7 +317,34 @@ def parse_run_args(
     # Beam's default, the DirectRunner, first tries to download the Prism
     # runner; its batch engine, FnApiRunner, runs here without it.
     beam_flags.insert(0, f'--runner={DEFAULT_RUNNER}')
-  return ParsedRun(job_config_from_args(args), beam_flags, args.wait)
+  job = job_config_from_args(args)
+  if args.memory_budget:
+    job = planned(job, args, beam_flags)
+  return ParsedRun(job, beam_flags, args.wait)
+
+
+def planned(job: JobConfig, args: argparse.Namespace,
+            beam_flags: Sequence[str]) -> JobConfig:
+  """The job with the batch size and ``--max-pixels`` that
+  ``--memory-budget`` plans (``memory_plan``), and the plan itself.
+
+  Raises:
+    ValueError: the budget cannot hold the run, or the runner is not a
+      local one.
+  """
+  if not runs_locally(beam_flags):
+    raise ValueError('--memory-budget plans local runs for now; on '
+                     'Dataflow or Flink set --batch-size and --max-pixels '
+                     '(docs/PERFORMANCE.md, "Choosing settings")')
+  processes, threads = memory_plan.local_workers(beam_flags)
+  budget, source = memory_plan.budget_of(args.memory_budget, processes)
+  plan = memory_plan.plan(budget, source, job.model, job.decode, threads,
+                          batch_given=args.batch_size is not None,
+                          pixels_given=args.max_pixels is not None)
+  return dataclasses.replace(
+      job, model=dataclasses.replace(job.model, batch_size=plan.batch_size),
+      decode=dataclasses.replace(job.decode, max_pixels=plan.max_pixels),
+      memory_plan=plan)
 
 
 def precision_given(argv: Optional[Sequence[str]],

@@ -8,6 +8,7 @@ import dataclasses
 import json
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
+from pipeline import memory_plan
 from transforms.output_files import TEMP_PREFIX
 
 EXAMPLES_PER_GROUP = 3
@@ -93,6 +94,7 @@ class ModelInfo(NamedTuple):
   resize: str
   feature_shape: Tuple[int, ...]
   outputs: Tuple[Tuple[str, str, Tuple[int, ...]], ...] = ()
+  memory_plan: str = ''
 
 
 class VersionInfo(NamedTuple):
@@ -206,7 +208,20 @@ def model_info(describe: dict) -> ModelInfo:
       # A run of several layers: (layer, pooling, shape) for each.
       outputs=tuple((str(o.get('layer')), str(o.get('pooling')),
                      tuple(o.get('feature_shape') or ()))
-                    for o in describe.get('outputs') or ()))
+                    for o in describe.get('outputs') or ()),
+      memory_plan=_memory_plan_line(describe.get('memory_plan')))
+
+
+def _memory_plan_line(recorded: Optional[dict]) -> str:
+  """What ``--memory-budget`` planned, as the run's first lines said it."""
+  if not recorded:
+    return ''
+  fields = {f.name for f in dataclasses.fields(memory_plan.MemoryPlan)}
+  try:
+    return memory_plan.MemoryPlan(
+        **{k: v for k, v in recorded.items() if k in fields}).line()
+  except TypeError:  # a manifest from another version of featurize
+    return str(recorded)
 
 
 def _error_notes(manifest_errors: Optional[int], tally: ErrorTally,
@@ -443,6 +458,8 @@ def format_report(summary: Summary) -> str:
                for layer, pooling, shape in m.outputs]
     else:
       rows.append(('feature shape', str(list(m.feature_shape))))
+    if m.memory_plan:
+      rows.append(('memory', m.memory_plan))
   if summary.input_shards is not None:
     text = f'{summary.input_shards:,} shards'
     if summary.version:

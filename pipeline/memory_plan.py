@@ -1,0 +1,296 @@
+"""``--memory-budget``: one worker process's memory, planned at launch.
+
+From a budget per worker process (a size, or ``auto``: the machine's
+limit divided among the worker processes the runner starts), the planner
+picks what fits. It picks the batch size first, up to the device's
+default. Then it picks the largest image that may be decoded
+(``--max-pixels``), where the default would not fit. A setting that the
+user gave is kept. If it cannot fit, the run is refused at launch with
+one line saying what would fit.
+
+It plans from a model of a worker's peak memory, each part measured on
+the CPU path (docs/PERFORMANCE.md, "Choosing settings for a machine and
+a memory budget"):
+
+* the runtime: Python, Beam, TensorFlow and Keras imported, with the
+  model's graph (``RUNTIME_BYTES``);
+* the weights: every variable of the VGG16 that is built, float32 in
+  either precision (Keras's mixed policy keeps variables float32);
+* the activations of one image: block 1's two largest tensors, plus each
+  kept output but the deepest (``vgg16.effective_batch_size``'s rule),
+  times the measured overhead of TensorFlow's own buffers
+  (``ACTIVATION_OVERHEAD``);
+* decode buffers: the largest image allowed, at the worst measured cost
+  per pixel (an RGBA PNG composited onto white, ``DECODE_BYTES_PER_PIXEL``),
+  one for each thread that decodes;
+* batches in flight: one for each worker thread of the process;
+* a margin (``MARGIN``) for what the model leaves out.
+
+The plan is printed in the run's first lines, recorded in the manifest
+(``describe.memory_plan``) and shown by ``featurize inspect``.
+"""
+import dataclasses
+import math
+import os
+import re
+from typing import Sequence, Tuple
+
+from transforms import imaging, vgg16
+
+MIB = 1 << 20
+GIB = 1 << 30
+# Python, Beam, TensorFlow and Keras imported, with the model built, less
+# its weights: 800 MB a worker process at 224x224 (1049 MB at batch 16 in
+# bfloat16, 1332 MB in float32, about 16 and 33 MB an image) less the
+# notop weights' 58 MB (docs/PERFORMANCE.md).
+RUNTIME_BYTES = 740 * MIB
+# What a batch costs per image beyond the activations' own values: at
+# batch 16, 33 MB an image in float32 against 25.7 MB of block-1
+# activations, 16 MB against 12.8 MB in bfloat16 (docs/PERFORMANCE.md).
+ACTIVATION_OVERHEAD = 1.3
+# Peak memory of decoding one image, per pixel, over what the process held
+# before: 3.0 for an RGB PNG, 4.3 for a grayscale one and 18.8 for an RGBA
+# PNG, which is composited onto white (6000x4000, ``imaging.decode_image``,
+# measured on this project's 2-core AMD). JPEGs decode reduced in the DCT
+# and cost far less. The worst case is what a budget must hold.
+DECODE_BYTES_PER_PIXEL = 19
+# Below this --max-pixels the planner shrinks the batch instead, and a
+# budget that cannot hold it is refused: 12 MP is a phone's photo.
+MIN_PLANNED_PIXELS = 12_000_000
+MARGIN = 0.10
+# VGG16's parameters: the convolutional part, and with the top.
+NOTOP_PARAMETERS = 14_714_688
+TOP_PARAMETERS = 138_357_544
+
+_SIZE = re.compile(r'^\s*([0-9]*\.?[0-9]+)\s*([KMGT]i?B?|B)?\s*$', re.I)
+_UNITS = {'': 1, 'B': 1, 'K': 1 << 10, 'M': MIB, 'G': GIB, 'T': 1 << 40}
+
+
+def parse_size(text: str) -> int:
+  """Bytes from ``6GiB``, ``1.5G``, ``700MB``, ``512M`` or a plain number
+  (binary units throughout: a budget is compared with binary sizes).
+
+  Raises:
+    ValueError: not a size.
+  """
+  match = _SIZE.match(text or '')
+  if not match:
+    raise ValueError(f'--memory-budget: {text!r} is not a size (6GiB, '
+                     '1.5GiB, 700MiB) or auto')
+  unit = (match.group(2) or '').upper()[:1]
+  return int(float(match.group(1)) * _UNITS[unit])
+
+
+def machine_memory(read=open) -> int:
+  """What this machine (or its container) lets a job use: the cgroup's
+  memory limit where one is set, otherwise the machine's memory."""
+  for path in ('/sys/fs/cgroup/memory.max',
+               '/sys/fs/cgroup/memory/memory.limit_in_bytes'):
+    try:
+      with read(path) as f:
+        value = f.read().strip()
+    except OSError:
+      continue
+    # cgroup v2 says 'max'; v1 says a huge number when there is no limit.
+    if value.isdigit() and int(value) < (1 << 60):
+      return int(value)
+  with read('/proc/meminfo') as f:
+    for line in f:
+      if line.startswith('MemTotal:'):
+        return int(line.split()[1]) * 1024
+  raise OSError('no MemTotal in /proc/meminfo')
+
+
+def _gib(value: int) -> str:
+  return f'{value / GIB:.2f}'
+
+
+@dataclasses.dataclass(frozen=True)
+class MemoryPlan:
+  """What one worker process holds, and the settings that make it fit.
+
+  Attributes:
+    budget: Bytes one worker process may use.
+    source: Where the budget came from (the flag's value, or how ``auto``
+      found it).
+    batch_size: Images a model call.
+    threads: Worker threads in the process, each with a batch in flight
+      and an image decoding.
+    max_pixels: The largest image decoded (``--max-pixels``).
+    runtime: Bytes of the runtime (``RUNTIME_BYTES``).
+    weights: Bytes of the model's weights.
+    per_image: Bytes one image adds to a batch.
+    decode: Bytes of the decode buffers (all threads).
+    margin: The share of the budget left unplanned.
+  """
+  budget: int
+  source: str
+  batch_size: int
+  threads: int
+  max_pixels: int
+  runtime: int
+  weights: int
+  per_image: int
+  decode: int
+  margin: float = MARGIN
+
+  @property
+  def predicted_peak(self) -> int:
+    """The worker's peak memory as planned (without the margin)."""
+    return (self.runtime + self.weights + self.decode +
+            self.threads * self.batch_size * self.per_image)
+
+  def line(self) -> str:
+    """The run's first line about memory."""
+    return (f'memory plan: {_gib(self.budget)} GiB per worker ({self.source}): '
+            f'model {_gib(self.weights)}, runtime {_gib(self.runtime)}, '
+            f'{self.threads} thread(s) x batch {self.batch_size} x '
+            f'{self.per_image / 1e6:.0f} MB, decode {_gib(self.decode)} '
+            f'(--max-pixels {self.max_pixels:,}), margin '
+            f'{self.margin:.0%}; predicted peak '
+            f'{_gib(self.predicted_peak)} GiB')
+
+  def describe(self) -> dict:
+    """The plan for the manifest."""
+    out = dataclasses.asdict(self)
+    out['predicted_peak'] = self.predicted_peak
+    return out
+
+
+def weights_bytes(model: vgg16.ModelConfig) -> int:
+  """The built VGG16's variables, float32 in either precision."""
+  return 4 * (TOP_PARAMETERS if model.needs_top else NOTOP_PARAMETERS)
+
+
+def per_image_bytes(model: vgg16.ModelConfig) -> int:
+  """What one more image in a batch costs (see module docstring)."""
+  one = dataclasses.replace(model, batch_size=1, max_batch_bytes=1 << 62)
+  value_bytes = 2 if model.precision == 'bfloat16' else 4
+  block1 = 2 * model.image_size * model.image_size * 64 * value_bytes
+  kept = sum(math.prod(shape) * value_bytes
+             for name, shape in vgg16.feature_shapes(one).items()
+             if name != model.layers[-1])
+  return int((block1 + kept) * ACTIVATION_OVERHEAD)
+
+
+class BudgetError(ValueError):
+  """A budget that cannot hold the run, or a flag that does not fit it."""
+
+
+def plan(budget: int, source: str, model: vgg16.ModelConfig,
+         decode: imaging.DecodeConfig, threads: int = 1,
+         batch_given: bool = False, pixels_given: bool = False
+         ) -> MemoryPlan:
+  """Plans one worker process within ``budget`` bytes.
+
+  Args:
+    budget: Bytes per worker process.
+    source: Where the budget came from, for the plan's line.
+    model: The model settings (its ``batch_size`` is the device's default
+      or the user's).
+    decode: The decode settings (``max_pixels`` likewise).
+    threads: Worker threads in the process.
+    batch_given: The user set ``--batch-size``: keep it or refuse.
+    pixels_given: The user set ``--max-pixels``: keep it or refuse.
+
+  Raises:
+    BudgetError: the budget cannot hold the runtime, the weights and one
+      image, or a given flag does not fit; the message says what would.
+  """
+  if model.device != 'cpu':
+    raise BudgetError('--memory-budget plans --device cpu workers; on a '
+                      'GPU the batch lives in the GPU\'s memory')
+  runtime, weights = RUNTIME_BYTES, weights_bytes(model)
+  per_image = per_image_bytes(model)
+  usable = int(budget * (1 - MARGIN))
+  room = usable - runtime - weights
+  wanted_batch = vgg16.effective_batch_size(model)
+  smallest_pixels = min(decode.max_pixels, MIN_PLANNED_PIXELS)
+  if pixels_given:
+    smallest_pixels = decode.max_pixels
+  smallest_batch = wanted_batch if batch_given else 1
+  least = threads * (smallest_batch * per_image +
+                     smallest_pixels * DECODE_BYTES_PER_PIXEL)
+  if room < least:
+    needed = math.ceil((runtime + weights + least) / (1 - MARGIN))
+    given = []
+    if batch_given:
+      given.append(f'--batch-size {model.batch_size}')
+    if pixels_given:
+      given.append(f'--max-pixels {decode.max_pixels:,}')
+    bare = threads * (per_image + MIN_PLANNED_PIXELS * DECODE_BYTES_PER_PIXEL)
+    if given and room >= bare:
+      # The budget holds a worker, not with the flags given: say what fits.
+      pixels = decode.max_pixels if pixels_given else MIN_PLANNED_PIXELS
+      fits = []
+      if batch_given:
+        most = (room - threads * pixels * DECODE_BYTES_PER_PIXEL) // (
+            threads * per_image)
+        if most >= 1:
+          fits.append(f'--batch-size {most}')
+      if pixels_given:
+        batch = wanted_batch if batch_given else 1
+        most = (room - threads * batch * per_image) // (
+            threads * DECODE_BYTES_PER_PIXEL)
+        if most >= 1:
+          fits.append(f'--max-pixels {most:,}')
+      raise BudgetError(
+          f'--memory-budget of {_gib(budget)} GiB ({source}) cannot hold '
+          f'{" and ".join(given)}: {" or ".join(fits) or "neither"} would '
+          f'fit, or a budget of {_gib(needed)} GiB')
+    raise BudgetError(
+        f'--memory-budget of {_gib(budget)} GiB ({source}) cannot hold a '
+        f'worker: the runtime ({_gib(runtime)} GiB), the weights '
+        f'({_gib(weights)} GiB), {threads} thread(s) of a batch of '
+        f'{smallest_batch} at {per_image / 1e6:.0f} MB an image and a '
+        f'{smallest_pixels / 1e6:.0f}-megapixel decode need '
+        f'{_gib(needed)} GiB at least')
+  # The batch first (throughput), then the largest decode that still fits.
+  def pixels_left(batch: int) -> int:
+    left = room - threads * batch * per_image
+    return left // (threads * DECODE_BYTES_PER_PIXEL)
+
+  batch = wanted_batch
+  if not batch_given:
+    while batch > 1 and pixels_left(batch) < smallest_pixels:
+      batch -= 1
+  max_pixels = decode.max_pixels
+  if not pixels_given:
+    max_pixels = int(min(decode.max_pixels, pixels_left(batch)))
+  return MemoryPlan(budget=budget, source=source, batch_size=batch,
+                    threads=threads, max_pixels=max_pixels,
+                    runtime=runtime, weights=weights, per_image=per_image,
+                    decode=threads * max_pixels * DECODE_BYTES_PER_PIXEL)
+
+
+def budget_of(text: str, processes: int,
+              memory=machine_memory) -> Tuple[int, str]:
+  """``(bytes per worker process, where it came from)`` for the flag's
+  value: a size, or ``auto`` (this machine's limit over ``processes``)."""
+  if text.strip().lower() != 'auto':
+    return parse_size(text), 'given'
+  total = memory()
+  return (total // max(1, processes),
+          f'auto: {_gib(total)} GiB over {processes} worker process(es)')
+
+
+def local_workers(beam_flags: Sequence[str]) -> Tuple[int, int]:
+  """``(processes, threads per process)`` that a local run starts, from
+  the DirectRunner's flags (``--direct_num_workers``,
+  ``--direct_running_mode``)."""
+  workers, mode = 1, 'in_memory'
+  flags = list(beam_flags)
+  for index, flag in enumerate(flags):
+    name, _, value = flag.partition('=')
+    if not value and index + 1 < len(flags):
+      value = flags[index + 1]  # '--flag value'
+    if name == '--direct_num_workers':
+      workers = int(value)
+    elif name == '--direct_running_mode':
+      mode = value
+  if workers == 0:  # Beam's "as many as there are cores"
+    workers = os.cpu_count() or 1
+  if mode == 'multi_processing':
+    return workers, 1
+  return 1, workers if mode == 'multi_threading' else 1
+
