@@ -26,6 +26,13 @@ a memory budget"):
 * batches in flight: one for each worker thread of the process;
 * a margin (``MARGIN``) for what the model leaves out.
 
+A thread decodes an image or runs a batch, never both at once: the fused
+stage takes one element at a time, and a batch runs when its last image
+has been decoded. So a thread's peak is the larger of its batch and its
+decode, not their sum. ``benchmarks/memory_budget.py`` measured this:
+with the sum, the predictions ran 11-16% above the measured peaks; with
+the larger, they came within 2%.
+
 The plan is printed in the run's first lines, recorded in the manifest
 (``describe.memory_plan``) and shown by ``featurize inspect``.
 """
@@ -39,11 +46,11 @@ from transforms import imaging, vgg16
 
 MIB = 1 << 20
 GIB = 1 << 30
-# Python, Beam, TensorFlow and Keras imported, with the model built, less
-# its weights: 800 MB a worker process at 224x224 (1049 MB at batch 16 in
-# bfloat16, 1332 MB in float32, about 16 and 33 MB an image) less the
-# notop weights' 58 MB (docs/PERFORMANCE.md).
-RUNTIME_BYTES = 740 * MIB
+# Python, Beam, TensorFlow and Keras imported, with the model built and
+# the pipeline running, less the weights and the batch: 0.79-0.84 GiB in
+# the three single-layer planned runs of benchmarks/memory_budget.py
+# (peak less weights less the larger of batch and decode; 2-core AMD).
+RUNTIME_BYTES = 820 * MIB
 # What a batch costs per image beyond the activations' own values: at
 # batch 16, 33 MB an image in float32 against 25.7 MB of block-1
 # activations, 16 MB against 12.8 MB in bfloat16 (docs/PERFORMANCE.md).
@@ -54,8 +61,8 @@ ACTIVATION_OVERHEAD = 1.3
 # measured on this project's 2-core AMD). JPEGs decode reduced in the DCT
 # and cost far less. The worst case is what a budget must hold.
 DECODE_BYTES_PER_PIXEL = 19
-# Below this --max-pixels the planner shrinks the batch instead, and a
-# budget that cannot hold it is refused: 12 MP is a phone's photo.
+# A budget that cannot hold a decode of this many pixels is refused
+# (12 MP is a phone's photo).
 MIN_PLANNED_PIXELS = 12_000_000
 MARGIN = 0.10
 # VGG16's parameters: the convolutional part, and with the top.
@@ -120,7 +127,8 @@ class MemoryPlan:
     runtime: Bytes of the runtime (``RUNTIME_BYTES``).
     weights: Bytes of the model's weights.
     per_image: Bytes one image adds to a batch.
-    decode: Bytes of the decode buffers (all threads).
+    decode: Bytes of the decode buffers (all threads; a thread's decode
+      and its batch are not held at once).
     margin: The share of the budget left unplanned.
   """
   budget: int
@@ -136,9 +144,10 @@ class MemoryPlan:
 
   @property
   def predicted_peak(self) -> int:
-    """The worker's peak memory as planned (without the margin)."""
-    return (self.runtime + self.weights + self.decode +
-            self.threads * self.batch_size * self.per_image)
+    """The worker's peak memory as planned (without the margin): each
+    thread holds its batch or its decode, whichever is larger."""
+    return self.runtime + self.weights + self.threads * max(
+        self.batch_size * self.per_image, self.decode // self.threads)
 
   def line(self) -> str:
     """The run's first line about memory."""
@@ -209,8 +218,8 @@ def plan(budget: int, source: str, model: vgg16.ModelConfig,
   if pixels_given:
     smallest_pixels = decode.max_pixels
   smallest_batch = wanted_batch if batch_given else 1
-  least = threads * (smallest_batch * per_image +
-                     smallest_pixels * DECODE_BYTES_PER_PIXEL)
+  least = threads * max(smallest_batch * per_image,
+                        smallest_pixels * DECODE_BYTES_PER_PIXEL)
   if room < least:
     needed = math.ceil((runtime + weights + least) / (1 - MARGIN))
     given = []
@@ -218,22 +227,18 @@ def plan(budget: int, source: str, model: vgg16.ModelConfig,
       given.append(f'--batch-size {model.batch_size}')
     if pixels_given:
       given.append(f'--max-pixels {decode.max_pixels:,}')
-    bare = threads * (per_image + MIN_PLANNED_PIXELS * DECODE_BYTES_PER_PIXEL)
+    bare = threads * max(per_image,
+                         MIN_PLANNED_PIXELS * DECODE_BYTES_PER_PIXEL)
     if given and room >= bare:
       # The budget holds a worker, not with the flags given: say what fits.
       pixels = decode.max_pixels if pixels_given else MIN_PLANNED_PIXELS
       fits = []
-      if batch_given:
-        most = (room - threads * pixels * DECODE_BYTES_PER_PIXEL) // (
-            threads * per_image)
-        if most >= 1:
-          fits.append(f'--batch-size {most}')
-      if pixels_given:
-        batch = wanted_batch if batch_given else 1
-        most = (room - threads * batch * per_image) // (
-            threads * DECODE_BYTES_PER_PIXEL)
-        if most >= 1:
-          fits.append(f'--max-pixels {most:,}')
+      if batch_given and pixels * DECODE_BYTES_PER_PIXEL * threads <= room:
+        fits.append(f'--batch-size {room // (threads * per_image)}')
+      if pixels_given and (wanted_batch if batch_given else 1) * (
+          per_image * threads) <= room:
+        most = room // (threads * DECODE_BYTES_PER_PIXEL)
+        fits.append(f'--max-pixels {most:,}')
       raise BudgetError(
           f'--memory-budget of {_gib(budget)} GiB ({source}) cannot hold '
           f'{" and ".join(given)}: {" or ".join(fits) or "neither"} would '
@@ -245,18 +250,16 @@ def plan(budget: int, source: str, model: vgg16.ModelConfig,
         f'{smallest_batch} at {per_image / 1e6:.0f} MB an image and a '
         f'{smallest_pixels / 1e6:.0f}-megapixel decode need '
         f'{_gib(needed)} GiB at least')
-  # The batch first (throughput), then the largest decode that still fits.
-  def pixels_left(batch: int) -> int:
-    left = room - threads * batch * per_image
-    return left // (threads * DECODE_BYTES_PER_PIXEL)
-
+  # A thread holds its batch or its decode: each may take the thread's
+  # whole room. The batch up to the device's default, then the largest
+  # decode that fits.
   batch = wanted_batch
   if not batch_given:
-    while batch > 1 and pixels_left(batch) < smallest_pixels:
-      batch -= 1
+    batch = max(1, min(wanted_batch, room // (threads * per_image)))
   max_pixels = decode.max_pixels
   if not pixels_given:
-    max_pixels = int(min(decode.max_pixels, pixels_left(batch)))
+    max_pixels = int(min(decode.max_pixels,
+                         room // (threads * DECODE_BYTES_PER_PIXEL)))
   return MemoryPlan(budget=budget, source=source, batch_size=batch,
                     threads=threads, max_pixels=max_pixels,
                     runtime=runtime, weights=weights, per_image=per_image,
