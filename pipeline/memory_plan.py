@@ -173,11 +173,10 @@ def weights_bytes(model: vgg16.ModelConfig) -> int:
 
 def per_image_bytes(model: vgg16.ModelConfig) -> int:
   """What one more image in a batch costs (see module docstring)."""
-  one = dataclasses.replace(model, batch_size=1, max_batch_bytes=1 << 62)
   value_bytes = 2 if model.precision == 'bfloat16' else 4
   block1 = 2 * model.image_size * model.image_size * 64 * value_bytes
   kept = sum(math.prod(shape) * value_bytes
-             for name, shape in vgg16.feature_shapes(one).items()
+             for name, shape in vgg16.feature_shapes(model).items()
              if name != model.layers[-1])
   return int((block1 + kept) * ACTIVATION_OVERHEAD)
 
