@@ -34,7 +34,10 @@ with the sum, the predictions ran 11-16% above the measured peaks; with
 the larger, they came within 2%.
 
 The plan is printed in the run's first lines, recorded in the manifest
-(``describe.memory_plan``) and shown by ``featurize inspect``.
+(``memory_plan``; under ``describe`` in a dataset version's) and shown by
+``featurize inspect``. It covers local CPU runs for now: the launcher
+refuses a budget for other runners (``options.planned``) and for
+``--device gpu``, whose batches live in the GPU's memory.
 """
 import dataclasses
 import math
