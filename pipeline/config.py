@@ -74,12 +74,14 @@ def describe(job: JobConfig) -> dict:
     out['memory_plan'] = job.memory_plan.describe()
   if model.multi_layer:
     # Each kept layer: its pooling, shape and where a record holds it.
-    out['outputs'] = [
-        {'layer': layer, 'pooling': pooling, 'feature_shape': list(shape),
-         'features_key': example_codec.layer_keys(layer)[0],
-         'shape_key': example_codec.layer_keys(layer)[1]}
-        for (layer, shape), pooling in zip(
-            vgg16.feature_shapes(model).items(), model.poolings)]
+    out['outputs'] = []
+    for (layer, shape), pooling in zip(vgg16.feature_shapes(model).items(),
+                                       model.poolings):
+      features_key, shape_key = example_codec.layer_keys(layer)
+      out['outputs'].append({'layer': layer, 'pooling': pooling,
+                             'feature_shape': list(shape),
+                             'features_key': features_key,
+                             'shape_key': shape_key})
   else:
     out['feature_shape'] = list(vgg16.feature_shape(model))
   return out

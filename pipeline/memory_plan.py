@@ -17,7 +17,7 @@ a memory budget"):
 * the weights: every variable of the VGG16 that is built, float32 in
   either precision (Keras's mixed policy keeps variables float32);
 * the activations of one image: block 1's two largest tensors, plus each
-  kept output but the deepest (``vgg16.effective_batch_size``'s rule),
+  kept output but the deepest (``vgg16.activation_bytes``),
   times the measured overhead of TensorFlow's own buffers
   (``ACTIVATION_OVERHEAD``);
 * decode buffers: the largest image allowed, at the worst measured cost
@@ -41,9 +41,8 @@ refuses a budget for other runners (``options.planned``) and for
 """
 import dataclasses
 import math
-import os
 import re
-from typing import Sequence, Tuple
+from typing import Tuple
 
 from transforms import imaging, vgg16
 
@@ -176,12 +175,7 @@ def weights_bytes(model: vgg16.ModelConfig) -> int:
 
 def per_image_bytes(model: vgg16.ModelConfig) -> int:
   """What one more image in a batch costs (see module docstring)."""
-  value_bytes = 2 if model.precision == 'bfloat16' else 4
-  block1 = 2 * model.image_size * model.image_size * 64 * value_bytes
-  kept = sum(math.prod(shape) * value_bytes
-             for name, shape in vgg16.feature_shapes(model).items()
-             if name != model.layers[-1])
-  return int((block1 + kept) * ACTIVATION_OVERHEAD)
+  return int(vgg16.activation_bytes(model) * ACTIVATION_OVERHEAD)
 
 
 class BudgetError(ValueError):
@@ -277,25 +271,3 @@ def budget_of(text: str, processes: int,
   total = memory()
   return (total // max(1, processes),
           f'auto: {_gib(total)} GiB over {processes} worker process(es)')
-
-
-def local_workers(beam_flags: Sequence[str]) -> Tuple[int, int]:
-  """``(processes, threads per process)`` that a local run starts, from
-  the DirectRunner's flags (``--direct_num_workers``,
-  ``--direct_running_mode``)."""
-  workers, mode = 1, 'in_memory'
-  flags = list(beam_flags)
-  for index, flag in enumerate(flags):
-    name, _, value = flag.partition('=')
-    if not value and index + 1 < len(flags):
-      value = flags[index + 1]  # '--flag value'
-    if name == '--direct_num_workers':
-      workers = int(value)
-    elif name == '--direct_running_mode':
-      mode = value
-  if workers == 0:  # Beam's "as many as there are cores"
-    workers = os.cpu_count() or 1
-  if mode == 'multi_processing':
-    return workers, 1
-  return 1, workers if mode == 'multi_threading' else 1
-

@@ -8,6 +8,7 @@ runner, under ``featurize:``.
 """
 import argparse
 import dataclasses
+import os
 from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import yaml
@@ -291,6 +292,24 @@ def runs_locally(beam_args: Sequence[str]) -> bool:
   return (runner or 'DirectRunner').rsplit('.', 1)[-1] in LOCAL_RUNNERS
 
 
+def local_workers(options) -> Tuple[int, int]:
+  """``(processes, threads per process)`` that a local runner starts, from
+  Beam's DirectRunner options (a ``PipelineOptions``): several processes
+  with ``--direct_running_mode=multi_processing``, several threads of one
+  with ``multi_threading``, one of each otherwise."""
+  from apache_beam.options.pipeline_options import DirectOptions
+  direct = options.view_as(DirectOptions)
+  workers = direct.direct_num_workers
+  if workers == 0:  # Beam's 'one per core'
+    workers = os.cpu_count() or 1
+  workers = max(1, workers)
+  if direct.direct_running_mode == 'multi_processing':
+    return workers, 1
+  if direct.direct_running_mode == 'multi_threading':
+    return 1, workers
+  return 1, 1
+
+
 def names_runner(flags: Sequence[str]) -> bool:
   """Whether Beam flags already choose a runner."""
   return any(f == '--runner' or f.startswith('--runner=') for f in flags)
@@ -336,7 +355,8 @@ def planned(job: JobConfig, args: argparse.Namespace,
     raise ValueError('--memory-budget plans local runs for now; on '
                      'Dataflow or Flink set --batch-size and --max-pixels '
                      '(docs/PERFORMANCE.md, "Choosing settings")')
-  processes, threads = memory_plan.local_workers(beam_flags)
+  from apache_beam.options.pipeline_options import PipelineOptions
+  processes, threads = local_workers(PipelineOptions(list(beam_flags)))
   budget, source = memory_plan.budget_of(args.memory_budget, processes)
   plan = memory_plan.plan(budget, source, job.model, job.decode, threads,
                           batch_given=args.batch_size is not None,

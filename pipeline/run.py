@@ -10,13 +10,12 @@ from typing import NamedTuple, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import (DirectOptions,
-                                                  PipelineOptions, TestOptions)
+from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 
 from pipeline import job_metrics, progress
 from pipeline.build import build_pipeline
 from pipeline.config import JobConfig
-from pipeline.options import runs_locally
+from pipeline.options import local_workers, runs_locally
 from transforms import output_lock, vgg16
 from transforms.gpu import backend, mps
 from transforms.output_files import (MANIFEST_FILE, SUCCESS_FILE, RunRefused,
@@ -222,13 +221,7 @@ def run_job(job: JobConfig, beam_args: Sequence[str], wait: bool = True,
 def local_worker_processes(options: PipelineOptions) -> int:
   """How many SDK worker processes a local runner starts (one unless
   ``--direct_running_mode=multi_processing``)."""
-  direct = options.view_as(DirectOptions)
-  if direct.direct_running_mode != 'multi_processing':
-    return 1
-  workers = direct.direct_num_workers
-  if workers == 0:  # Beam's 'one per core'
-    return os.cpu_count() or 1
-  return max(1, workers)
+  return local_workers(options)[0]
 
 
 def count_shards(pattern: str) -> int:

@@ -60,7 +60,8 @@ def test_auto_reads_the_cgroup_limit_else_the_machines_memory():
       'multi_threading'], (1, 4)),
     (['--direct_num_workers=2'], (1, 1))])
 def test_local_workers_follow_the_direct_runners_flags(flags, workers):
-  assert memory_plan.local_workers(flags) == workers
+  from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=import-outside-toplevel
+  assert options.local_workers(PipelineOptions(flags)) == workers
 
 
 def test_a_roomy_budget_keeps_the_defaults():

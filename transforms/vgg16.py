@@ -166,8 +166,8 @@ class ModelConfig:
     return WEIGHTS_FILE_TOP if self.needs_top else WEIGHTS_FILE_NOTOP
 
 
-def effective_batch_size(config: ModelConfig) -> int:
-  """Batch size after applying the ``max_batch_bytes`` bound.
+def activation_bytes(config: ModelConfig) -> int:
+  """The largest activations one image holds during a pass.
 
   The largest activations of VGG16 are those of block 1: two tensors of
   ``image_size^2 x 64`` values alive at once (a conv layer's input and
@@ -180,7 +180,14 @@ def effective_batch_size(config: ModelConfig) -> int:
   shapes = feature_shapes(config)
   for name in config.layers[:-1]:
     per_image += int(np.prod(shapes[name])) * value_bytes
-  return max(1, min(config.batch_size, config.max_batch_bytes // per_image))
+  return per_image
+
+
+def effective_batch_size(config: ModelConfig) -> int:
+  """Batch size after applying the ``max_batch_bytes`` bound to
+  ``activation_bytes`` an image."""
+  return max(1, min(config.batch_size,
+                    config.max_batch_bytes // activation_bytes(config)))
 
 
 def to_model_input(pixels: Sequence[np.ndarray]) -> np.ndarray:
