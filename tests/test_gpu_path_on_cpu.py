@@ -386,28 +386,6 @@ def test_worker_processes_share_the_gpu_through_mps(gpu_and_cpu_runs,
   _assert_same_run(out, errors_of=gpu_out, features_of=gpu_out)
 
 
-def test_worker_processes_that_take_turns_give_the_same_run(
-    gpu_and_cpu_runs, tmp_path, notop_weights):
-  """Two worker processes whose models take the GPU's turn
-  (``FEATURIZE_GPU_MODEL_TURNS=1``, three helper threads each): the turn's
-  lock file is made where both look, and the keys, error lines and
-  features are the one-process run's."""
-  from transforms.gpu import model_turns
-  _, gpu_out, _, _ = gpu_and_cpu_runs
-  out = str(tmp_path / 'turns')
-  folder = tmp_path / 'tmp'
-  folder.mkdir()
-  env = on_cpu_env()
-  env.update({model_turns.TURNS_ENV: '1', 'TMPDIR': str(folder),
-              gpu_extract.PREPARE_THREADS_ENV: '3',
-              'FEATURIZE_GPU_MPS': 'off'})
-  _run_again(gpu_out, out, notop_weights,
-             ['--direct_num_workers=2',
-              '--direct_running_mode=multi_processing'], env)
-  assert (folder / 'featurize-gpu0-model-turn.lock').exists()
-  _assert_same_run(out, errors_of=gpu_out, features_of=gpu_out)
-
-
 def test_one_helper_thread_gives_what_two_give(gpu_and_cpu_runs, tmp_path,
                                               notop_weights):
   """``FEATURIZE_GPU_PREPARE_THREADS=1`` (the default is two batches

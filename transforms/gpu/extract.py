@@ -151,13 +151,10 @@ class _ExtractOnDeviceFn(beam.DoFn):
     # run_batch) while this thread reads and writes; they touch no Beam
     # state (Beam's metrics belong to the bundle's thread: they are
     # updated here).
-    if self._server is not None:
-      threads = self._in_flight
-    else:
-      # More helper threads than batches in flight would wait idle: a
-      # thread that waits for its model's turn holds its batch.
-      threads = int(os.environ.get(PREPARE_THREADS_ENV, PREPARE_THREADS))
-      self._in_flight = max(self._in_flight, threads)
+    threads = (self._in_flight if self._server is not None else
+               min(self._in_flight,
+                   int(os.environ.get(PREPARE_THREADS_ENV,
+                                      PREPARE_THREADS))))
     self._prepare = (_Inline() if os.environ.get(INLINE_PREPARE_ENV) else
                      futures.ThreadPoolExecutor(
                          threads, thread_name_prefix='featurize-gpu-batches',

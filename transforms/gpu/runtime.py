@@ -19,7 +19,7 @@ from concurrent import futures
 from typing import Any, List
 
 from transforms import imaging, vgg16
-from transforms.gpu import backend, decoders, model_turns
+from transforms.gpu import backend, decoders
 from transforms.gpu.device_model import DeviceModel, visible_devices
 
 # How often a thread waiting for the GIL may take it (seconds; Python's
@@ -114,17 +114,8 @@ class DeviceRuntime:
 
 
 def load_runtime(model_config: vgg16.ModelConfig,
-                 decode_config: imaging.DecodeConfig,
-                 owner: bool = False) -> DeviceRuntime:
-  """Builds the model on every visible GPU and a decoder for each.
-
-  Args:
-    model_config: The model to build.
-    decode_config: The decode rules.
-    owner: This process alone uses the GPUs (``--large-model``'s server);
-      otherwise it shares them with ``backend.gpu_processes()`` worker
-      processes, whose models take turns (``model_turns``) where wanted.
-  """
+                 decode_config: imaging.DecodeConfig) -> DeviceRuntime:
+  """Builds the model on every visible GPU and a decoder for each."""
   sys.setswitchinterval(float(os.environ.get(SWITCH_INTERVAL_ENV,
                                              SWITCH_INTERVAL_S)))
   on_cpu = backend.on_cpu_stand_in()
@@ -140,10 +131,6 @@ def load_runtime(model_config: vgg16.ModelConfig,
       logging.warning('%s=%s: the CUDA driver did not take it',
                       CUDA_SCHEDULE_ENV, schedule)
   model = DeviceModel(model_config, devices)
-  if not owner and model_turns.wanted(backend.gpu_processes()):
-    model = model_turns.TakingTurns(model, model_turns.Turns(),
-                                    range(len(devices)))
-    logging.info('GPU path: worker processes run their models in turn')
   made = [decoders.make_decoder(index, decode_config, model.batch_size,
                                  on_cpu, device)
           for index, device in enumerate(devices)]

@@ -34,8 +34,7 @@ class DeviceServer:
   def __init__(self, model_config: vgg16.ModelConfig,
                decode_config: imaging.DecodeConfig):
     started = time.perf_counter()
-    self._runtime = runtime.load_runtime(model_config, decode_config,
-                                         owner=True)
+    self._runtime = runtime.load_runtime(model_config, decode_config)
     self._decode_config = decode_config
     self._load_millis = int((time.perf_counter() - started) * 1e3)
     self._lock = threading.Lock()
