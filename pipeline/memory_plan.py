@@ -35,14 +35,33 @@ the larger, they came within 2%.
 
 The plan is printed in the run's first lines, recorded in the manifest
 (``memory_plan``; under ``describe`` in a dataset version's) and shown by
-``featurize inspect``. It covers local CPU runs for now: the launcher
-refuses a budget for other runners (``options.planned``) and for
-``--device gpu``, whose batches live in the GPU's memory.
+``featurize inspect``.
+
+Where the workers run (``Workers``, from the runner's options:
+``options.runner_workers``):
+
+* locally, ``auto`` is this machine's memory (or its cgroup's limit)
+  over the worker processes the DirectRunner starts;
+* on Dataflow, ``auto`` is the machine type's memory, less what Dataflow
+  keeps for its own processes (``DATAFLOW_RESERVED_BYTES``), over the SDK
+  processes of a VM (one per vCPU, or one with
+  ``no_use_multiple_sdk_containers``), each with
+  ``number_of_worker_harness_threads`` threads;
+* on Flink, a budget is a size per SDK worker process (the worker pool's
+  limit over ``sdk_worker_parallelism``: the launcher cannot see the
+  pool's container), and the threads are a TaskManager's slots, read
+  from Flink's REST API (``flink_master``).
+
+With ``--large-model``, one process per machine holds the model for the
+worker processes (Beam's shared-model process): its runtime and weights
+come off the machine's memory before it is divided, and a worker holds no
+weights. ``--device gpu`` is refused: its batches live in the GPU's
+memory.
 """
 import dataclasses
 import math
 import re
-from typing import Tuple
+from typing import Optional, Tuple
 
 from transforms import imaging, vgg16
 
@@ -70,6 +89,26 @@ MARGIN = 0.10
 # VGG16's parameters: the convolutional part, and with the top.
 NOTOP_PARAMETERS = 14_714_688
 TOP_PARAMETERS = 138_357_544
+
+# What Dataflow keeps of a worker VM for the OS and its own processes:
+# "typically no larger than 1 GB" (Dataflow's guide "Troubleshoot
+# Dataflow out of memory errors", worker operational memory).
+DATAFLOW_RESERVED_BYTES = GIB
+# Compute Engine's memory per vCPU (GiB) by machine family and kind;
+# families not listed are refused for ``auto`` (give a size instead).
+_PER_VCPU_GIB = {
+    'n1': {'standard': 3.75, 'highmem': 6.5, 'highcpu': 0.9},
+    **{family: {'standard': 4, 'highmem': 8, 'highcpu': 1}
+       for family in ('n2', 'n2d', 'e2', 't2d', 'c2')},
+    **{family: {'standard': 4, 'highmem': 8, 'highcpu': 2}
+       for family in ('c2d', 'c3', 'c3d', 'c4', 'c4a', 'c4d', 'n4', 'n4d')},
+}
+_SHARED_CORE = {'e2-micro': (2, 1.0), 'e2-small': (2, 2.0),
+                'e2-medium': (2, 4.0), 'f1-micro': (1, 0.6),
+                'g1-small': (1, 1.7)}
+_PREDEFINED = re.compile(r'^([a-z][a-z0-9]*)-(standard|highmem|highcpu)-'
+                         r'(\d+)(?:-lssd)?$')
+_CUSTOM = re.compile(r'^(?:([a-z][a-z0-9]*)-)?custom-(\d+)-(\d+)(?:-ext)?$')
 
 _SIZE = re.compile(r'^\s*([0-9]*\.?[0-9]+)\s*([KMGT]i?B?|B)?\s*$', re.I)
 _UNITS = {'': 1, 'B': 1, 'K': 1 << 10, 'M': MIB, 'G': GIB, 'T': 1 << 40}
@@ -108,6 +147,53 @@ def machine_memory(read=open) -> int:
       if line.startswith('MemTotal:'):
         return int(line.split()[1]) * 1024
   raise OSError('no MemTotal in /proc/meminfo')
+
+
+def machine_type_size(machine_type: str) -> Tuple[int, int]:
+  """``(vCPUs, bytes)`` of a Compute Engine machine type: predefined
+  (``n2-standard-8``), custom (``custom-4-16384``, ``n2-custom-4-16384``)
+  or shared-core (``e2-medium``).
+
+  Raises:
+    ValueError: a type this table does not know.
+  """
+  name = (machine_type or '').strip().lower().rsplit('/', 1)[-1]
+  if name in _SHARED_CORE:
+    cpus, gib = _SHARED_CORE[name]
+    return cpus, int(gib * GIB)
+  custom = _CUSTOM.match(name)
+  if custom:
+    return int(custom.group(2)), int(custom.group(3)) * MIB
+  predefined = _PREDEFINED.match(name)
+  if predefined and predefined.group(2) in _PER_VCPU_GIB.get(
+      predefined.group(1), {}):
+    cpus = int(predefined.group(3))
+    per = _PER_VCPU_GIB[predefined.group(1)][predefined.group(2)]
+    return cpus, int(cpus * per * GIB)
+  raise ValueError(f'--memory-budget auto: machine type {machine_type!r} is '
+                   'not one featurize knows the memory of; give a size per '
+                   'SDK process instead (--memory-budget 3GiB)')
+
+
+@dataclasses.dataclass(frozen=True)
+class Workers:
+  """Where a run's worker processes live, as its runner's options say.
+
+  Attributes:
+    where: The runner and machine, for the plan's line.
+    processes: Worker processes on one machine.
+    threads: Worker threads in one process, each with a batch in flight.
+    memory: The machine's memory that ``auto`` divides, or None where the
+      launcher cannot know it (then ``why_unknown`` says why).
+    reserved: Bytes of it that the runner keeps for itself.
+    why_unknown: Why ``memory`` is None.
+  """
+  where: str
+  processes: int
+  threads: int
+  memory: Optional[int] = None
+  reserved: int = 0
+  why_unknown: str = ''
 
 
 def _gib(value: int) -> str:
@@ -154,7 +240,8 @@ class MemoryPlan:
   def line(self) -> str:
     """The run's first line about memory."""
     return (f'memory plan: {_gib(self.budget)} GiB per worker ({self.source}): '
-            f'model {_gib(self.weights)}, runtime {_gib(self.runtime)}, '
+            f'model {_gib(self.weights) if self.weights else "shared"}, '
+            f'runtime {_gib(self.runtime)}, '
             f'{self.threads} thread(s) x batch {self.batch_size} x '
             f'{self.per_image / 1e6:.0f} MB, decode {_gib(self.decode)} '
             f'(--max-pixels {self.max_pixels:,}), margin '
@@ -205,7 +292,10 @@ def plan(budget: int, source: str, model: vgg16.ModelConfig,
   if model.device != 'cpu':
     raise BudgetError('--memory-budget plans --device cpu workers; on a '
                       'GPU the batch lives in the GPU\'s memory')
-  runtime, weights = RUNTIME_BYTES, weights_bytes(model)
+  # With --large-model the machine's model process holds the weights
+  # (budget_of takes it off the machine first).
+  runtime = RUNTIME_BYTES
+  weights = 0 if model.large_model else weights_bytes(model)
   per_image = per_image_bytes(model)
   usable = int(budget * (1 - MARGIN))
   room = usable - runtime - weights
@@ -262,12 +352,41 @@ def plan(budget: int, source: str, model: vgg16.ModelConfig,
                     decode=threads * max_pixels * DECODE_BYTES_PER_PIXEL)
 
 
-def budget_of(text: str, processes: int,
-              memory=machine_memory) -> Tuple[int, str]:
+def budget_of(text: str, workers: Workers,
+              model: Optional[vgg16.ModelConfig] = None) -> Tuple[int, str]:
   """``(bytes per worker process, where it came from)`` for the flag's
-  value: a size, or ``auto`` (this machine's limit over ``processes``)."""
+  value: a size (per worker process), or ``auto``: the machine's memory,
+  less the runner's share and, with ``--large-model``, the model's own
+  process, over ``workers.processes``.
+
+  Raises:
+    BudgetError: ``auto`` where the machine's memory is not known, or
+      that leaves nothing.
+  """
   if text.strip().lower() != 'auto':
-    return parse_size(text), 'given'
-  total = memory()
-  return (total // max(1, processes),
-          f'auto: {_gib(total)} GiB over {processes} worker process(es)')
+    return parse_size(text), f'given, {workers.where}'
+  if workers.memory is None:
+    raise BudgetError(f'--memory-budget auto: {workers.why_unknown}; give '
+                      'a size per worker process instead (--memory-budget '
+                      '4GiB)')
+  server = shared_model_bytes(model) if model is not None else 0
+  left = workers.memory - workers.reserved - server
+  parts = [f'auto: {workers.where}, {_gib(workers.memory)} GiB']
+  if workers.reserved:
+    parts.append(f'less {_gib(workers.reserved)} for the runner')
+  if server:
+    parts.append(f'less {_gib(server)} for the shared model\'s process')
+  if left <= 0:
+    raise BudgetError(f'--memory-budget {", ".join(parts)} leaves nothing '
+                      'for the worker processes')
+  return (left // max(1, workers.processes),
+          f'{", ".join(parts)}, over {workers.processes} worker '
+          f'process(es) of {workers.threads} thread(s)')
+
+
+def shared_model_bytes(model: vgg16.ModelConfig) -> int:
+  """What ``--large-model``'s one model process per machine holds: a
+  runtime and the weights (0 without ``--large-model``)."""
+  if not model.large_model:
+    return 0
+  return RUNTIME_BYTES + weights_bytes(model)

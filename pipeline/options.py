@@ -348,23 +348,110 @@ def planned(job: JobConfig, args: argparse.Namespace,
   ``--memory-budget`` plans (``memory_plan``), and the plan itself.
 
   Raises:
-    ValueError: the budget cannot hold the run, or the runner is not a
-      local one.
+    ValueError: the budget cannot hold the run, or the runner's options do
+      not say where its workers live.
   """
-  if not runs_locally(beam_flags):
-    raise ValueError('--memory-budget plans local runs for now; on '
-                     'Dataflow or Flink set --batch-size and --max-pixels '
-                     '(docs/PERFORMANCE.md, "Choosing settings")')
-  from apache_beam.options.pipeline_options import PipelineOptions
-  processes, threads = local_workers(PipelineOptions(list(beam_flags)))
-  budget, source = memory_plan.budget_of(args.memory_budget, processes)
-  plan = memory_plan.plan(budget, source, job.model, job.decode, threads,
+  workers = runner_workers(beam_flags)
+  budget, source = memory_plan.budget_of(args.memory_budget, workers,
+                                         job.model)
+  plan = memory_plan.plan(budget, source, job.model, job.decode,
+                          workers.threads,
                           batch_given=args.batch_size is not None,
                           pixels_given=args.max_pixels is not None)
   return dataclasses.replace(
       job, model=dataclasses.replace(job.model, batch_size=plan.batch_size),
       decode=dataclasses.replace(job.decode, max_pixels=plan.max_pixels),
       memory_plan=plan)
+
+
+def runner_workers(beam_flags: Sequence[str],
+                   taskmanager_slots=None) -> 'memory_plan.Workers':
+  """Where the runner of ``beam_flags`` puts its worker processes, for
+  ``--memory-budget`` (``memory_plan`` says how each runner counts).
+
+  Args:
+    beam_flags: The run's Beam options.
+    taskmanager_slots: Reads a Flink cluster's slots per TaskManager from
+      its REST address (a seam for tests; ``flink_taskmanager_slots``).
+
+  Raises:
+    ValueError: options that leave the workers' threads unknown, or a
+      runner the planner does not know.
+  """
+  from apache_beam.options.pipeline_options import (DebugOptions,
+                                                    FlinkRunnerOptions,
+                                                    PipelineOptions,
+                                                    PortableOptions,
+                                                    StandardOptions,
+                                                    WorkerOptions)
+  options = PipelineOptions(list(beam_flags))
+  runner = (options.view_as(StandardOptions).runner or
+            'DirectRunner').rsplit('.', 1)[-1]
+  if runner in LOCAL_RUNNERS:
+    processes, threads = local_workers(options)
+    return memory_plan.Workers('this machine', processes, threads,
+                               memory_plan.machine_memory())
+  if runner in ('DataflowRunner', 'TestDataflowRunner'):
+    debug = options.view_as(DebugOptions)
+    threads = debug.number_of_worker_harness_threads
+    if not threads:
+      raise ValueError('--memory-budget on Dataflow: set '
+                       'number_of_worker_harness_threads (each thread holds '
+                       'a batch; run_configs/dataflow.yaml sets 2)')
+    machine = options.view_as(WorkerOptions).machine_type
+    if not machine:
+      raise ValueError('--memory-budget on Dataflow: set machine_type, whose '
+                       'memory the plan divides')
+    vcpus, memory = memory_plan.machine_type_size(machine)
+    # Dataflow starts an SDK process per vCPU, or one per VM with this
+    # experiment.
+    one = debug.lookup_experiment('no_use_multiple_sdk_containers')
+    return memory_plan.Workers(
+        f'Dataflow {machine}', 1 if one else vcpus, threads, memory,
+        memory_plan.DATAFLOW_RESERVED_BYTES)
+  if runner in ('PortableRunner', 'FlinkRunner'):
+    processes = int(options.view_as(PortableOptions).sdk_worker_parallelism
+                    or 0)
+    if not processes:
+      raise ValueError('--memory-budget on Flink: set sdk_worker_parallelism '
+                       '(SDK worker processes per TaskManager)')
+    rest = options.view_as(FlinkRunnerOptions).flink_master
+    if not rest or rest == '[auto]':
+      raise ValueError('--memory-budget on Flink: set flink_master to the '
+                       'cluster\'s REST address (host:8081), where the '
+                       'TaskManagers\' slots are read')
+    slots = (taskmanager_slots or flink_taskmanager_slots)(rest)
+    threads = max(1, -(-slots // processes))
+    return memory_plan.Workers(
+        f'Flink at {rest}, {slots} slot(s) a TaskManager', processes, threads,
+        why_unknown='on Flink the launcher cannot see the worker pool\'s '
+        'memory limit')
+  raise ValueError(f'--memory-budget plans local, Dataflow and Flink runs, '
+                   f'not {runner}')
+
+
+def flink_taskmanager_slots(rest: str, timeout_s: float = 10) -> int:
+  """The most task slots of any TaskManager of the Flink cluster whose REST
+  API is at ``rest`` (``host:port`` or a URL): Flink's ``/taskmanagers``.
+
+  Raises:
+    ValueError: the API cannot be reached or lists no TaskManager.
+  """
+  import json  # pylint: disable=import-outside-toplevel
+  import urllib.request  # pylint: disable=import-outside-toplevel
+  url = rest if '://' in rest else f'http://{rest}'
+  try:
+    with urllib.request.urlopen(url.rstrip('/') + '/taskmanagers',
+                                timeout=timeout_s) as response:
+      listed = json.load(response).get('taskmanagers') or []
+  except (OSError, ValueError) as e:
+    raise ValueError(f'--memory-budget on Flink: cannot read the '
+                     f'TaskManagers from {url}/taskmanagers ({e})') from e
+  slots = [int(t.get('slotsNumber') or 0) for t in listed]
+  if not slots or max(slots) < 1:
+    raise ValueError(f'--memory-budget on Flink: {url} lists no TaskManager '
+                     'with slots yet')
+  return max(slots)
 
 
 def precision_given(argv: Optional[Sequence[str]],

@@ -98,6 +98,22 @@ def test_status_shows_the_cluster_and_its_jobs(flink, flink_run):
   assert re.search(r'finished [1-9]', shown), shown
 
 
+def test_a_memory_budget_plans_from_the_clusters_own_slots(flink):
+  """--memory-budget on Flink: the launcher reads the TaskManagers' slots
+  from the running cluster's REST API (two each: a thread for each in the
+  one SDK worker process of a TaskManager) and plans within the size."""
+  from pipeline import options  # pylint: disable=import-outside-toplevel
+  parsed = options.parse_run_args([
+      '--config', os.path.join(flink_cluster.ROOT, 'run_configs',
+                               'flink.yaml'),
+      f'--flink_master={flink.rest_url}', '--memory-budget', '2GiB',
+      '--input', 'in/*', '--output', 'out'])
+  plan = parsed.job.memory_plan
+  assert plan.threads == 2 and plan.budget == 2 << 30
+  assert '2 slot(s) a TaskManager' in plan.source
+  assert plan.predicted_peak <= plan.budget
+
+
 def test_the_job_finishes_on_flink(flink, flink_run):
   jobs = flink_run.result.jobs
   assert list(jobs.values()) == ['FINISHED'], jobs

@@ -12,6 +12,7 @@ from pipeline.memory_plan import (DECODE_BYTES_PER_PIXEL, GIB, MARGIN, MIB,
 from tests import datasets
 from transforms import imaging, vgg16
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = vgg16.ModelConfig()
 DECODE = imaging.DecodeConfig()
 
@@ -48,7 +49,7 @@ def test_auto_reads_the_cgroup_limit_else_the_machines_memory():
     assert memory_plan.machine_memory(_reader(
         dict(unlimited, **{'/proc/meminfo': meminfo}))) == 24000000 * 1024
   budget, source = memory_plan.budget_of(
-      'auto', 4, memory=lambda: 16 * GIB)
+      'auto', memory_plan.Workers('this machine', 4, 1, 16 * GIB))
   assert budget == 4 * GIB and '4 worker process' in source
 
 
@@ -141,8 +142,10 @@ def test_the_flag_plans_the_job_it_parses():
   assert parsed.job.decode.max_pixels == plan.max_pixels
   assert _parse().job.memory_plan is None
   assert _parse().job.decode.max_pixels == 100_000_000
-  with pytest.raises(ValueError, match='local runs'):
+  with pytest.raises(ValueError, match='number_of_worker_harness_threads'):
     _parse('--memory-budget', '4GiB', '--runner=DataflowRunner')
+  with pytest.raises(ValueError, match='not SparkRunner'):
+    _parse('--memory-budget', '4GiB', '--runner=SparkRunner')
 
 
 def test_a_planned_run_prints_records_and_shows_its_plan(tmp_path, capsys,
@@ -156,7 +159,7 @@ def test_a_planned_run_prints_records_and_shows_its_plan(tmp_path, capsys,
   printed = capsys.readouterr().out
   first = [l for l in printed.splitlines() if 'memory plan' in l]
   assert first and first[0].startswith(
-      'featurize: memory plan: 1.50 GiB per worker (given)')
+      'featurize: memory plan: 1.50 GiB per worker (given, this machine)')
   with open(os.path.join(out, 'manifest.json')) as f:
     recorded = json.load(f)['memory_plan']
   assert recorded['budget'] == int(1.5 * GIB)
@@ -164,3 +167,84 @@ def test_a_planned_run_prints_records_and_shows_its_plan(tmp_path, capsys,
   assert cli.main(['inspect', out]) == 0
   shown = capsys.readouterr().out
   assert 'memory plan: 1.50 GiB per worker' in shown
+
+
+@pytest.mark.parametrize('machine, vcpus, gib', [
+    ('n1-standard-4', 4, 15), ('n2-highmem-8', 8, 64),
+    ('c3-standard-8', 8, 32), ('c3-highcpu-4', 4, 8), ('e2-medium', 2, 4),
+    ('custom-4-16384', 4, 16), ('n2-custom-6-24576-ext', 6, 24),
+    ('zones/us-central1-a/machineTypes/n2d-standard-2', 2, 8)])
+def test_machine_types_give_their_vcpus_and_memory(machine, vcpus, gib):
+  assert memory_plan.machine_type_size(machine) == (vcpus, int(gib * GIB))
+
+
+def test_an_unknown_machine_type_is_refused_for_auto():
+  with pytest.raises(ValueError, match='give a size'):
+    memory_plan.machine_type_size('x9-mega-7')
+
+
+DATAFLOW = ['--runner=DataflowRunner', '--machine_type=n2-standard-4',
+            '--number_of_worker_harness_threads=2']
+
+
+def test_dataflow_auto_divides_the_vm_among_its_sdk_processes():
+  """An SDK process per vCPU (4 on n2-standard-4), less Dataflow's 1 GiB;
+  one process with no_use_multiple_sdk_containers."""
+  plan = _parse('--memory-budget', 'auto', *DATAFLOW).job.memory_plan
+  assert plan.threads == 2
+  assert plan.budget == (16 * GIB - memory_plan.DATAFLOW_RESERVED_BYTES) // 4
+  assert 'Dataflow n2-standard-4' in plan.source
+  assert '4 worker process(es) of 2 thread(s)' in plan.source
+  one = _parse('--memory-budget', 'auto', *DATAFLOW,
+               '--experiments=no_use_multiple_sdk_containers').job.memory_plan
+  assert one.budget == 15 * GIB
+  with pytest.raises(ValueError, match='machine_type'):
+    _parse('--memory-budget', 'auto', '--runner=DataflowRunner',
+           '--number_of_worker_harness_threads=2')
+
+
+def test_large_model_takes_its_process_off_the_machine_first():
+  """--large-model: one model process per VM holds a runtime and the
+  weights; the SDK processes share the rest and hold no weights."""
+  plain = _parse('--memory-budget', 'auto', *DATAFLOW).job.memory_plan
+  shared = _parse('--memory-budget', 'auto', '--large-model',
+                  *DATAFLOW).job.memory_plan
+  server = RUNTIME_BYTES + memory_plan.weights_bytes(MODEL)
+  assert shared.budget == (16 * GIB - memory_plan.DATAFLOW_RESERVED_BYTES -
+                           server) // 4
+  assert shared.weights == 0 and plain.weights == server - RUNTIME_BYTES
+  assert 'shared model' in shared.source
+
+
+def test_the_dataflow_run_config_plans_its_workers():
+  """run_configs/dataflow.yaml's budget: c3-standard-8, 8 SDK processes of
+  2 threads, one model per VM; its batch of 16 fits and is kept."""
+  parsed = options.parse_run_args([
+      '--config', os.path.join(ROOT, 'run_configs', 'dataflow.yaml'),
+      '--input', 'gs://b/in/*', '--output', 'gs://b/out'])
+  plan = parsed.job.memory_plan
+  assert plan is not None and plan.batch_size == 16 and plan.threads == 2
+  assert 'Dataflow c3-standard-8' in plan.source
+  assert plan.predicted_peak <= plan.budget * (1 - MARGIN)
+
+
+def test_flink_reads_a_taskmanagers_slots_and_wants_a_size():
+  flink = ['--runner=PortableRunner', '--job_endpoint=localhost:8099',
+           '--sdk_worker_parallelism=1', '--flink_master=flink:8081']
+  asked = []
+
+  def slots(rest):
+    asked.append(rest)
+    return 2
+
+  workers = options.runner_workers(flink, taskmanager_slots=slots)
+  assert asked == ['flink:8081']
+  assert (workers.processes, workers.threads, workers.memory) == (1, 2, None)
+  budget, source = memory_plan.budget_of('3GiB', workers)
+  assert budget == 3 * GIB and 'Flink at flink:8081, 2 slot(s)' in source
+  with pytest.raises(ValueError, match='worker pool'):
+    memory_plan.budget_of('auto', workers)
+  with pytest.raises(ValueError, match='flink_master'):
+    options.runner_workers(flink[:-1], taskmanager_slots=slots)
+  with pytest.raises(ValueError, match='cannot read the TaskManagers'):
+    options.flink_taskmanager_slots('127.0.0.1:9', timeout_s=2)
