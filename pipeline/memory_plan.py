@@ -57,11 +57,19 @@ worker processes (Beam's shared-model process): its runtime and weights
 come off the machine's memory before it is divided, and a worker holds no
 weights. ``--device gpu`` is refused: its batches live in the GPU's
 memory.
+
+What the run leaves open, the planner chooses (``plan_layout``): the
+worker processes of a local run with ``direct_num_workers`` 0 (one per
+core), the threads of a Dataflow SDK process without
+``number_of_worker_harness_threads``, and, with ``auto``, ``--large-model``
+where it is not given. It takes the layout with the most workers that
+each hold a full batch, and adds the Beam flags that set it. A given
+count that cannot fit is refused with the count that would.
 """
 import dataclasses
 import math
 import re
-from typing import Optional, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 from transforms import imaging, vgg16
 
@@ -187,6 +195,14 @@ class Workers:
       launcher cannot know it (then ``why_unknown`` says why).
     reserved: Bytes of it that the runner keeps for itself.
     why_unknown: Why ``memory`` is None.
+    processes_flag: The Beam option that sets ``processes``, where
+      featurize can set it ('' where the runner or cluster does).
+    threads_flag: Likewise for ``threads``.
+    most_processes: Above 0 where the run leaves the process count open
+      (``direct_num_workers`` 0, "one per core"): the planner picks up to
+      this many.
+    most_threads: Likewise for threads (Dataflow without
+      ``number_of_worker_harness_threads``).
   """
   where: str
   processes: int
@@ -194,6 +210,10 @@ class Workers:
   memory: Optional[int] = None
   reserved: int = 0
   why_unknown: str = ''
+  processes_flag: str = ''
+  threads_flag: str = ''
+  most_processes: int = 0
+  most_threads: int = 0
 
 
 def _gib(value: int) -> str:
@@ -218,6 +238,9 @@ class MemoryPlan:
     decode: Bytes of the decode buffers (all threads; a thread's decode
       and its batch are not held at once).
     margin: The share of the budget left unplanned.
+    processes: Worker processes on the machine.
+    chosen: The layout settings the planner chose because the run left
+      them open (``--large-model``, Beam's worker counts), as flags.
   """
   budget: int
   source: str
@@ -229,6 +252,8 @@ class MemoryPlan:
   per_image: int
   decode: int
   margin: float = MARGIN
+  processes: int = 1
+  chosen: Tuple[str, ...] = ()
 
   @property
   def predicted_peak(self) -> int:
@@ -246,7 +271,8 @@ class MemoryPlan:
             f'{self.per_image / 1e6:.0f} MB, decode {_gib(self.decode)} '
             f'(--max-pixels {self.max_pixels:,}), margin '
             f'{self.margin:.0%}; predicted peak '
-            f'{_gib(self.predicted_peak)} GiB')
+            f'{_gib(self.predicted_peak)} GiB' +
+            (f'; planned {" ".join(self.chosen)}' if self.chosen else ''))
 
   def describe(self) -> dict:
     """The plan for the manifest."""
@@ -350,6 +376,124 @@ def plan(budget: int, source: str, model: vgg16.ModelConfig,
                     threads=threads, max_pixels=max_pixels,
                     runtime=runtime, weights=weights, per_image=per_image,
                     decode=threads * max_pixels * DECODE_BYTES_PER_PIXEL)
+
+
+class Layout(NamedTuple):
+  """A planned worker process and the layout it was planned for.
+
+  Attributes:
+    plan: The worker process's plan.
+    large_model: Whether the machine's processes share one model.
+    beam_flags: Beam options that set what the planner chose of the
+      worker counts (to add after the run's own).
+  """
+  plan: MemoryPlan
+  large_model: bool
+  beam_flags: Tuple[str, ...]
+
+
+def _counts(given: int, most: int) -> List[int]:
+  return list(range(most, 0, -1)) if most else [given]
+
+
+def plan_layout(text: str, workers: Workers, model: vgg16.ModelConfig,
+                decode: imaging.DecodeConfig, batch_given: bool = False,
+                pixels_given: bool = False,
+                large_model_given: bool = True) -> Layout:
+  """Plans a worker process and, where the run leaves them open, how many
+  worker processes and threads there are and whether they share one
+  model (``--large-model``).
+
+  Open are: the process or thread count where ``workers`` says so
+  (``most_processes``, ``most_threads``), and, with ``auto`` on a
+  machine of several worker processes and ``--device cpu``,
+  ``--large-model`` unless given: one model process per machine costs a
+  runtime and the weights once, and saves the weights in every worker
+  process (worth it with the top's 553 MB, rarely for the 59 MB without).
+
+  Of the layouts that fit, the planner takes the one whose workers all
+  hold a full batch (the device's default, or ``--batch-size``) with the
+  most workers (processes x threads); if none holds a full batch, the
+  largest batch. Then the larger decode bound, then no shared model.
+
+  Raises:
+    BudgetError: no layout fits (the message is the smallest layout's,
+      which names the smallest budget that works), or a given worker
+      count does not fit (the message says which count would).
+  """
+  wanted_batch = vgg16.effective_batch_size(model)
+  shared_choices = [model.large_model]
+  if (not large_model_given and model.device == 'cpu' and
+      text.strip().lower() == 'auto' and workers.memory is not None):
+    shared_choices = [False, True]
+  best, best_key, errors = None, None, {}
+  for processes in _counts(workers.processes, workers.most_processes):
+    for threads in _counts(workers.threads, workers.most_threads):
+      for shared in shared_choices:
+        if shared and processes < 2 and shared != model.large_model:
+          continue  # a model process for one worker saves nothing
+        layout = dataclasses.replace(workers, processes=processes,
+                                     threads=threads)
+        candidate = dataclasses.replace(model, large_model=shared)
+        try:
+          budget, source = budget_of(text, layout, candidate)
+          planned = plan(budget, source, candidate, decode, threads,
+                         batch_given=batch_given, pixels_given=pixels_given)
+        except BudgetError as e:
+          errors[processes, threads, shared] = e
+          continue
+        full = planned.batch_size >= wanted_batch
+        key = (full, processes * threads if full else planned.batch_size,
+               planned.batch_size, planned.max_pixels, not shared)
+        if best_key is None or key > best_key:
+          best_key = key
+          best = (planned, shared, processes, threads)
+  if best is None:
+    # The smallest layout's error, with the model as the run has it: its
+    # message names the smallest budget that works.
+    smallest = min(errors, key=lambda k: (k[0], k[1],
+                                          k[2] != model.large_model))
+    hint = _fewer_hint(text, workers, model, decode, batch_given,
+                       pixels_given)
+    raise BudgetError(f'{errors[smallest]}{hint}')
+  planned, shared, processes, threads = best
+  chosen, flags = [], []
+  if shared != model.large_model:
+    chosen.append('--large-model')
+  if workers.most_processes:
+    flags.append(f'--{workers.processes_flag}={processes}')
+  if workers.most_threads:
+    flags.append(f'--{workers.threads_flag}={threads}')
+  return Layout(dataclasses.replace(planned, processes=processes,
+                                    chosen=tuple(chosen + flags)),
+                shared, tuple(flags))
+
+
+def _fewer_hint(text: str, workers: Workers, model: vgg16.ModelConfig,
+                decode: imaging.DecodeConfig, batch_given: bool,
+                pixels_given: bool) -> str:
+  """'; N worker processes would fit (--flag=N)' where a given count does
+  not fit: the count ``plan_layout`` would pick were it open, below the
+  given one ('' where none fits, or the count is not featurize's)."""
+  tries = []
+  if (workers.processes_flag and not workers.most_processes and
+      workers.processes > 1 and text.strip().lower() == 'auto'):
+    tries.append(('processes', workers.processes_flag, workers.processes))
+  if (workers.threads_flag and not workers.most_threads and
+      workers.threads > 1):
+    tries.append(('threads', workers.threads_flag, workers.threads))
+  for name, flag, given in tries:
+    opened = dataclasses.replace(workers, **{f'most_{name}': given - 1})
+    try:
+      layout = plan_layout(text, opened, model, decode, batch_given,
+                           pixels_given)
+    except BudgetError:
+      continue
+    count = layout.plan.processes if name == 'processes' else (
+        layout.plan.threads)
+    what = 'worker processes' if name == 'processes' else 'threads'
+    return f'; {count} {what} would fit (--{flag}={count})'
+  return ''
 
 
 def budget_of(text: str, workers: Workers,

@@ -72,10 +72,12 @@ def add_job_arguments(parser: argparse.ArgumentParser,
       help='Upper bound on one batch\'s activation memory; lowers the '
       f'batch size when needed (default {vgg16.DEFAULT_MAX_BATCH_BYTES["cpu"]}'
       f' on cpu, {vgg16.DEFAULT_MAX_BATCH_BYTES["gpu"]} on gpu).')
-  add('--large-model', action=argparse.BooleanOptionalAction, default=False,
+  # default None: --memory-budget auto may choose it when it is not given.
+  add('--large-model', action=argparse.BooleanOptionalAction, default=None,
       help='One model per machine, shared by its worker processes, instead '
       'of one per process (on gpu: one process per machine owns the GPUs '
-      'and the worker processes send it batches).')
+      'and the worker processes send it batches). Off unless '
+      '--memory-budget auto plans it.')
   add('--resize', default='center-crop', choices=imaging.RESIZE_POLICIES,
       help='How an image becomes a square model input.')
   add('--image-size', type=int, default=224,
@@ -86,9 +88,11 @@ def add_job_arguments(parser: argparse.ArgumentParser,
   add('--memory-budget', metavar='SIZE|auto',
       help='Memory of one worker process (6GiB, 1.5GiB, 700MiB), or auto: '
       'the machine\'s (or its cgroup\'s) over the worker processes. '
-      'featurize plans the batch size and --max-pixels to fit, prints the '
-      'plan and records it in the manifest; flags you give are kept, or '
-      'refused when they cannot fit. Local runs (DirectRunner) for now.')
+      'featurize plans the batch size and --max-pixels to fit, and where '
+      'the run leaves them open the worker processes or threads and '
+      '--large-model; it prints the plan and records it in the manifest. '
+      'Flags you give are kept, or refused when they cannot fit. CPU runs '
+      'on the DirectRunner, Dataflow and Flink.')
   add('--max-image-bytes', type=int, default=256 << 20,
       help='Largest encoded image, record or tar member.')
   add('--image-feature', default='image/encoded',
@@ -158,7 +162,7 @@ def job_config_from_args(args: argparse.Namespace) -> JobConfig:
                               max_batch_bytes=_or_default(
                                   args.max_batch_bytes,
                                   vgg16.DEFAULT_MAX_BATCH_BYTES[args.device]),
-                              large_model=args.large_model,
+                              large_model=bool(args.large_model),
                               device=args.device),
       output=OutputConfig(directory=args.output,
                           max_error_fraction=args.max_error_fraction),
@@ -338,30 +342,41 @@ def parse_run_args(
     beam_flags.insert(0, f'--runner={DEFAULT_RUNNER}')
   job = job_config_from_args(args)
   if args.memory_budget:
-    job = planned(job, args, beam_flags)
+    job, beam_flags = planned(job, args, beam_flags)
   return ParsedRun(job, beam_flags, args.wait)
 
 
 def planned(job: JobConfig, args: argparse.Namespace,
-            beam_flags: Sequence[str]) -> JobConfig:
-  """The job with the batch size and ``--max-pixels`` that
-  ``--memory-budget`` plans (``memory_plan``), and the plan itself.
+            beam_flags: Sequence[str]) -> Tuple[JobConfig, List[str]]:
+  """The job as ``--memory-budget`` plans it (``memory_plan``), with the
+  plan, and the Beam flags with the worker counts it chose added.
 
   Raises:
     ValueError: the budget cannot hold the run, or the runner's options do
       not say where its workers live.
   """
   workers = runner_workers(beam_flags)
-  budget, source = memory_plan.budget_of(args.memory_budget, workers,
-                                         job.model)
-  plan = memory_plan.plan(budget, source, job.model, job.decode,
-                          workers.threads,
-                          batch_given=args.batch_size is not None,
-                          pixels_given=args.max_pixels is not None)
-  return dataclasses.replace(
-      job, model=dataclasses.replace(job.model, batch_size=plan.batch_size),
+  layout = memory_plan.plan_layout(
+      args.memory_budget, workers, job.model, job.decode,
+      batch_given=args.batch_size is not None,
+      pixels_given=args.max_pixels is not None,
+      large_model_given=args.large_model is not None)
+  plan = layout.plan
+  model = dataclasses.replace(job.model, batch_size=plan.batch_size,
+                              large_model=layout.large_model)
+  job = dataclasses.replace(
+      job, model=model,
       decode=dataclasses.replace(job.decode, max_pixels=plan.max_pixels),
       memory_plan=plan)
+  # Later flags win in Beam's parser.
+  return job, list(beam_flags) + list(layout.beam_flags)
+
+
+# Worker threads an SDK process of Dataflow's gets from --memory-budget
+# when number_of_worker_harness_threads is not set: with an SDK process
+# per vCPU, one thread computes a batch while a second reads and decodes
+# the next; more only hold more batches (run_configs/dataflow.yaml sets 2).
+DATAFLOW_MOST_THREADS = 2
 
 
 def runner_workers(beam_flags: Sequence[str],
@@ -379,6 +394,7 @@ def runner_workers(beam_flags: Sequence[str],
       runner the planner does not know.
   """
   from apache_beam.options.pipeline_options import (DebugOptions,
+                                                    DirectOptions,
                                                     FlinkRunnerOptions,
                                                     PipelineOptions,
                                                     PortableOptions,
@@ -389,15 +405,22 @@ def runner_workers(beam_flags: Sequence[str],
             'DirectRunner').rsplit('.', 1)[-1]
   if runner in LOCAL_RUNNERS:
     processes, threads = local_workers(options)
-    return memory_plan.Workers('this machine', processes, threads,
-                               memory_plan.machine_memory())
+    direct = options.view_as(DirectOptions)
+    # direct_num_workers 0 is Beam's "one per core": the planner picks
+    # how many of those fit.
+    most = (os.cpu_count() or 1) if direct.direct_num_workers == 0 else 0
+    mode = direct.direct_running_mode
+    return memory_plan.Workers(
+        'this machine', processes, threads, memory_plan.machine_memory(),
+        processes_flag=('direct_num_workers'
+                        if mode == 'multi_processing' else ''),
+        threads_flag=('direct_num_workers'
+                      if mode == 'multi_threading' else ''),
+        most_processes=most if mode == 'multi_processing' else 0,
+        most_threads=most if mode == 'multi_threading' else 0)
   if runner in ('DataflowRunner', 'TestDataflowRunner'):
     debug = options.view_as(DebugOptions)
     threads = debug.number_of_worker_harness_threads
-    if not threads:
-      raise ValueError('--memory-budget on Dataflow: set '
-                       'number_of_worker_harness_threads (each thread holds '
-                       'a batch; run_configs/dataflow.yaml sets 2)')
     machine = options.view_as(WorkerOptions).machine_type
     if not machine:
       raise ValueError('--memory-budget on Dataflow: set machine_type, whose '
@@ -407,8 +430,10 @@ def runner_workers(beam_flags: Sequence[str],
     # experiment.
     one = debug.lookup_experiment('no_use_multiple_sdk_containers')
     return memory_plan.Workers(
-        f'Dataflow {machine}', 1 if one else vcpus, threads, memory,
-        memory_plan.DATAFLOW_RESERVED_BYTES)
+        f'Dataflow {machine}', 1 if one else vcpus, threads or 1, memory,
+        memory_plan.DATAFLOW_RESERVED_BYTES,
+        threads_flag='number_of_worker_harness_threads',
+        most_threads=0 if threads else DATAFLOW_MOST_THREADS)
   if runner in ('PortableRunner', 'FlinkRunner'):
     processes = int(options.view_as(PortableOptions).sdk_worker_parallelism
                     or 0)
@@ -424,7 +449,7 @@ def runner_workers(beam_flags: Sequence[str],
     threads = max(1, -(-slots // processes))
     return memory_plan.Workers(
         f'Flink at {rest}, {slots} slot(s) a TaskManager', processes, threads,
-        why_unknown='on Flink the launcher cannot see the worker pool\'s '
+        processes_flag='sdk_worker_parallelism', why_unknown='on Flink the launcher cannot see the worker pool\'s '
         'memory limit')
   raise ValueError(f'--memory-budget plans local, Dataflow and Flink runs, '
                    f'not {runner}')

@@ -142,7 +142,7 @@ def test_the_flag_plans_the_job_it_parses():
   assert parsed.job.decode.max_pixels == plan.max_pixels
   assert _parse().job.memory_plan is None
   assert _parse().job.decode.max_pixels == 100_000_000
-  with pytest.raises(ValueError, match='number_of_worker_harness_threads'):
+  with pytest.raises(ValueError, match='machine_type'):
     _parse('--memory-budget', '4GiB', '--runner=DataflowRunner')
   with pytest.raises(ValueError, match='not SparkRunner'):
     _parse('--memory-budget', '4GiB', '--runner=SparkRunner')
@@ -248,3 +248,75 @@ def test_flink_reads_a_taskmanagers_slots_and_wants_a_size():
     options.runner_workers(flink[:-1], taskmanager_slots=slots)
   with pytest.raises(ValueError, match='cannot read the TaskManagers'):
     options.flink_taskmanager_slots('127.0.0.1:9', timeout_s=2)
+
+
+def _local(processes, memory_gib, **open_counts):
+  return memory_plan.Workers('this machine', processes, 1,
+                             int(memory_gib * GIB),
+                             processes_flag='direct_num_workers',
+                             **open_counts)
+
+
+def test_an_open_process_count_gets_the_most_that_hold_a_full_batch():
+  """direct_num_workers 0 (one per core, 8 here) on 4 GiB: a worker with
+  a batch of 16 needs about 1.6 GiB, so 2 processes, not 8 starved ones;
+  the Beam flag that says so is added."""
+  layout = memory_plan.plan_layout('auto', _local(8, 4, most_processes=8),
+                                   MODEL, DECODE)
+  assert layout.plan.processes == 2 and layout.plan.batch_size == 16
+  assert layout.beam_flags == ('--direct_num_workers=2',)
+  assert layout.plan.budget == 2 * GIB
+  assert 'planned --direct_num_workers=2' in layout.plan.line()
+  assert not layout.large_model
+  # On 64 GiB every core's process fits.
+  roomy = memory_plan.plan_layout('auto', _local(8, 64, most_processes=8),
+                                  MODEL, DECODE)
+  assert roomy.plan.processes == 8 and roomy.plan.batch_size == 16
+
+
+def test_a_given_process_count_that_does_not_fit_says_which_would():
+  with pytest.raises(BudgetError, match=r'2 worker processes would fit '
+                     r'\(--direct_num_workers=2\)'):
+    memory_plan.plan_layout('auto', _local(8, 4), MODEL, DECODE)
+
+
+def test_the_top_shares_one_model_when_copies_do_not_fit():
+  """fc2 keeps the top's 553 MB of weights: six copies of it and a
+  runtime each do not fit 10 GiB, one shared copy does, so the planner
+  plans --large-model, unless the run says --no-large-model."""
+  top = vgg16.ModelConfig(layer='fc2')
+  layout = memory_plan.plan_layout('auto', _local(6, 10), top, DECODE,
+                                   large_model_given=False)
+  assert layout.large_model and layout.plan.weights == 0
+  assert layout.plan.chosen == ('--large-model',)
+  assert 'shared model' in layout.plan.source
+  with pytest.raises(BudgetError, match='cannot hold a worker'):
+    memory_plan.plan_layout('auto', _local(6, 10), top, DECODE,
+                            large_model_given=True)
+  # Without the top a shared copy saves 59 MB a process: not chosen.
+  plain = memory_plan.plan_layout('auto', _local(6, 16), MODEL, DECODE,
+                                  large_model_given=False)
+  assert not plain.large_model and plain.plan.chosen == ()
+
+
+def test_dataflow_without_harness_threads_gets_them_planned():
+  parsed = _parse('--memory-budget', 'auto', '--runner=DataflowRunner',
+                  '--machine_type=n2-standard-4')
+  plan = parsed.job.memory_plan
+  assert plan.threads == options.DATAFLOW_MOST_THREADS == 2
+  assert parsed.beam_args[-1] == '--number_of_worker_harness_threads=2'
+  # A small machine gets one thread a process.
+  small = _parse('--memory-budget', 'auto', '--runner=DataflowRunner',
+                 '--machine_type=e2-medium').job.memory_plan
+  assert small.threads == 1 and small.batch_size < 16
+
+
+def test_a_local_run_with_one_process_per_core_is_planned_from_the_flags():
+  parsed = _parse('--memory-budget', '64GiB', '--direct_num_workers=0',
+                  '--direct_running_mode=multi_processing')
+  cores = os.cpu_count() or 1
+  assert parsed.job.memory_plan.processes == cores
+  assert parsed.beam_args[-1] == f'--direct_num_workers={cores}'
+  from apache_beam.options.pipeline_options import PipelineOptions
+  assert options.local_workers(PipelineOptions(parsed.beam_args)) == (
+      cores, 1)
