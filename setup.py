@@ -11,7 +11,8 @@ INSTALL_REQUIRES = [
     'keras==3.15.1',
     'numpy==2.4.6',
     'pillow==12.3.0',
-    # libspng: plain PNGs in about half Pillow's time (transforms/imaging.py).
+    # libspng: plain PNGs in about half Pillow's time
+    # (transforms/decode/imaging.py).
     'pyspng==0.1.4',
     'tfrecord==1.14.6',
     'google-cloud-storage==3.17.1',

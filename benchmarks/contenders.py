@@ -45,13 +45,14 @@ def _paths(args):
 
 
 def _model_config(args):
-  from transforms import vgg16
+  from transforms.extract import vgg16
   return vgg16.ModelConfig(weights='random', precision=args.precision,
                            layer=args.layer, batch_size=args.batch_size)
 
 
 def bare(args) -> dict:
-  from transforms import imaging, vgg16
+  from transforms.decode import imaging
+  from transforms.extract import vgg16
   config = imaging.DecodeConfig()
   pixels = []
   for path in _paths(args):
@@ -73,7 +74,7 @@ def bare(args) -> dict:
 
 def _naive_model(args, all_layers: bool):
   import keras
-  from transforms import vgg16
+  from transforms.extract import vgg16
   if args.precision == 'bfloat16':
     keras.config.set_dtype_policy('mixed_bfloat16')
   model = keras.applications.VGG16(include_top=False, weights=None)

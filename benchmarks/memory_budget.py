@@ -33,7 +33,7 @@ from PIL import Image
 
 from benchmarks import dataset, measure
 from pipeline import demo, memory_plan, options
-from transforms import vgg16
+from transforms.extract import vgg16
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUDGETS = ('1.5GiB', '3GiB', '6GiB')

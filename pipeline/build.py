@@ -4,11 +4,11 @@ from typing import Optional
 import apache_beam as beam
 
 from pipeline.config import JobConfig, describe
-from transforms.decode import DecodeImages
-from transforms.extract import ExtractFeatures
-from transforms.gpu.extract import ExtractOnDevice
-from transforms.read import ReadImageShards
-from transforms.write import WriteOutputs
+from transforms.decode.decode_images import DecodeImages
+from transforms.extract.features import ExtractFeatures
+from transforms.extract.gpu.on_device import ExtractOnDevice
+from transforms.read.image_shards import ReadImageShards
+from transforms.write.outputs import WriteOutputs
 
 
 def extract_all(pipeline: beam.Pipeline, job: JobConfig) -> dict:

@@ -15,7 +15,7 @@ from pipeline.inspection import output as inspect_output
 from pipeline.flink_local import cli as flink_local_cli
 from pipeline.refresh import cli as dataset_cli, run as refresh
 from pipeline.run import RunSummary, run_job
-from transforms import output_lock as lock
+from transforms.coordination import output_lock as lock
 
 
 def _print_summary(summary: RunSummary) -> None:

@@ -8,9 +8,11 @@ import importlib.metadata
 import os
 from typing import Any, Optional
 
-from transforms import example_codec, imaging, vgg16
-from transforms.read import ReadConfig
-from transforms.output_files import OutputConfig
+from transforms.write import example_codec
+from transforms.decode import imaging
+from transforms.extract import vgg16
+from transforms.read.image_shards import ReadConfig
+from transforms.write.output_files import OutputConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,7 +30,7 @@ class JobConfig:
       raise ValueError('model and decoding must agree on the image size')
 
 
-# What computes the features on each device (transforms/gpu/backend.py).
+# What computes the features on each device (transforms/extract/backend.py).
 BACKEND_PACKAGES = {'cpu': ('tensorflow-cpu',),
                     'gpu': ('jax', 'jaxlib', 'torch', 'torchvision')}
 

@@ -16,11 +16,12 @@ from typing import Dict, Optional, Type
 
 from pipeline.refresh.versions import PointerMoved
 from pipeline.run import JobFailed
-from transforms import quiet_import
-from transforms.gpu import backend, mps
-from transforms.output_files import RunRefused, TooManyErrors
-from transforms.output_lock import Locked
-from transforms.vgg16 import ModelConfig
+from transforms.extract import quiet_import
+from transforms.extract import backend
+from transforms.extract.gpu import mps
+from transforms.write.output_files import RunRefused, TooManyErrors
+from transforms.coordination.output_lock import Locked
+from transforms.extract.vgg16 import ModelConfig
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -67,7 +68,7 @@ _MPS_FAILURE = 'MPS_'
 def mps_hint(text: str) -> Optional[str]:
   """What to change when ``text`` (a failure) says CUDA's MPS failed,
   else None: the run's worker processes share a GPU through an MPS daemon
-  (``transforms/gpu/mps.py``) that this machine may not allow."""
+  (``transforms/extract/gpu/mps.py``) that this machine may not allow."""
   if _MPS_FAILURE not in text:
     return None
   return (f'featurize: NVIDIA MPS could not serve the worker processes: '
@@ -100,7 +101,7 @@ def quiet_start(verbose: bool, model_here: bool, device: str = 'cpu') -> None:
 
   Where the model runs in this process (``model_here``), Keras and its
   backend for ``device`` (TensorFlow or JAX) are imported now, with their
-  start-up lines held back (``transforms/quiet_import.py``; worker
+  start-up lines held back (``transforms/extract/quiet_import.py``; worker
   processes do the same).
   ``TF_CPP_MIN_LOG_LEVEL`` quiets later C++ logs here and in worker
   processes, which inherit it. Beam's own log of a failure (tracebacks

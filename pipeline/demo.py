@@ -13,7 +13,7 @@ from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence
 
 from PIL import Image
 
-from transforms import example_proto, tfrecord_framing
+from transforms.read import example_proto, tfrecord_framing
 
 LOCAL_CONFIG = os.path.join(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))), 'run_configs', 'local.yaml')

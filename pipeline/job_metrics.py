@@ -30,10 +30,10 @@ class JobMetrics(NamedTuple):
     micros_per_image: Time an image spent reading and writing
       (``read``, ``features_write``, ``errors_write``), in microseconds.
     gpu_step_ms: On the GPU path, the host's mean time a batch in each
-      step (``transforms/gpu/device_batches.Timings``, and ``wait``: for
-      the device's results); empty on the CPU path.
+      step (``transforms/extract/gpu/device_batches.Timings``, and
+      ``wait``: for the device's results); empty on the CPU path.
     gpu_routes: On the GPU path, images by the decoder the header screen
-      chose (``transforms/gpu/routing.CATEGORIES``: ``device`` for
+      chose (``transforms/extract/gpu/routing.CATEGORIES``: ``device`` for
       nvJPEG, the others for the CPU decoder); empty on the CPU path.
   """
   images_read: int

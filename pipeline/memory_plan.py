@@ -71,7 +71,8 @@ import math
 import re
 from typing import List, NamedTuple, Optional, Tuple
 
-from transforms import imaging, vgg16
+from transforms.decode import imaging
+from transforms.extract import vgg16
 
 MIB = 1 << 20
 GIB = 1 << 30

@@ -15,9 +15,11 @@ import yaml
 
 from pipeline import memory_plan
 from pipeline.config import JobConfig
-from transforms import imaging, output_lock as lock, vgg16
-from transforms.read import INPUT_FORMATS, ReadConfig
-from transforms.output_files import OutputConfig
+from transforms.decode import imaging
+from transforms.coordination import output_lock as lock
+from transforms.extract import vgg16
+from transforms.read.image_shards import INPUT_FORMATS, ReadConfig
+from transforms.write.output_files import OutputConfig
 
 DEFAULT_RUNNER = 'FnApiRunner'
 
@@ -250,7 +252,8 @@ def run_parser() -> argparse.ArgumentParser:
 
 
 def add_lock_arguments(parser: argparse.ArgumentParser) -> None:
-  """Adds the flags of the output's lock (``transforms/output_lock.py``)."""
+  """Adds the flags of the output's lock
+  (``transforms/coordination/output_lock.py``)."""
   parser.add_argument(
       '--lock-timeout', '--lock_timeout', type=float,
       default=lock.DEFAULT_TIMEOUT_S / 3600, metavar='HOURS',
@@ -449,7 +452,8 @@ def runner_workers(beam_flags: Sequence[str],
     threads = max(1, -(-slots // processes))
     return memory_plan.Workers(
         f'Flink at {rest}, {slots} slot(s) a TaskManager', processes, threads,
-        processes_flag='sdk_worker_parallelism', why_unknown='on Flink the launcher cannot see the worker pool\'s '
+        processes_flag='sdk_worker_parallelism',
+        why_unknown='on Flink the launcher cannot see the worker pool\'s '
         'memory limit')
   raise ValueError(f'--memory-budget plans local, Dataflow and Flink runs, '
                    f'not {runner}')

@@ -5,7 +5,7 @@ shows shards done of all, images done, images/s, errors so far, time
 elapsed and time left, redrawn a few times a second at most, by ``rich``.
 Where stderr is no terminal (a log file, a scheduler), a plain line every
 ``log_every_s`` seconds says the same. Workers count into files
-(``transforms/progress.py``); a thread here sums them.
+(``transforms/coordination/worker_progress.py``); a thread here sums them.
 """
 import os
 import shutil
@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Optional
 
-from transforms import progress as counts
+from transforms.coordination import worker_progress
 
 REFRESH_S = 0.25
 # Where stderr is a log: a line this often (seconds), or as the variable
@@ -34,12 +34,12 @@ def _clock(seconds: float) -> str:
 def status_text(totals, shards_total: int, elapsed_s: float) -> str:
   """``3/10 shards, 120 images (41.2/s), 2 errors, 0:29 elapsed, about 1:08
   left`` (time left from the share of shards done)."""
-  shards = totals.get(counts.SHARDS, 0)
-  images = totals.get(counts.IMAGES, 0)
+  shards = totals.get(worker_progress.SHARDS, 0)
+  images = totals.get(worker_progress.IMAGES, 0)
   rate = images / elapsed_s if elapsed_s > 0 else 0.0
+  errors = totals.get(worker_progress.ERRORS, 0)
   text = (f'{shards}/{shards_total} shards, {images} images ({rate:.1f}/s), '
-          f'{totals.get(counts.ERRORS, 0)} errors, {_clock(elapsed_s)} '
-          'elapsed')
+          f'{errors} errors, {_clock(elapsed_s)} elapsed')
   if 0 < shards < shards_total:
     text += f', about {_clock(elapsed_s * (shards_total - shards) / shards)} left'
   return text
@@ -73,9 +73,9 @@ class ProgressLine:
 
   def __enter__(self):
     self._folder = tempfile.mkdtemp(prefix='featurize-progress-')
-    self._previous = os.environ.get(counts.ENV)
+    self._previous = os.environ.get(worker_progress.ENV)
     # Set before the job starts, so that worker processes inherit it.
-    os.environ[counts.ENV] = self._folder
+    os.environ[worker_progress.ENV] = self._folder
     self._started = time.monotonic()
     self._thread = threading.Thread(target=self._loop, daemon=True)
     self._thread.start()
@@ -85,15 +85,15 @@ class ProgressLine:
     self._done.set()
     self._thread.join()
     if self._previous is None:
-      os.environ.pop(counts.ENV, None)
+      os.environ.pop(worker_progress.ENV, None)
     else:
-      os.environ[counts.ENV] = self._previous
+      os.environ[worker_progress.ENV] = self._previous
     shutil.rmtree(self._folder, ignore_errors=True)
 
   def _look(self):
-    totals = counts.read_totals(self._folder)
+    totals = worker_progress.read_totals(self._folder)
     elapsed = time.monotonic() - self._started
-    if self.first_record_s is None and totals.get(counts.IMAGES):
+    if self.first_record_s is None and totals.get(worker_progress.IMAGES):
       self.first_record_s = elapsed
     return totals, elapsed
 
@@ -115,7 +115,7 @@ class ProgressLine:
         stopping = self._done.wait(REFRESH_S)
         totals, elapsed = self._look()
         self.elapsed_s = elapsed
-        bar.update(task, completed=totals.get(counts.SHARDS, 0),
+        bar.update(task, completed=totals.get(worker_progress.SHARDS, 0),
                    description=status_text(totals, self.shards_total,
                                            elapsed))
         if stopping:

@@ -24,7 +24,7 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.refresh import versions
-from transforms import example_codec
+from transforms.write import example_codec
 
 
 class Features(NamedTuple):
@@ -75,7 +75,7 @@ def _examples(file_path: str) -> Iterator[dict]:
   if '://' not in file_path:
     yield from tfrecord_loader(file_path, None)
     return
-  from transforms.tfrecord_framing import iter_records
+  from transforms.read.tfrecord_framing import iter_records
   typenames = {'byte': 'bytes_list', 'float': 'float_list',
                'int': 'int64_list'}
   with FileSystems.open(file_path) as stream:

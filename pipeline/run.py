@@ -16,11 +16,14 @@ from pipeline import job_metrics, progress
 from pipeline.build import build_pipeline
 from pipeline.config import JobConfig
 from pipeline.options import local_workers, runs_locally
-from transforms import output_lock, vgg16
-from transforms.gpu import backend, mps
-from transforms.output_files import (MANIFEST_FILE, SUCCESS_FILE, RunRefused,
-                                     TooManyErrors, error_share_problem,
-                                     remove_leftovers)
+from transforms.coordination import output_lock
+from transforms.extract import vgg16
+from transforms.extract import backend
+from transforms.extract.gpu import mps
+from transforms.write.output_files import (MANIFEST_FILE, SUCCESS_FILE,
+                                           RunRefused, TooManyErrors,
+                                           error_share_problem,
+                                           remove_leftovers)
 
 
 class JobFailed(Exception):

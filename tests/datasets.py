@@ -4,7 +4,7 @@ from typing import Dict, NamedTuple
 
 from pipeline import demo
 from tests import image_zoo
-from transforms import tfrecord_framing
+from transforms.read import tfrecord_framing
 
 
 class Dataset(NamedTuple):

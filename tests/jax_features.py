@@ -20,7 +20,7 @@ def demo_pixels() -> np.ndarray:
   """The photos decoded and resized by the CPU path: ``(8, 224, 224, 3)``."""
   # pylint: disable=import-outside-toplevel
   from tests import image_zoo
-  from transforms import imaging
+  from transforms.decode import imaging
   config = imaging.DecodeConfig()
   return np.stack([
       imaging.decode_image(image_zoo.encode(image_zoo.photo(name), 'PNG'),
@@ -29,7 +29,7 @@ def demo_pixels() -> np.ndarray:
 
 def model_config(weights: str, precision: str, pooling: str,
                  layer: str = 'block5_pool'):
-  from transforms import vgg16  # pylint: disable=import-outside-toplevel
+  from transforms.extract import vgg16# pylint: disable=import-outside-toplevel
   return vgg16.ModelConfig(weights=weights, precision=precision,
                            pooling=pooling, layer=layer,
                            batch_size=len(PHOTOS), device='gpu')
@@ -39,9 +39,9 @@ def main(argv) -> None:
   weights, out, precision, pooling = argv[:4]
   layer = argv[4] if len(argv) > 4 else 'block5_pool'
   # pylint: disable=import-outside-toplevel
-  from transforms.gpu import backend
+  from transforms.extract import backend
   backend.select('gpu')
-  from transforms.gpu.device_model import DeviceModel, visible_devices
+  from transforms.extract.gpu.device_model import DeviceModel, visible_devices
   model = DeviceModel(model_config(weights, precision, pooling, layer),
                       visible_devices(backend.on_cpu_stand_in())[:1])
   outputs = model(demo_pixels(), 0)

@@ -23,7 +23,7 @@ import pytest
 from pipeline.refresh import versions
 from tests import airflow_env
 from tests.test_refresh import IMAGES_PER_SHARD, write_shard
-from transforms import vgg16
+from transforms.extract import vgg16
 
 DAG_FILE = os.path.join(airflow_env.ROOT, 'deploy', 'airflow',
                         'featurize_refresh_dag.py')

@@ -16,7 +16,8 @@ from benchmarks.gpu import profiles
 from benchmarks.gpu.profiles import __main__ as profiles_cli
 from benchmarks.gpu.profiles import encoding, shards
 from pipeline import demo
-from transforms import imaging, read
+from transforms.decode import imaging
+from transforms.read import image_shards
 from transforms.records import ImageRecord
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,8 +36,9 @@ ZOO = dataclasses.replace(
 def _read_back(data: profiles.ProfileData):
   """Every record of the dataset, through featurize's reader."""
   assert sorted(glob.glob(data.pattern)) == data.paths
-  config = read.ReadConfig(pattern=data.pattern)
-  records = [r for path in data.paths for r in read.iter_shard(path, config)]
+  config = image_shards.ReadConfig(pattern=data.pattern)
+  records = [r for path in data.paths
+             for r in image_shards.iter_shard(path, config)]
   assert all(isinstance(r, ImageRecord) for r in records), records[:3]
   return records
 

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from benchmarks.gpu import cpu_decode_bound, profiles
-from transforms import imaging
+from transforms.decode import imaging
 
 
 def test_the_bound_divides_the_cpu_rate_by_its_share():

@@ -109,7 +109,8 @@ def test_setup_file_is_staged_as_an_sdist_of_the_project(job):
   with tarfile.open(staged['workflow.tar.gz']) as sdist:
     members = {m.split('/', 1)[1] for m in sdist.getnames() if '/' in m}
   assert {'setup.py', 'pipeline/run.py', 'pipeline/flex_template.py',
-          'transforms/extract.py', 'transforms/vgg16.py'} <= members
+          'transforms/extract/features.py',
+          'transforms/extract/vgg16.py'} <= members
 
 
 def test_worker_settings_from_the_run_config(job, dry_run_args):

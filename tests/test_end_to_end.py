@@ -14,7 +14,7 @@ import pytest
 
 from pipeline import cli, demo
 from tests import datasets
-from transforms import imaging
+from transforms.decode import imaging
 
 LOCAL = demo.LOCAL_CONFIG
 

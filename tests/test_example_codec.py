@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from tensorflow.core.example import example_pb2
 
-from transforms import example_codec
+from transforms.write import example_codec
 from transforms.records import FeatureRecord
 
 

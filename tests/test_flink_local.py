@@ -238,7 +238,8 @@ def test_failure_line_of_a_worker_traceback_is_its_exception():
              'During handling of the above exception, another exception '
              'occurred:\n\n'
              'Traceback (most recent call last):\n'
-             '  File "transforms/gpu/extract.py", line 2, in _finish\n'
+             '  File "transforms/extract/gpu/on_device.py", line 2, in '
+             '_finish\n'
              'RuntimeError: CUDA error: out of memory [while running '
              "'ExtractOnDevice']\n")
   assert run.failure_line(message) == (

@@ -27,7 +27,8 @@ from tests.fuzz import (corpus, dataset, harness, shard_strategies,
                         strategies)
 from tests.fuzz.limits import DECODE_CONFIG, READ_LIMIT
 from tests.fuzz.mutations import INTERESTING, Mutant
-from transforms import decode, imaging, read, tfrecord_framing
+from transforms.decode import decode_images, imaging
+from transforms.read import image_shards, tfrecord_framing
 from transforms.records import ErrorRecord
 
 # Broken inputs make Pillow warn (corrupt EXIF, odd TIFF tags): expected.
@@ -151,13 +152,13 @@ def test_mutated_shards_end_to_end_lose_nothing(tmp_path):
   # pipeline must write: no more, no less.
   features, errors = collections.Counter(), collections.Counter()
   for path, count in images.items():
-    results = list(read.iter_shard(path, job.read))
+    results = list(image_shards.iter_shard(path, job.read))
     assert len(results) >= count or any(
         isinstance(r, ErrorRecord) for r in results), (
             path, [type(r).__name__ for r in results])
     for result in results:
       if not isinstance(result, ErrorRecord):
-        result = decode.decode_record(result, job.decode)
+        result = decode_images.decode_record(result, job.decode)
       if isinstance(result, ErrorRecord):
         errors[(result.key, result.source, result.stage,
                 result.error_type)] += 1

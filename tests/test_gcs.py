@@ -156,7 +156,7 @@ def test_worker_processes_of_one_machine_download_the_weights_once(
   """Concurrent loads wait for one copy (Dataflow runs a process per vCPU)."""
   import threading
   from apache_beam.io.filesystems import FileSystems
-  from transforms import vgg16
+  from transforms.extract import vgg16
   source = f'gs://{BUCKET}/weights-once/{WEIGHTS_NAME}'
   gcs_env.bucket.blob(f'weights-once/{WEIGHTS_NAME}').upload_from_filename(
       notop_weights)

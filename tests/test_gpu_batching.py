@@ -8,10 +8,10 @@ from concurrent import futures
 import numpy as np
 
 from tests import image_zoo
-from transforms import imaging
-from transforms.decode import decode_record
-from transforms.gpu import (batching, decoders, device_batches, jpeg_header,
-                            routing)
+from transforms.decode import imaging
+from transforms.decode.decode_images import decode_record
+from transforms.extract.gpu import (batching, decoders, device_batches,
+                                    jpeg_header, routing)
 from transforms.records import DecodedImage, ErrorRecord, ImageRecord
 
 CONFIG = imaging.DecodeConfig()
@@ -170,7 +170,7 @@ def test_large_jpegs_go_to_the_cpu_only_while_it_has_room():
 
 
 def test_cpu_decoders_count_the_decodes_they_hold():
-  from transforms.gpu import runtime  # pylint: disable=import-outside-toplevel
+  from transforms.extract.gpu import runtime  # pylint: disable=import-outside-toplevel
   cpu = runtime.CpuDecoders(1)
   gate = threading.Event()
   try:
@@ -238,7 +238,7 @@ def test_a_failed_batch_is_an_error_line_for_each_image():
 def test_the_cuda_schedule_seam_refuses_unknown_names_and_needs_a_driver():
   import ctypes.util
   import pytest
-  from transforms.gpu import runtime
+  from transforms.extract.gpu import runtime
   with pytest.raises(ValueError, match='blocking'):
     runtime.set_cuda_schedule('sometimes')
   if ctypes.util.find_library('cuda') is None:  # this machine: no driver
@@ -246,7 +246,7 @@ def test_the_cuda_schedule_seam_refuses_unknown_names_and_needs_a_driver():
 
 
 def test_thread_names_show_in_the_system_but_not_for_the_main_thread():
-  from transforms.gpu import runtime
+  from transforms.extract.gpu import runtime
 
   def comm():
     with open(f'/proc/self/task/{threading.get_native_id()}/comm') as f:

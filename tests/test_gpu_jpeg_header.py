@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from tests import image_zoo
-from transforms import imaging
-from transforms.gpu import jpeg_header
+from transforms.decode import imaging
+from transforms.extract.gpu import jpeg_header
 
 MAX_PIXELS = imaging.DecodeConfig().max_pixels
 CONFIG = imaging.DecodeConfig()

@@ -1,5 +1,5 @@
 """NVIDIA MPS for local GPU runs with several worker processes
-(``transforms/gpu/mps.py``).
+(``transforms/extract/gpu/mps.py``).
 
 The decision is a pure function, tested here case by case. NVIDIA's
 control program is replaced by a recording stand-in on the PATH: this
@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from transforms.gpu import mps
+from transforms.extract.gpu import mps
 
 MISSING = lambda program: None
 FOUND = lambda program: f'/usr/bin/{program}'

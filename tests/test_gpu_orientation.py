@@ -1,5 +1,5 @@
 """EXIF orientation on the GPU path: nvJPEG returns the stored pixels, so
-the path turns them itself (``transforms/gpu/orientation.py``)."""
+the path turns them itself (``transforms/extract/gpu/orientation.py``)."""
 import io
 
 import numpy as np
@@ -7,9 +7,9 @@ import pytest
 from PIL import Image, ImageOps
 
 from tests import image_zoo
-from transforms import imaging
-from transforms.decode import decode_record
-from transforms.gpu import decoders, device_batches, orientation
+from transforms.decode import imaging
+from transforms.decode.decode_images import decode_record
+from transforms.extract.gpu import decoders, device_batches, orientation
 from transforms.records import ImageRecord
 
 CONFIG = imaging.DecodeConfig()

@@ -103,9 +103,9 @@ class Block:
     if name.split('.')[0] in ('jax', 'jaxlib', 'torch', 'torchvision'):
       raise ImportError('blocked ' + name)
 sys.meta_path.insert(0, Block())
-import pipeline.build, pipeline.cli, transforms.gpu.extract
-from transforms.gpu import routing
-from transforms import imaging
+import pipeline.build, pipeline.cli, transforms.extract.gpu.on_device
+from transforms.extract.gpu import routing
+from transforms.decode import imaging
 print(routing.route(b'not an image', imaging.DecodeConfig()).category)
 '''
   done = subprocess.run([sys.executable, '-c', code], cwd=ROOT,

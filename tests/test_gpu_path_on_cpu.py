@@ -1,7 +1,7 @@
 """The GPU path's code on a machine without a GPU.
 
 Keras on JAX runs on JAX's CPU device and a Pillow stand-in takes
-nvJPEG's place (``transforms/gpu/backend.py``, ``ON_CPU_ENV``). What these
+nvJPEG's place (``transforms/extract/backend.py``, ``ON_CPU_ENV``). What these
 tests prove: the JAX model gives the TensorFlow path's features (float32
 within 1e-3, bfloat16 with cosine >= 0.999); the batching and the fallback
 to the CPU decoder give the CPU run's error lines and set of features; the
@@ -18,9 +18,10 @@ import pytest
 from pipeline import cli, demo
 from tests import datasets, jax_features
 from tests.test_end_to_end import read_errors, read_outputs
-from transforms import vgg16
-from transforms.gpu import backend, routing
-from transforms.gpu import extract as gpu_extract
+from transforms.extract import vgg16
+from transforms.extract import backend
+from transforms.extract.gpu import routing
+from transforms.extract.gpu import on_device as gpu_extract
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -243,7 +244,7 @@ def test_a_gpu_out_of_memory_says_what_to_change(monkeypatch):
 
 
 def test_processes_sharing_a_gpu_take_their_share(monkeypatch):
-  from transforms.gpu import backend  # pylint: disable=import-outside-toplevel
+  from transforms.extract import backend  # pylint: disable=import-outside-toplevel
   assert backend.memory_fraction(1) == 0.4
   assert backend.memory_fraction(2) == 0.4
   assert backend.memory_fraction(4) == 0.2
@@ -268,7 +269,7 @@ def test_processes_sharing_a_gpu_take_their_share(monkeypatch):
 
 
 def test_the_gpu_keeps_compiled_models_in_a_cache(monkeypatch, tmp_path):
-  from transforms.gpu import backend  # pylint: disable=import-outside-toplevel
+  from transforms.extract import backend  # pylint: disable=import-outside-toplevel
   monkeypatch.delenv(backend.ON_CPU_ENV, raising=False)
   monkeypatch.delenv(backend.COMPILATION_CACHE_ENV, raising=False)
   monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path))
@@ -345,8 +346,9 @@ def test_large_model_one_server_process_feeds_two_workers(gpu_and_cpu_runs,
                                                            tmp_path,
                                                            notop_weights):
   """--large-model on gpu: two worker processes send their batches to one
-  server process that owns the device (``transforms/gpu/server.py``), and
-  give what one process gives."""
+  server process that owns the device
+  (``transforms/extract/gpu/server.py``), and give what one process
+  gives."""
   _, gpu_out, cpu_out, _ = gpu_and_cpu_runs
   out = str(tmp_path / 'served')
   run = _run_again(gpu_out, out, notop_weights,
@@ -364,7 +366,7 @@ def test_worker_processes_share_the_gpu_through_mps(gpu_and_cpu_runs,
   the one-process run's. NVIDIA's control program is a recording
   stand-in (``test_gpu_mps.fake_control``), as this machine has no GPU."""
   from tests.test_gpu_mps import calls, fake_control
-  from transforms.gpu import mps
+  from transforms.extract.gpu import mps
   _, gpu_out, _, _ = gpu_and_cpu_runs
   out = str(tmp_path / 'mps')
   env = on_cpu_env()

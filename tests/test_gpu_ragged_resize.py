@@ -18,8 +18,8 @@ import pytest
 from PIL import Image
 
 from pipeline import demo
-from transforms import imaging
-from transforms.gpu import orientation, ragged_resize, resample
+from transforms.decode import imaging
+from transforms.extract.gpu import orientation, ragged_resize, resample
 
 CONFIGS = {
     'crop224': imaging.DecodeConfig(),

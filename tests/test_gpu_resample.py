@@ -4,8 +4,8 @@ import pytest
 from PIL import Image
 
 from tests import image_zoo
-from transforms import imaging
-from transforms.gpu import resample
+from transforms.decode import imaging
+from transforms.extract.gpu import resample
 
 CONFIGS = {
     'crop224': imaging.DecodeConfig(),

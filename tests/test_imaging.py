@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from tests import image_zoo
-from transforms import imaging
+from transforms.decode import imaging
 
 CONFIG = imaging.DecodeConfig()
 

@@ -31,7 +31,7 @@ from pipeline.read_features import Features
 from pipeline.refresh import versions
 from tests import datasets
 from tests.test_refresh import write_shard
-from transforms import tfrecord_framing
+from transforms.read import tfrecord_framing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 JOB = ('--config', demo.LOCAL_CONFIG, '--weights', 'random', '--layer',

@@ -10,7 +10,8 @@ from pipeline import cli, demo, memory_plan, options
 from pipeline.memory_plan import (DECODE_BYTES_PER_PIXEL, GIB, MARGIN, MIB,
                                   RUNTIME_BYTES, BudgetError)
 from tests import datasets
-from transforms import imaging, vgg16
+from transforms.decode import imaging
+from transforms.extract import vgg16
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = vgg16.ModelConfig()

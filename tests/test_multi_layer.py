@@ -79,7 +79,7 @@ def test_the_gpu_path_gives_each_layer_as_the_cpu_path(runs, notop_weights):
   """``--device gpu`` on JAX's CPU device with nvJPEG's stand-in
   (``backend.ON_CPU_ENV``): the same keys, and each layer's features as
   close to the CPU path's as a single layer's are (test_gpu_path_on_cpu)."""
-  from transforms.gpu import backend  # pylint: disable=import-outside-toplevel
+  from transforms.extract import backend  # pylint: disable=import-outside-toplevel
   out = os.path.join(os.path.dirname(runs['both']), 'gpu')
   env = dict(os.environ, **{backend.ON_CPU_ENV: '1'})
   env.pop('KERAS_BACKEND', None)

@@ -9,6 +9,7 @@ the source tree.
 import glob
 import json
 import os
+import pkgutil
 import subprocess
 import sys
 import venv
@@ -19,13 +20,28 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _modules() -> list:
-  """Every module of the project's packages, from the source tree."""
+  """Every module of the project's packages and their subpackages, from
+  the source tree (``pkgutil.walk_packages``, which imports nothing but
+  the packages' ``__init__``)."""
   names = []
   for package in ('pipeline', 'transforms'):
-    for path in sorted(glob.glob(os.path.join(ROOT, package, '*.py'))):
-      name = os.path.splitext(os.path.basename(path))[0]
-      names.append(package if name == '__init__' else f'{package}.{name}')
-  return names
+    names.append(package)
+    names += [info.name for info in pkgutil.walk_packages(
+        [os.path.join(ROOT, package)], prefix=f'{package}.')]
+  return sorted(names)
+
+
+def test_the_module_list_holds_every_subpackage():
+  """What the sdist test imports reaches the stages' subpackages."""
+  modules = _modules()
+  for name in ('transforms.read.image_shards', 'transforms.extract.gpu.routing',
+               'transforms.write.publish_run', 'pipeline.refresh.plan',
+               'pipeline.flink_local.cluster'):
+    assert name in modules
+  on_disk = glob.glob(os.path.join(ROOT, 'transforms', '**', '*.py'),
+                      recursive=True)
+  assert len([m for m in modules if m.startswith('transforms')]) == len(
+      on_disk)
 
 
 @pytest.fixture(scope='module')

@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from transforms.output_files import OutputConfig, TooManyErrors
-from transforms.publish import publish_run
+from transforms.write.output_files import OutputConfig, TooManyErrors
+from transforms.write.publish_run import publish_run
 from transforms.records import ShardRead, ShardWritten
 
 

@@ -12,8 +12,9 @@ import pytest
 from apache_beam.io.filesystems import FileSystems
 
 from tests.conftest import BUCKET
-from transforms import output_lock, publish
-from transforms.output_files import OutputConfig
+from transforms.coordination import output_lock
+from transforms.write import publish_run
+from transforms.write.output_files import OutputConfig
 from transforms.records import ShardRead, ShardWritten
 
 FEATURES = [3, 2, 4, 1]  # records per bundle file
@@ -61,7 +62,7 @@ def _publish(root, **patched):
     output_lock.acquire(root, 'this-run', job='run')
   features = _temp_files(temp, 'features', FEATURES)
   errors = _temp_files(temp, 'errors', ERRORS)
-  return lambda: publish.publish_run(config, temp, {'model': 'm'}, READ,
+  return lambda: publish_run.publish_run(config, temp, {'model': 'm'}, READ,
                                      features, errors, 'this-run')
 
 
@@ -75,12 +76,12 @@ def _fail_after_renames(monkeypatch, count):
 
 
 def _fail_after(monkeypatch, name):
-  original = getattr(publish, name)
+  original = getattr(publish_run, name)
 
   def then_fail(*args):
     original(*args)
     raise Injected(f'after {name}')
-  monkeypatch.setattr(publish, name, then_fail)
+  monkeypatch.setattr(publish_run, name, then_fail)
 
 
 def _fail_before_success(monkeypatch):

@@ -19,9 +19,9 @@ import pytest
 from benchmarks import dataset as bench_dataset
 from pipeline import cli, demo, options
 from pipeline.refresh import run as refresh_run, versions
-from transforms import output_lock as lock
+from transforms.coordination import output_lock as lock
 from tests.test_end_to_end import read_errors, read_outputs
-from transforms import tfrecord_framing
+from transforms.read import tfrecord_framing
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOCAL = demo.LOCAL_CONFIG

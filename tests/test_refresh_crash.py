@@ -17,10 +17,10 @@ from apache_beam.io.filesystems import FileSystems
 from pipeline import options
 from pipeline.read_features import feature_files
 from pipeline.refresh import publish, run as refresh_run, versions
-from transforms import output_lock as lock
+from transforms.coordination import output_lock as lock
 from tests.conftest import BUCKET
 from tests.test_refresh import LOCAL, JOB, do_refresh, write_shard
-from transforms.tfrecord_framing import iter_records
+from transforms.read.tfrecord_framing import iter_records
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -14,7 +14,7 @@ import pytest
 
 from pipeline import demo
 from pipeline.refresh import versions
-from transforms import output_lock as lock
+from transforms.coordination import output_lock as lock
 from tests.conftest import BUCKET
 from tests.test_refresh import IMAGES_PER_SHARD, JOB, write_shard
 

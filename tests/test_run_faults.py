@@ -28,7 +28,7 @@ import pytest
 
 from tests.test_end_to_end import read_errors, read_outputs
 from tests.test_refresh import JOB, LOCAL, write_shard
-from transforms import fault_points
+from transforms.coordination import fault_points
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -49,7 +49,7 @@ def _command(pattern, out, *extra):
 
 def _start(command, pause=None, **popen):
   """Starts featurize; with ``pause`` (point, seconds, marker) it stops
-  there (``transforms/fault_points.py``)."""
+  there (``transforms/coordination/fault_points.py``)."""
   env = dict(os.environ)
   if pause:
     env[fault_points.ENV] = ':'.join(str(p) for p in pause)

@@ -6,8 +6,8 @@ import pytest
 
 from pipeline import demo
 from tests import image_zoo
-from transforms import shard_readers, tfrecord_framing
-from transforms.read import file_key, pattern_base
+from transforms.read import shard_readers, tfrecord_framing
+from transforms.read.image_shards import file_key, pattern_base
 from transforms.records import ErrorRecord, ImageRecord
 
 OPTIONS = dict(image_feature='image/encoded', key_feature='image/filename',
@@ -165,7 +165,7 @@ def test_a_tar_of_many_members_holds_no_list_of_them(monkeypatch):
   import io
   import tarfile as tarfile_module
   from tests import image_zoo
-  from transforms import shard_readers
+  from transforms.read import shard_readers
   data = io.BytesIO()
   with tarfile_module.open(fileobj=data, mode='w') as tar:
     for index in range(300):

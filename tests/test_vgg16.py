@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from tests import image_zoo
-from transforms import imaging, vgg16
+from transforms.decode import imaging
+from transforms.extract import vgg16
 
 
 def _inputs(names=('chelsea', 'coffee')):

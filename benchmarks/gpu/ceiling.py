@@ -43,8 +43,8 @@ def featurize_model(precisions: Sequence[str], batches: Sequence[int],
   ``tf32_parity``)."""
   # pylint: disable=import-outside-toplevel
   import jax
-  from transforms import vgg16
-  from transforms.gpu.device_model import DeviceModel, visible_devices
+  from transforms.extract import vgg16
+  from transforms.extract.gpu.device_model import DeviceModel, visible_devices
   device = visible_devices(False)[:1]
   out = {}
   for precision in list(precisions) + (['float32_tf32'] if tf32 else []):
@@ -72,8 +72,8 @@ def tf32_parity(reference_path: str, weights: str) -> Dict[str, float]:
   (TensorFlow's, in ``tests/gpu/reference.py``'s file)."""
   # pylint: disable=import-outside-toplevel
   import jax
-  from transforms import vgg16
-  from transforms.gpu.device_model import DeviceModel, visible_devices
+  from transforms.extract import vgg16
+  from transforms.extract.gpu.device_model import DeviceModel, visible_devices
   reference = np.load(reference_path)
   want = reference['tf_f32_none']
   model = DeviceModel(vgg16.ModelConfig(

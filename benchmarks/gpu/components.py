@@ -50,8 +50,9 @@ from typing import Callable, Dict, List, NamedTuple, Sequence, Union
 import numpy as np
 
 from benchmarks.gpu import profiles
-from transforms import imaging
-from transforms.gpu import backend, mps, routing
+from transforms.decode import imaging
+from transforms.extract import backend
+from transforms.extract.gpu import mps, routing
 
 CONFIG = imaging.DecodeConfig()
 
@@ -208,12 +209,12 @@ def _nvimgcodec_priority_worker(datas, batch, seconds, threads, barrier,
 
 def _model_worker(batch, seconds, processes, barrier) -> Rate:
   # pylint: disable=import-outside-toplevel
-  from transforms.gpu import backend
+  from transforms.extract import backend
   backend.share_gpus(processes)
   backend.select('gpu')
   import jax
-  from transforms import vgg16
-  from transforms.gpu.device_model import DeviceModel, visible_devices
+  from transforms.extract import vgg16
+  from transforms.extract.gpu.device_model import DeviceModel, visible_devices
   device = visible_devices(False)[:1]
   model = DeviceModel(vgg16.ModelConfig(
       weights='random', precision='bfloat16', batch_size=batch,
@@ -297,7 +298,8 @@ def ragged_resize_check(datas: Sequence[bytes], batch: int,
   Pillow's rule (``resample.apply_plan``) on the same decoded pixels."""
   # pylint: disable=import-outside-toplevel
   import torch
-  from transforms.gpu import decoders, jpeg_header, orientation, resample
+  from transforms.extract.gpu import (decoders, jpeg_header, orientation,
+                                      resample)
   decoder = decoders.NvjpegDecoder(0, CONFIG, batch)
   part = list(datas[:batch])
   turns = [jpeg_header.screen(d, CONFIG.max_pixels).orientation for d in part]
@@ -364,8 +366,8 @@ def main(argv=None) -> int:
   parser.add_argument('--mps', type=int, default=0,
                       help='Run everything through an NVIDIA MPS daemon of '
                       'its own, planned as for a run of this many worker '
-                      'processes (transforms/gpu/mps.py: 8 or more hold '
-                      'each process to half the multiprocessors).')
+                      'processes (transforms/extract/gpu/mps.py: 8 or more '
+                      'hold each process to half the multiprocessors).')
   parser.add_argument('--decoder-threads', default='',
                       help='Threads driving each decoder at once in one '
                       'process, "," joined (2,4): whether a process can '

@@ -33,8 +33,8 @@ import time
 from typing import Dict, List, NamedTuple, Optional, Sequence
 
 from benchmarks.gpu import profiles
-from transforms import imaging
-from transforms.gpu import routing
+from transforms.decode import imaging
+from transforms.extract.gpu import routing
 
 
 class Bound(NamedTuple):

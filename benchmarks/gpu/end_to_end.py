@@ -11,12 +11,12 @@ and 100,000 images give the steady rate as the difference of the two
 show whether memory stays flat.
 
 Within each run, ``ProgressSampler`` reads the workers' progress files
-(``transforms/progress.py``) a few times a second: the slope of images
-written against time between 20 % and 90 % of the run is its steady
-rate, free of start-up and of the last publish, and each process's own
-slope shows whether every worker is fed. ``ThreadCpuSampler`` reads each
-thread's CPU time from ``/proc`` over the same window: where the host's
-cores go, by thread name.
+(``transforms/coordination/worker_progress.py``) a few times a second:
+the slope of images written against time between 20 % and 90 % of the
+run is its steady rate, free of start-up and of the last publish, and
+each process's own slope shows whether every worker is fed.
+``ThreadCpuSampler`` reads each thread's CPU time from ``/proc`` over the
+same window: where the host's cores go, by thread name.
 """
 import os
 import collections

@@ -30,19 +30,22 @@ POOLINGS = ('avg', 'none')
 
 # Where the profile's time goes, by the file a function lives in.
 PROFILE_GROUPS = (
-    ('shard reading', ('transforms/read.py', 'transforms/shard_readers.py',
-                       'transforms/tfrecord_framing.py', 'example_proto',
+    ('shard reading', ('transforms/read/image_shards.py',
+                       'transforms/read/shard_readers.py',
+                       'transforms/read/tfrecord_framing.py', 'example_proto',
                        'google/protobuf', 'crc32c')),
-    ('header screen', ('transforms/gpu/jpeg_header.py',)),
-    ('decode + resize (nvJPEG, torch)', ('transforms/gpu/decoders.py',
+    ('header screen', ('transforms/extract/gpu/jpeg_header.py',)),
+    ('decode + resize (nvJPEG, torch)', ('transforms/extract/gpu/decoders.py',
                                          'torch', 'torchvision')),
-    ('CPU fallback decode', ('transforms/decode.py', 'transforms/imaging.py',
-                             'PIL')),
-    ('model (JAX dispatch and wait)', ('transforms/gpu/device_model.py',
-                                       'jax', 'jaxlib')),
-    ('GPU step glue', ('transforms/gpu/',)),
-    ('writer', ('transforms/bundle_files.py', 'transforms/example_codec.py',
-                'transforms/write.py', 'transforms/publish.py')),
+    ('CPU fallback decode', ('transforms/decode/decode_images.py',
+                             'transforms/decode/imaging.py', 'PIL')),
+    ('model (JAX dispatch and wait)',
+     ('transforms/extract/gpu/device_model.py', 'jax', 'jaxlib')),
+    ('GPU step glue', ('transforms/extract/gpu/',)),
+    ('writer', ('transforms/write/bundle_files.py',
+                'transforms/write/example_codec.py',
+                'transforms/write/outputs.py',
+                'transforms/write/publish_run.py')),
     ('Beam per-element machinery', ('apache_beam',)),
 )
 
@@ -100,7 +103,7 @@ def write_weights(folder: str) -> str:
   """The tests' seeded weight file (the one the reference was made with)."""
   # pylint: disable=import-outside-toplevel
   from tests.conftest import write_official_weights
-  from transforms import vgg16
+  from transforms.extract import vgg16
   path = os.path.join(folder, vgg16.WEIGHTS_FILE_NOTOP)
   if not os.path.exists(path):
     write_official_weights(path)

@@ -64,8 +64,8 @@ DEFAULTS = {
     'template': 'gs://YOUR-BUCKET/templates/featurize-refresh.json',
     'temp_location': 'gs://YOUR-BUCKET/featurize/temp',
 }
-# featurize's own choices (transforms/vgg16.py); tests/test_airflow_dag.py
-# checks that they still agree.
+# featurize's own choices (transforms/extract/vgg16.py);
+# tests/test_airflow_dag.py checks that they still agree.
 LAYERS = (
     'block1_conv1', 'block1_conv2', 'block1_pool',
     'block2_conv1', 'block2_conv2', 'block2_pool',

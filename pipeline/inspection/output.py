@@ -20,8 +20,10 @@ from pipeline import console
 from pipeline.inspection import summary as summary_lib
 from pipeline.inspection.summary import ErrorTally, FileCount, Leftovers, Summary
 from pipeline.refresh import versions
-from transforms import output_lock, tfrecord_framing
-from transforms.output_files import MANIFEST_FILE, SUCCESS_FILE, TEMP_PREFIX
+from transforms.coordination import output_lock
+from transforms.read import tfrecord_framing
+from transforms.write.output_files import (MANIFEST_FILE, SUCCESS_FILE,
+                                           TEMP_PREFIX)
 
 DEFAULT_SAMPLE = 2000
 # TFRecord framing: length and its checksum; the data's checksum.

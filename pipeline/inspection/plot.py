@@ -18,7 +18,7 @@ from typing import (Callable, Iterable, List, NamedTuple, Optional, Sequence,
 import numpy as np
 
 from pipeline import read_features
-from transforms import vgg16
+from transforms.extract import vgg16
 from pipeline.inspection.summary import (FAILED, SUCCEEDED, UNFINISHED,
                                      FileCount, Summary, count_of)
 

@@ -9,7 +9,7 @@ import json
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from pipeline import memory_plan
-from transforms.output_files import TEMP_PREFIX
+from transforms.write.output_files import TEMP_PREFIX
 
 EXAMPLES_PER_GROUP = 3
 FILES_LISTED = 8

@@ -11,7 +11,7 @@ import json
 from apache_beam.io.filesystem import FileMetadata
 
 from pipeline.config import JobConfig
-from transforms import imaging
+from transforms.decode import imaging
 
 
 def shard_fingerprint(metadata: FileMetadata) -> str:

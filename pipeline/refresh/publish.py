@@ -26,10 +26,10 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.refresh import versions
-from transforms import fault_points, output_lock as lock
-from transforms.output_files import (ERRORS_KIND, FEATURES_KIND, SUFFIXES,
-                                     OutputConfig, TooManyErrors,
-                                     error_share_problem)
+from transforms.coordination import fault_points, output_lock as lock
+from transforms.write.output_files import (ERRORS_KIND, FEATURES_KIND,
+                                           SUFFIXES, OutputConfig,
+                                           TooManyErrors, error_share_problem)
 from transforms.records import ShardRead, ShardWritten
 
 PLAN_FILE = 'plan.json'

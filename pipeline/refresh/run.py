@@ -25,8 +25,8 @@ from pipeline.config import JobConfig, describe
 from pipeline.options import runs_locally
 from pipeline.refresh import fingerprints, publish, versions
 from pipeline.refresh.plan import Plan, make_plan
-from transforms import output_lock as lock
-from transforms.write import WriteAndPublish
+from transforms.coordination import output_lock as lock
+from transforms.write.outputs import WriteAndPublish
 
 
 class RefreshResult(NamedTuple):

@@ -14,7 +14,7 @@ from typing import List, NamedTuple, Optional
 
 from apache_beam.io.filesystems import FileSystems
 
-from transforms import gcs_objects
+from transforms.coordination import gcs_objects
 
 POINTER = 'LATEST'
 VERSIONS = 'versions'

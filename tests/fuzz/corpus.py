@@ -14,7 +14,7 @@ from PIL import Image
 
 from pipeline import demo
 from tests import image_zoo
-from transforms import tfrecord_framing
+from transforms.read import tfrecord_framing
 
 _SIZE = (96, 64)
 

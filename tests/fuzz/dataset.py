@@ -10,7 +10,7 @@ from typing import Dict
 from pipeline import demo
 from tests.fuzz import corpus, fields
 from tests.fuzz import mutations as m
-from transforms import tfrecord_framing
+from transforms.read import tfrecord_framing
 
 REGRESSIONS = os.path.join(os.path.dirname(os.path.dirname(__file__)),
                            'fuzz_regressions')

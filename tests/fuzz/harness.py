@@ -22,7 +22,8 @@ import numpy as np
 from tests.fuzz.limits import (DECODE_CONFIG, READ_LIMIT, RSS_LIMIT_MB,
                                TIME_LIMIT_S)
 from tests.fuzz.mutations import Mutant
-from transforms import imaging, shard_readers
+from transforms.decode import imaging
+from transforms.read import shard_readers
 from transforms.records import ErrorRecord, ImageRecord
 
 # Outcome counts per target, over the whole session (the tests print them).

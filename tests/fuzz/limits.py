@@ -1,5 +1,5 @@
 """The limits every fuzzed input must stay within."""
-from transforms import imaging
+from transforms.decode import imaging
 
 # Readers refuse records and tar members larger than this (the pipeline's
 # --max-image-bytes; seeds are a few KB, so lies about sizes go past it).

@@ -8,7 +8,7 @@ import struct
 from typing import NamedTuple, Tuple
 
 from tests.fuzz import fields
-from transforms import tfrecord_framing
+from transforms.read import tfrecord_framing
 
 # Values that break size arithmetic: zero, one, powers of two and their
 # neighbours, the largest signed and unsigned values of each width.

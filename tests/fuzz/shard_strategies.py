@@ -14,7 +14,7 @@ from tests.fuzz import corpus, fields
 from tests.fuzz import mutations as m
 from tests.fuzz.limits import READ_LIMIT
 from tests.fuzz.strategies import byte_step, final_bytes_step, image_steps
-from transforms import tfrecord_framing
+from transforms.read import tfrecord_framing
 
 # --------------------------------------------------------------------------
 # TFRecord shards.

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from transforms.gpu import backend
+from transforms.extract import backend
 
 backend.select('gpu')  # before anything loads Keras
 
@@ -36,7 +36,7 @@ def gpu_weights(tmp_path_factory, reference):
   # pylint: disable=import-outside-toplevel
   from tests.conftest import write_official_weights
   from tests.gpu.reference import weights_digest
-  from transforms import vgg16
+  from transforms.extract import vgg16
   path = write_official_weights(str(
       tmp_path_factory.mktemp('weights') / vgg16.WEIGHTS_FILE_NOTOP))
   assert weights_digest(path) == str(reference['weights_digest'])

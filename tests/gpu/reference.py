@@ -68,7 +68,8 @@ def main(out: str) -> None:
   import os
   import tempfile
   from tests.conftest import write_official_weights
-  from transforms import imaging, vgg16
+  from transforms.decode import imaging
+  from transforms.extract import vgg16
   jpegs = demo_jpegs()
   names = list(jpegs)
   pixels = np.stack([imaging.decode_image(jpegs[n], imaging.DecodeConfig())

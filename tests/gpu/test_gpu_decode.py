@@ -6,9 +6,10 @@ import torch
 from torchvision import io as tv_io
 
 from tests import image_zoo
-from transforms import imaging
-from transforms.decode import decode_record
-from transforms.gpu import decoders, device_batches, orientation, resample
+from transforms.decode import imaging
+from transforms.decode.decode_images import decode_record
+from transforms.extract.gpu import (decoders, device_batches, orientation,
+                                    resample)
 from transforms.records import ErrorRecord, ImageRecord
 
 CONFIG = imaging.DecodeConfig()

@@ -3,9 +3,10 @@ import numpy as np
 import pytest
 
 from tests.test_gpu_path_on_cpu import cosines, relative_l2
-from transforms import imaging, vgg16
-from transforms.gpu import decoders, device_batches
-from transforms.gpu.device_model import DeviceModel, visible_devices
+from transforms.decode import imaging
+from transforms.extract import vgg16
+from transforms.extract.gpu import decoders, device_batches
+from transforms.extract.gpu.device_model import DeviceModel, visible_devices
 from transforms.records import ImageRecord
 
 

@@ -5,7 +5,7 @@ def test_the_cuda_schedule_takes_on_the_context_jax_made():
   # pylint: disable=import-outside-toplevel
   import jax
   import torch
-  from transforms.gpu import runtime
+  from transforms.extract.gpu import runtime
   jax.devices()  # XLA makes and retains the primary context here
   try:
     assert runtime.set_cuda_schedule('blocking') is True

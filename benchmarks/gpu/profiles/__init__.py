@@ -34,7 +34,7 @@ shards, for the benchmark report.
 This module needs only numpy, Pillow and scikit-image (for the photos), as
 the GPU machine has them: no TensorFlow, Beam or ``pipeline.demo`` (whose
 TFRecord writer needs ``google_crc32c``). Its ``tf.train.Example`` records
-come from featurize's own encoder (``transforms.example_codec``), because
+come from featurize's own encoder (``transforms.write.example_codec``), because
 building them with the protobuf classes would import TensorFlow on the CPU
 machine; TFRecord shards still need ``google_crc32c`` for their checksums
 (as featurize does to read them), WebDataset shards need nothing more.

@@ -16,7 +16,7 @@ from benchmarks.gpu.profiles.draws import (
     Profile, SHARD_EXTENSIONS, SHARD_FORMATS, draw_plans, get_profile)
 from benchmarks.gpu.profiles.encoding import process_pool, encode_all
 from benchmarks.gpu.profiles.facts import describe
-from transforms import example_codec
+from transforms.write import example_codec
 
 # Bump when a change here changes the images or shards written for the same
 # arguments: shards cached by an earlier version are then rewritten.
@@ -84,7 +84,7 @@ def _tfrecord_framing():
   """
   try:
     # pylint: disable-next=import-outside-toplevel
-    from transforms import tfrecord_framing
+    from transforms.read import tfrecord_framing
   except ImportError as e:
     raise ImportError(f'TFRecord shards need google_crc32c ({e}): install '
                       'it or write shard_format="webdataset"') from e

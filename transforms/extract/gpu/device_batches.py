@@ -4,8 +4,8 @@
 routed to nvJPEG (``routing``), still encoded, and images the CPU decoder
 has finished. It decodes the first kind on the device (an image nvJPEG
 refuses after all goes through the CPU path's own decoder,
-``transforms.decode.decode_record``: same pixels, same error lines),
-resizes every image of the batch in one ragged call on the device
+``transforms.decode.decode_images.decode_record``: same pixels, same error
+lines), resizes every image of the batch in one ragged call on the device
 (``ragged_resize``: the CPU path's resize rule, exactly), and starts the
 model. It returns without waiting for the model, so the caller can
 prepare the next batch meanwhile; ``finish_batch`` waits and gives the
@@ -16,9 +16,9 @@ from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
-from transforms import imaging
-from transforms.decode import decode_record
-from transforms.gpu import batching, jpeg_header, routing
+from transforms.decode import imaging
+from transforms.decode.decode_images import decode_record
+from transforms.extract.gpu import batching, jpeg_header, routing
 from transforms.records import (ErrorRecord, FeatureRecord, ImageRecord,
                                 features_per_image)
 

@@ -8,8 +8,8 @@ from typing import Iterator
 import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
 
-from transforms import vgg16
-from transforms.model_handler import VGG16FeatureHandler
+from transforms.extract import vgg16
+from transforms.extract.model_handler import VGG16FeatureHandler
 from transforms.records import DecodedImage, ErrorRecord
 
 

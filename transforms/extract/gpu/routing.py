@@ -28,8 +28,8 @@ shows the share of images each way.
 """
 from typing import NamedTuple
 
-from transforms import imaging
-from transforms.gpu import jpeg_header, ragged_resize
+from transforms.decode import imaging
+from transforms.extract.gpu import jpeg_header, ragged_resize
 
 # Where an image goes, and why. 'device' is nvJPEG's hardware path; every
 # other category is decoded on the CPU.

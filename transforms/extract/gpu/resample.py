@@ -41,7 +41,7 @@ from typing import NamedTuple, Tuple
 
 import numpy as np
 
-from transforms import imaging
+from transforms.decode import imaging
 
 # libImaging/Resample.c: 8 bits of result, 2 for overflow and sign.
 PRECISION_BITS = 32 - 8 - 2

@@ -25,7 +25,7 @@ from typing import Optional, Tuple
 
 from apache_beam.io.filesystems import FileSystems
 
-from transforms import gcs_objects
+from transforms.coordination import gcs_objects
 
 LOCK = '.lock'
 DEFAULT_TIMEOUT_S = 6 * 3600

@@ -14,7 +14,7 @@ from typing import Any, List, Sequence
 
 import numpy as np
 
-from transforms import quiet_import, vgg16
+from transforms.extract import quiet_import, vgg16
 
 
 class DeviceModel:

@@ -13,7 +13,7 @@ import os
 import sys
 import tempfile
 
-from transforms.gpu import backend
+from transforms.extract import backend
 
 VERBOSE_ENV = 'FEATURIZE_VERBOSE'
 

@@ -10,11 +10,11 @@ from typing import Optional
 
 import apache_beam as beam
 
-from transforms.bundle_files import (WriteShards, encode_error_line,
+from transforms.write.bundle_files import (WriteShards, encode_error_line,
                                      encode_feature_record)
-from transforms.output_files import (ERRORS_KIND, FEATURES_KIND, TEMP_PREFIX,
-                                     OutputConfig)
-from transforms.publish import PublishRunFn
+from transforms.write.output_files import (ERRORS_KIND, FEATURES_KIND,
+                                           TEMP_PREFIX, OutputConfig)
+from transforms.write.publish_run import PublishRunFn
 
 
 class WriteAndPublish(beam.PTransform):

@@ -36,9 +36,11 @@ import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils import shared
 
-from transforms import imaging, vgg16
-from transforms.decode import decode_record
-from transforms.gpu import batching, device_batches, routing, runtime, server
+from transforms.decode import imaging
+from transforms.extract import vgg16
+from transforms.decode.decode_images import decode_record
+from transforms.extract.gpu import (batching, device_batches, routing, runtime,
+                                    server)
 from transforms.records import ErrorRecord, ImageRecord
 
 ERRORS_TAG = 'errors'

@@ -8,7 +8,7 @@ import posixpath
 import tarfile
 from typing import BinaryIO, Iterator, Optional
 
-from transforms import example_proto, tfrecord_framing
+from transforms.read import example_proto, tfrecord_framing
 from transforms.records import ErrorRecord, ImageRecord, Label, ReadResult
 
 SHARD_FORMATS = ('tfrecord', 'webdataset', 'files')

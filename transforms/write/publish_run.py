@@ -17,8 +17,8 @@ from typing import Iterable, List, Optional, Set, Tuple
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from transforms import fault_points, output_lock
-from transforms.output_files import (ERRORS_KIND, FEATURES_KIND,
+from transforms.coordination import fault_points, output_lock
+from transforms.write.output_files import (ERRORS_KIND, FEATURES_KIND,
                                      MANIFEST_FILE, SUCCESS_FILE,
                                      OutputConfig, TooManyErrors,
                                      error_share_problem, shard_name)

@@ -19,7 +19,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from transforms.gpu.backend import DEVICES
+from transforms.extract.backend import DEVICES
 
 CONV_LAYERS = (
     'block1_conv1', 'block1_conv2', 'block1_pool',
@@ -79,7 +79,7 @@ class ModelConfig:
       lowers the batch size when needed (see ``effective_batch_size``).
     large_model: One model per machine shared by all worker processes
       (on gpu: one server process per machine owns the GPUs,
-      ``transforms/gpu/server.py``),
+      ``transforms/extract/gpu/server.py``),
       instead of one per process.
     weights_cache_dir: Local folder for per-worker copies of remote weights.
     seed: Seed of the ``random`` weights (same on every worker).

@@ -18,9 +18,11 @@ import threading
 from concurrent import futures
 from typing import Any, List
 
-from transforms import imaging, vgg16
-from transforms.gpu import backend, decoders
-from transforms.gpu.device_model import DeviceModel, visible_devices
+from transforms.decode import imaging
+from transforms.extract import vgg16
+from transforms.extract import backend
+from transforms.extract.gpu import decoders
+from transforms.extract.gpu.device_model import DeviceModel, visible_devices
 
 # How often a thread waiting for the GIL may take it (seconds; Python's
 # default is 0.005). nvJPEG's batched decode gives the GIL up and takes it

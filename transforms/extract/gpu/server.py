@@ -22,8 +22,9 @@ from typing import Optional
 
 from apache_beam.utils import multi_process_shared
 
-from transforms import imaging, vgg16
-from transforms.gpu import batching, device_batches, runtime
+from transforms.decode import imaging
+from transforms.extract import vgg16
+from transforms.extract.gpu import batching, device_batches, runtime
 
 
 class DeviceServer:

@@ -23,8 +23,8 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from transforms import imaging
-from transforms.gpu import ragged_resize
+from transforms.decode import imaging
+from transforms.extract.gpu import ragged_resize
 
 
 def decode_each_on_failure(decode, encoded: Sequence[Any]) -> List[Any]:

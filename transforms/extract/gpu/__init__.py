@@ -2,8 +2,9 @@
 nvJPEG, everything else by the CPU path's decoder beside it, VGG16 on
 Keras 3's JAX backend, one model replica per GPU.
 
-* ``backend``: picks the Keras backend for a device, before Keras loads;
-  how processes share a GPU.
+(``transforms.extract.backend`` picks the Keras backend for a device
+before Keras loads, and how processes share a GPU.)
+
 * ``mps``: NVIDIA MPS for a local run's worker processes on a GPU.
 * ``jpeg_header``: what a JPEG is, from its header.
 * ``routing``: which decoder each image goes to.
@@ -16,5 +17,8 @@ Keras 3's JAX backend, one model replica per GPU.
 * ``decoders``: nvJPEG on the GPU (and a Pillow stand-in for CPU tests).
 * ``device_model``: VGG16 jitted once, a replica per device.
 * ``device_batches``: one batch through decode, resize and model.
-* ``extract``: the Beam transform that ties them together.
+* ``on_device``: ``ExtractOnDevice``, the Beam transform that ties them
+  together.
+* ``server``: ``--large-model`` on gpu, one process owning the GPUs.
+* ``runtime``: a process's models, decoders and CPU decoder threads.
 """

@@ -13,7 +13,7 @@ from typing import Any, Dict, Iterable, Optional, Sequence
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler
 
-from transforms import quiet_import, vgg16
+from transforms.extract import quiet_import, vgg16
 from transforms.records import (DecodedImage, FeatureRecord,
                                 features_per_image)
 

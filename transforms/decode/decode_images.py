@@ -8,7 +8,7 @@ from typing import Iterator
 
 import apache_beam as beam
 
-from transforms import imaging
+from transforms.decode import imaging
 from transforms.records import DecodedImage, ErrorRecord, ImageRecord
 
 ERRORS_TAG = 'errors'

@@ -83,9 +83,9 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
-from transforms import imaging
-from transforms.gpu import orientation as orientation_ops
-from transforms.gpu import resample
+from transforms.decode import imaging
+from transforms.extract.gpu import orientation as orientation_ops
+from transforms.extract.gpu import resample
 
 LAYOUTS = ('chw', 'hwc')
 _CHANNELS = 3

@@ -17,7 +17,8 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from transforms import fault_points, progress, shard_readers
+from transforms.coordination import fault_points, worker_progress
+from transforms.read import shard_readers
 from transforms.records import ErrorRecord, ShardRead
 
 INPUT_FORMATS = ('auto',) + shard_readers.SHARD_FORMATS
@@ -139,7 +140,7 @@ class _ReadShardFn(beam.DoFn):
                       error_type='unreadable_shard',
                       message=f'{type(e).__name__}: {e}'))
       count += 1
-    progress.add(progress.SHARDS)
+    worker_progress.add(worker_progress.SHARDS)
     yield beam.pvalue.TaggedOutput(COUNTS_TAG, ShardRead(path, count))
 
 

@@ -18,8 +18,10 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
 
-from transforms import example_codec, fault_points, progress, tfrecord_framing
-from transforms.output_files import ERRORS_KIND
+from transforms.write import example_codec
+from transforms.coordination import fault_points, worker_progress
+from transforms.read import tfrecord_framing
+from transforms.write.output_files import ERRORS_KIND
 from transforms.records import ErrorRecord, FeatureRecord, ShardWritten
 
 
@@ -84,13 +86,14 @@ class _WriteBundleFn(beam.DoFn):
     self._write_micros.inc(int((time.perf_counter() - started) * 1e6))
     self._count += 1
     self._written.inc()
-    progress.add(progress.IMAGES)  # one image's outcome, whichever kind
+    # One image's outcome, whichever kind.
+    worker_progress.add(worker_progress.IMAGES)
     if self._kind == ERRORS_KIND:
-      progress.add(progress.ERRORS)
+      worker_progress.add(worker_progress.ERRORS)
     fault_points.pause('writing')
 
   def finish_bundle(self):
-    progress.flush()
+    worker_progress.flush()
     written = self._close()
     if written is not None:
       yield GlobalWindows.windowed_value(written)

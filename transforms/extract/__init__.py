@@ -1,0 +1,12 @@
+"""Stage 3, extract: images in, VGG16 features out, on the CPU or GPUs.
+
+* ``features``: ``ExtractFeatures``, Beam's RunInference over the CPU
+  model.
+* ``model_handler``: the RunInference model handler (one cached model a
+  worker process, or a machine with ``--large-model``).
+* ``vgg16``: the model's configuration, weights and Keras graph.
+* ``backend``: which Keras backend a device uses, and how worker
+  processes share GPUs (chosen before Keras loads).
+* ``quiet_import``: imports TensorFlow without its start-up noise.
+* ``gpu``: the GPU path (nvJPEG, the ragged resize, VGG16 on JAX).
+"""
