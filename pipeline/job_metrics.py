@@ -1,7 +1,7 @@
 """Beam's metrics of a finished job, as one summary.
 
 The same counters and distributions show in Dataflow's and Flink's UIs
-(namespace ``featurize``; RunInference's own under ``featurize_vgg16``);
+(``transforms/metrics.py`` names them all);
 ``featurize run`` prints this summary of them at the end.
 """
 import logging
@@ -9,7 +9,9 @@ from typing import Dict, NamedTuple, Optional
 
 import apache_beam as beam
 
-STAGES = ('read', 'decode', 'inference')
+from transforms import metrics
+
+STAGES = tuple(metrics.STAGE_ERRORS)
 
 
 class JobMetrics(NamedTuple):
@@ -83,59 +85,60 @@ def from_result(result: beam.runners.runner.PipelineResult
     return total / count * scale
 
   return JobMetrics(
-      images_read=counters.get('images_read', 0),
-      images_decoded=counters.get('images_decoded', 0),
-      images_featurized=counters.get('num_inferences', 0),
-      features_written=counters.get('features_written', 0),
-      error_lines_written=counters.get('errors_written', 0),
-      errors_by_stage={stage: counters.get(f'{stage}_errors', 0)
-                       for stage in STAGES},
-      model_loads=distributions.get('load_model_latency_milli_secs',
-                                    (0, 0))[1],
-      batches=distributions.get('inference_batch_latency_micro_secs',
-                                (0, 0))[1],
-      mean_batch_size=mean('inference_request_batch_size'),
-      mean_decode_ms=mean('decode_micros', 1e-3),
-      mean_batch_ms=mean('inference_batch_latency_micro_secs', 1e-3),
+      images_read=counters.get(metrics.IMAGES_READ, 0),
+      images_decoded=counters.get(metrics.IMAGES_DECODED, 0),
+      images_featurized=counters.get(metrics.NUM_INFERENCES, 0),
+      features_written=counters.get(metrics.written('features'), 0),
+      error_lines_written=counters.get(metrics.written('errors'), 0),
+      errors_by_stage={stage: counters.get(name, 0)
+                       for stage, name in metrics.STAGE_ERRORS.items()},
+      model_loads=distributions.get(metrics.LOAD_MODEL_MILLIS, (0, 0))[1],
+      batches=distributions.get(metrics.BATCH_LATENCY_MICROS, (0, 0))[1],
+      mean_batch_size=mean(metrics.BATCH_SIZE),
+      mean_decode_ms=mean(metrics.DECODE_MICROS, 1e-3),
+      mean_batch_ms=mean(metrics.BATCH_LATENCY_MICROS, 1e-3),
       gpu_step_ms={
-          name[len('gpu_'):-len('_micros')]: mean(name, 1e-3)
+          name[len(metrics.GPU_STEP_PREFIX):-len(metrics.MICROS_SUFFIX)]:
+          mean(name, 1e-3)
           for name in sorted(distributions)
-          if name.startswith('gpu_') and name.endswith('_micros')},
-      gpu_routes={name[len('gpu_route_'):]: value
+          if name.startswith(metrics.GPU_STEP_PREFIX) and
+          name.endswith(metrics.MICROS_SUFFIX)},
+      gpu_routes={name[len(metrics.GPU_ROUTE_PREFIX):]: value
                   for name, value in sorted(counters.items())
-                  if name.startswith('gpu_route_') and value},
+                  if name.startswith(metrics.GPU_ROUTE_PREFIX) and value},
       micros_per_image={
-          name[:-len('_micros')]: total / max(1, counters.get(
-              'images_read', 0))
+          name[:-len(metrics.MICROS_SUFFIX)]: total / max(1, counters.get(
+              metrics.IMAGES_READ, 0))
           for name, total in sorted(counters.items())
-          if name.endswith('_micros') and total})
+          if name.endswith(metrics.MICROS_SUFFIX) and total})
 
 
-def summary_lines(metrics: JobMetrics) -> list:
+def summary_lines(counted: JobMetrics) -> list:
   """What ``featurize run`` prints of the metrics."""
-  errors = ', '.join(f'{stage} {metrics.errors_by_stage[stage]}'
+  errors = ', '.join(f'{stage} {counted.errors_by_stage[stage]}'
                      for stage in STAGES)
-  lines = [f'images: {metrics.images_read} read, {metrics.images_decoded} '
-           f'decoded, {metrics.images_featurized} featurized; '
-           f'{metrics.features_written} feature records and '
-           f'{metrics.error_lines_written} error lines written ({errors})']
+  lines = [f'images: {counted.images_read} read, {counted.images_decoded} '
+           f'decoded, {counted.images_featurized} featurized; '
+           f'{counted.features_written} feature records and '
+           f'{counted.error_lines_written} error lines written ({errors})']
   timing = []
-  if metrics.mean_batch_size is not None:
-    timing.append(f'{metrics.batches} batches of {metrics.mean_batch_size:.1f} '
-                  f'images, {metrics.mean_batch_ms:.0f} ms each')
-  if metrics.mean_decode_ms is not None:
-    timing.append(f'decode {metrics.mean_decode_ms:.1f} ms an image')
+  if counted.mean_batch_size is not None:
+    timing.append(f'{counted.batches} batches of '
+                  f'{counted.mean_batch_size:.1f} images, '
+                  f'{counted.mean_batch_ms:.0f} ms each')
+  if counted.mean_decode_ms is not None:
+    timing.append(f'decode {counted.mean_decode_ms:.1f} ms an image')
   if timing:
     lines.append('; '.join(timing))
-  if metrics.micros_per_image:
+  if counted.micros_per_image:
     lines.append('host time an image: ' + ', '.join(
         f'{name} {micros:.1f} us'
-        for name, micros in metrics.micros_per_image.items()))
-  if metrics.gpu_routes:
-    lines.append(routes_line(metrics.gpu_routes))
-  if metrics.gpu_step_ms:
+        for name, micros in counted.micros_per_image.items()))
+  if counted.gpu_routes:
+    lines.append(routes_line(counted.gpu_routes))
+  if counted.gpu_step_ms:
     lines.append('host time a GPU batch: ' + ', '.join(
-        f'{name} {ms:.1f} ms' for name, ms in metrics.gpu_step_ms.items()))
+        f'{name} {ms:.1f} ms' for name, ms in counted.gpu_step_ms.items()))
   return lines
 
 

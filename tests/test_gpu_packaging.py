@@ -84,8 +84,10 @@ def test_dataflow_gpu_job_runs_extract_on_device_with_one_process(gpu_job):
   assert parsed.job.model.batch_size == config['featurize']['batch_size']
   names = {t.unique_name for t in job.proto_pipeline.components.transforms
            .values()}
-  assert 'ExtractOnDevice' in names
-  assert 'DecodeImages' not in names and 'ExtractFeatures' not in names
+  # The one extract step, on the device: no CPU decode, no RunInference.
+  assert 'ExtractFeatures/ExtractOnDevice' in names
+  assert not any(n.startswith('ExtractFeatures/DecodeImages') or
+                 'RunInference' in n for n in names)
   debug = job.options.view_as(DebugOptions)
   assert 'no_use_multiple_sdk_containers' in debug.experiments
   service = job.options.view_as(GoogleCloudOptions).dataflow_service_options

@@ -97,6 +97,34 @@ class ErrorRecord(NamedTuple):
   error_type: str
   message: str
 
+  @classmethod
+  def from_exception(cls, key: str, source: str, stage: str,
+                     error: BaseException,
+                     kind: Optional[str] = None) -> 'ErrorRecord':
+    """The one way an exception becomes an error line.
+
+    Args:
+      key: The image's key (``<shard>:<index>`` where none was read).
+      source: The shard or file it came from.
+      stage: ``read``, ``decode`` or ``inference``.
+      error: What was raised.
+      kind: A category to file it under instead of the exception's own
+        (the message then starts with the exception's class).
+
+    Returns:
+      An ``ErrorRecord`` whose ``error_type`` is ``kind``, else the
+      error's own ``error_type`` (``imaging.ImageError``'s reasons), else
+      its class's name; its message is the error's text, or its repr
+      when the text is empty.
+    """
+    message = str(error) or repr(error)
+    if kind:
+      return cls(key, source, stage, kind,
+                 f'{type(error).__name__}: {message}')
+    return cls(key, source, stage,
+               getattr(error, 'error_type', None) or type(error).__name__,
+               message)
+
 
 class ShardRead(NamedTuple):
   """How many images (good or bad) one input shard held."""

@@ -9,21 +9,19 @@ from typing import Iterator
 import apache_beam as beam
 
 from transforms.decode import imaging
+from transforms import metrics
 from transforms.records import DecodedImage, ErrorRecord, ImageRecord
 
-ERRORS_TAG = 'errors'
 
 
 def decode_record(record: ImageRecord, config: imaging.DecodeConfig):
   """Decodes one record; returns a ``DecodedImage`` or an ``ErrorRecord``."""
   try:
     pixels = imaging.decode_image(record.data, config)
-  except imaging.ImageError as e:
-    return ErrorRecord(record.key, record.source, 'decode', e.error_type,
-                       str(e))
-  except Exception as e:  # An image must never crash the run.
-    return ErrorRecord(record.key, record.source, 'decode',
-                       type(e).__name__, str(e) or repr(e))
+  except Exception as e:  # pylint: disable=broad-except
+    # An image must never crash the run: imaging.ImageError names its
+    # reason, anything else its class.
+    return ErrorRecord.from_exception(record.key, record.source, 'decode', e)
   return DecodedImage(record.key, record.source, pixels, record.label)
 
 
@@ -31,12 +29,9 @@ class _DecodeFn(beam.DoFn):
 
   def __init__(self, config: imaging.DecodeConfig):
     self._config = config
-    self._failures = beam.metrics.Metrics.counter('featurize',
-                                                  'decode_errors')
-    self._decoded = beam.metrics.Metrics.counter('featurize',
-                                                 'images_decoded')
-    self._decode_us = beam.metrics.Metrics.distribution(
-        'featurize', 'decode_micros')
+    self._failures = metrics.counter(metrics.DECODE_ERRORS)
+    self._decoded = metrics.counter(metrics.IMAGES_DECODED)
+    self._decode_us = metrics.distribution(metrics.DECODE_MICROS)
 
   def process(self, record: ImageRecord) -> Iterator:
     started = time.perf_counter()
@@ -44,7 +39,7 @@ class _DecodeFn(beam.DoFn):
     self._decode_us.update(int((time.perf_counter() - started) * 1e6))
     if isinstance(result, ErrorRecord):
       self._failures.inc()
-      yield beam.pvalue.TaggedOutput(ERRORS_TAG, result)
+      yield beam.pvalue.TaggedOutput(metrics.ERRORS_TAG, result)
     else:
       self._decoded.inc()
       yield result
@@ -59,4 +54,4 @@ class DecodeImages(beam.PTransform):
 
   def expand(self, images):
     return images | 'Decode' >> beam.ParDo(_DecodeFn(self.config)).with_outputs(
-        ERRORS_TAG, main='decoded')
+        metrics.ERRORS_TAG, main='decoded')

@@ -1,7 +1,8 @@
 """Stage 3, extract: images in, VGG16 features out, on the CPU or GPUs.
 
-* ``features``: ``ExtractFeatures``, Beam's RunInference over the CPU
-  model.
+* ``features``: ``ExtractFeatures``, the stage's one transform for both
+  devices: on ``cpu`` the decode stage, then Beam's RunInference
+  (``RunVGG16``); on ``gpu`` ``gpu.on_device.ExtractOnDevice``.
 * ``model_handler``: the RunInference model handler (one cached model a
   worker process, or a machine with ``--large-model``).
 * ``vgg16``: the model's configuration, weights and Keras graph.

@@ -1,14 +1,26 @@
-"""``ExtractFeatures``: decoded images in, VGG16 features out.
+"""``ExtractFeatures``: encoded images in, VGG16 features out, on the
+device the model names.
 
-RunInference with our model handler; a batch whose inference fails turns
-into one error line per image of the batch, instead of failing the run.
+The one extract step of every job, for both devices, as Beam's model
+handlers take ``device=``:
+
+* ``cpu``: the CPU path's decoder (``DecodeImages``), then RunInference
+  with our model handler in small batches. A batch whose inference fails
+  turns into one error line per image of the batch, instead of failing
+  the run.
+* ``gpu``: ``ExtractOnDevice``, which decodes and runs the model on the
+  GPUs (``transforms/extract/gpu/``).
 """
 from typing import Iterator
 
 import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
 
+from transforms import metrics
+from transforms.decode import imaging
+from transforms.decode.decode_images import DecodeImages
 from transforms.extract import vgg16
+from transforms.extract.gpu.on_device import ExtractOnDevice
 from transforms.extract.model_handler import VGG16FeatureHandler
 from transforms.records import DecodedImage, ErrorRecord
 
@@ -21,8 +33,7 @@ def batch_failure_to_errors(failure) -> Iterator[ErrorRecord]:
       ``(exception type, message, traceback lines)``.
   """
   batch, (error_type, message, unused_traceback) = failure
-  beam.metrics.Metrics.counter('featurize', 'inference_errors').inc(
-      len(batch))
+  metrics.counter(metrics.INFERENCE_ERRORS).inc(len(batch))
   for image in batch:
     image: DecodedImage
     yield ErrorRecord(image.key, image.source, 'inference',
@@ -30,8 +41,8 @@ def batch_failure_to_errors(failure) -> Iterator[ErrorRecord]:
                       str(message))
 
 
-class ExtractFeatures(beam.PTransform):
-  """Runs VGG16 over ``DecodedImage``s in small batches.
+class RunVGG16(beam.PTransform):
+  """Runs the CPU model over ``DecodedImage``s in small batches.
 
   Returns a dict with ``features`` (``FeatureRecord``) and ``errors``
   (``ErrorRecord``).
@@ -44,9 +55,33 @@ class ExtractFeatures(beam.PTransform):
   def expand(self, images):
     features, failures = (
         images
-        | 'VGG16' >> RunInference(
+        | 'RunInference' >> RunInference(
             VGG16FeatureHandler(self.config)).with_exception_handling())
     errors = (
         failures.failed_inferences
         | 'FailedBatchesToErrors' >> beam.FlatMap(batch_failure_to_errors))
     return {'features': features, 'errors': errors}
+
+
+class ExtractFeatures(beam.PTransform):
+  """Turns ``ImageRecord``s into VGG16 features on ``model.device``.
+
+  Returns a dict with ``features`` (``FeatureRecord``) and ``errors``
+  (``ErrorRecord``: the images that could not be decoded or run).
+  """
+
+  def __init__(self, model: vgg16.ModelConfig, decode: imaging.DecodeConfig):
+    super().__init__()
+    self.model = model
+    self.decode = decode
+
+  def expand(self, images):
+    if self.model.device == 'gpu':
+      # Encoded bytes go to the GPUs, which decode and run the model.
+      return images | 'ExtractOnDevice' >> ExtractOnDevice(self.model,
+                                                          self.decode)
+    decoded = images | 'DecodeImages' >> DecodeImages(self.decode)
+    extracted = decoded.decoded | 'VGG16' >> RunVGG16(self.model)
+    errors = ((decoded.errors, extracted['errors'])
+              | 'GatherErrors' >> beam.Flatten())
+    return {'features': extracted['features'], 'errors': errors}

@@ -13,6 +13,7 @@ from typing import Any, Dict, Iterable, Optional, Sequence
 import numpy as np
 from apache_beam.ml.inference.base import ModelHandler
 
+from transforms import metrics
 from transforms.extract import quiet_import, vgg16
 from transforms.records import (DecodedImage, FeatureRecord,
                                 features_per_image)
@@ -54,4 +55,4 @@ class VGG16FeatureHandler(ModelHandler[DecodedImage, FeatureRecord, Any]):
     return sum(image.pixels.nbytes for image in batch)
 
   def get_metrics_namespace(self) -> str:
-    return 'featurize_vgg16'
+    return metrics.MODEL_NAMESPACE

@@ -19,12 +19,11 @@ from apache_beam.io.filesystems import FileSystems
 
 from transforms.coordination import fault_points, worker_progress
 from transforms.read import shard_readers
+from transforms import metrics
 from transforms.records import ErrorRecord, ShardRead
 
 INPUT_FORMATS = ('auto',) + shard_readers.SHARD_FORMATS
 
-ERRORS_TAG = 'errors'
-COUNTS_TAG = 'counts'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,10 +102,9 @@ class _ReadShardFn(beam.DoFn):
 
   def __init__(self, config: ReadConfig):
     self._config = config
-    self._images = beam.metrics.Metrics.counter('featurize', 'images_read')
-    self._errors = beam.metrics.Metrics.counter('featurize', 'read_errors')
-    self._read_micros = beam.metrics.Metrics.counter('featurize',
-                                                     'read_micros')
+    self._images = metrics.counter(metrics.IMAGES_READ)
+    self._errors = metrics.counter(metrics.READ_ERRORS)
+    self._read_micros = metrics.counter(metrics.READ_MICROS)
 
   def process(self, path: str) -> Iterator:
     fault_points.pause('reading')  # after the match, before any read
@@ -124,7 +122,7 @@ class _ReadShardFn(beam.DoFn):
         count += 1
         if isinstance(result, ErrorRecord):
           self._errors.inc()
-          yield beam.pvalue.TaggedOutput(ERRORS_TAG, result)
+          yield beam.pvalue.TaggedOutput(metrics.ERRORS_TAG, result)
         else:
           self._images.inc()
           yield result
@@ -135,13 +133,12 @@ class _ReadShardFn(beam.DoFn):
       # says so, and the run goes on.
       logging.warning('Cannot read shard %s: %s', path, e)
       yield beam.pvalue.TaggedOutput(
-          ERRORS_TAG,
-          ErrorRecord(key=f'{path}:{count}', source=path, stage='read',
-                      error_type='unreadable_shard',
-                      message=f'{type(e).__name__}: {e}'))
+          metrics.ERRORS_TAG,
+          ErrorRecord.from_exception(f'{path}:{count}', path, 'read', e,
+                                     kind='unreadable_shard'))
       count += 1
     worker_progress.add(worker_progress.SHARDS)
-    yield beam.pvalue.TaggedOutput(COUNTS_TAG, ShardRead(path, count))
+    yield beam.pvalue.TaggedOutput(metrics.COUNTS_TAG, ShardRead(path, count))
 
 
 class ReadImageShards(beam.PTransform):
@@ -173,4 +170,4 @@ class ReadImageShards(beam.PTransform):
         # Spreads shards over workers; only file names are shuffled.
         | 'SpreadShards' >> beam.Reshuffle()
         | 'StreamShards' >> beam.ParDo(_ReadShardFn(self.config)).with_outputs(
-            ERRORS_TAG, COUNTS_TAG, main='images'))
+            metrics.ERRORS_TAG, metrics.COUNTS_TAG, main='images'))

@@ -22,6 +22,7 @@ from transforms.write import example_codec
 from transforms.coordination import fault_points, worker_progress
 from transforms.read import tfrecord_framing
 from transforms.write.output_files import ERRORS_KIND
+from transforms import metrics
 from transforms.records import ErrorRecord, FeatureRecord, ShardWritten
 
 
@@ -51,10 +52,8 @@ class _WriteBundleFn(beam.DoFn):
     self._temp_dir = temp_dir
     self._encode = encode
     self._per_source = per_source
-    self._written = beam.metrics.Metrics.counter('featurize',
-                                                 f'{kind}_written')
-    self._write_micros = beam.metrics.Metrics.counter('featurize',
-                                                      f'{kind}_write_micros')
+    self._written = metrics.counter(metrics.written(kind))
+    self._write_micros = metrics.counter(metrics.write_micros(kind))
 
   def start_bundle(self):
     self._file = None

@@ -75,8 +75,7 @@ class BatchResult(NamedTuple):
 
 
 def _error(image: ImageRecord, stage: str, e: Exception) -> ErrorRecord:
-  return ErrorRecord(image.key, image.source, stage, type(e).__name__,
-                     str(e) or repr(e))
+  return ErrorRecord.from_exception(image.key, image.source, stage, e)
 
 
 def batch_of(images: Sequence[ImageRecord], config: imaging.DecodeConfig

@@ -1,8 +1,8 @@
 """``ExtractOnDevice``: encoded images in, VGG16 features out, on GPUs.
 
-The GPU path's counterpart of ``DecodeImages`` + ``ExtractFeatures``: what
-crosses the Beam boundary is the encoded bytes (``ImageRecord``). The
-bundle's thread reads each image's header (``routing``) and sends it to
+``ExtractFeatures`` runs it for ``--device gpu``, where the CPU path runs
+``DecodeImages`` + ``RunVGG16``: what crosses the Beam boundary is the
+encoded bytes (``ImageRecord``). The bundle's thread reads each image's header (``routing``) and sends it to
 one of two decoders: baseline JPEGs wait, encoded, for nvJPEG's batched
 hardware decoder; everything else (progressive JPEGs, other formats,
 CMYK...), and large JPEGs while the pool has room where ``LARGE_DRAFT``
@@ -41,9 +41,9 @@ from transforms.extract import vgg16
 from transforms.decode.decode_images import decode_record
 from transforms.extract.gpu import (batching, device_batches, routing, runtime,
                                     server)
+from transforms import metrics
 from transforms.records import ErrorRecord, ImageRecord
 
-ERRORS_TAG = 'errors'
 # Host memory for the encoded bytes of one batch being collected.
 MAX_ENCODED_BATCH_BYTES = 256 << 20
 # Device memory for one batch's full-size decoded pixels, held twice (by
@@ -95,37 +95,23 @@ class _ExtractOnDeviceFn(beam.DoFn):
     self._batcher = None
     self._pending = deque()
     self._large_draft = LARGE_DRAFT
-    self._decoded = beam.metrics.Metrics.counter('featurize',
-                                                 'images_decoded')
-    self._decode_errors = beam.metrics.Metrics.counter('featurize',
-                                                       'decode_errors')
-    self._inference_errors = beam.metrics.Metrics.counter(
-        'featurize', 'inference_errors')
-    self._on_device = beam.metrics.Metrics.counter('featurize',
-                                                   'images_decoded_on_gpu')
-    # RunInference's own metrics (featurize run's summary reads them).
-    self._inferences = beam.metrics.Metrics.counter('featurize_vgg16',
-                                                    'num_inferences')
-    self._batch_sizes = beam.metrics.Metrics.distribution(
-        'featurize_vgg16', 'inference_request_batch_size')
-    self._batch_micros = beam.metrics.Metrics.distribution(
-        'featurize_vgg16', 'inference_batch_latency_micro_secs')
-    self._load_millis = beam.metrics.Metrics.distribution(
-        'featurize_vgg16', 'load_model_latency_milli_secs')
+    self._decoded = metrics.counter(metrics.IMAGES_DECODED)
+    self._decode_errors = metrics.counter(metrics.DECODE_ERRORS)
+    self._inference_errors = metrics.counter(metrics.INFERENCE_ERRORS)
+    self._on_device = metrics.counter(metrics.IMAGES_DECODED_ON_GPU)
+    # RunInference's own metrics, through its own collector (made in
+    # setup: it is not picklable), which featurize run's summary reads.
+    self._model_metrics = None
     self._step_micros = {
-        name: beam.metrics.Metrics.distribution('featurize',
-                                                f'gpu_{name}_micros')
+        name: metrics.distribution(metrics.gpu_step_micros(name))
         for name in device_batches.Timings._fields + ('wait',)}
     self._routes = {
-        category: beam.metrics.Metrics.counter('featurize',
-                                               f'gpu_route_{category}')
+        category: metrics.counter(metrics.gpu_route(category))
         for category in routing.CATEGORIES}
     # Time per image on the bundle's thread (summed; the summary divides
     # by the images read), as the reader and the writer count theirs.
-    self._route_micros = beam.metrics.Metrics.counter('featurize',
-                                                      'route_micros')
-    self._cpu_wait_micros = beam.metrics.Metrics.counter(
-        'featurize', 'cpu_decode_wait_micros')
+    self._route_micros = metrics.counter(metrics.ROUTE_MICROS)
+    self._cpu_wait_micros = metrics.counter(metrics.CPU_DECODE_WAIT_MICROS)
 
   def setup(self):
     started = time.perf_counter()
@@ -163,6 +149,7 @@ class _ExtractOnDeviceFn(beam.DoFn):
                          initializer=runtime.name_thread,
                          initargs=('fz-gpu-batches',)))
     self._large_draft = int(os.environ.get(LARGE_DRAFT_ENV, LARGE_DRAFT))
+    self._model_metrics = metrics.model_metrics()
     # Reported from process(): metrics updated in setup are lost (Beam's
     # RunInference defers its load metric the same way).
     self._load_to_report = loaded_ms
@@ -179,7 +166,8 @@ class _ExtractOnDeviceFn(beam.DoFn):
 
   def process(self, image: ImageRecord) -> Iterator:
     if self._load_to_report is not None:
-      self._load_millis.update(self._load_to_report)
+      # The model's byte size is not measured on this path.
+      self._model_metrics.update_load_model_metrics(self._load_to_report, 0)
       self._load_to_report = None
     started = time.perf_counter()
     cpu = runtime.cpu_decoders()
@@ -255,9 +243,12 @@ class _ExtractOnDeviceFn(beam.DoFn):
       for name, seconds in result.timings._asdict().items():
         self._step_micros[name].update(int(seconds * 1e6))
       self._step_micros['wait'].update(int((done - started) * 1e6))
-      self._batch_micros.update(int((done - submitted_at) * 1e6))
-      self._batch_sizes.update(images)
-      self._inferences.inc(len(result.features))
+      # As RunInference counts a batch: its images, the model's input
+      # bytes (uint8 pixels), its time from submission to results.
+      side = self._decode_config.image_size
+      self._model_metrics.update(len(result.features),
+                                 len(result.features) * side * side * 3,
+                                 int((done - submitted_at) * 1e6))
     yield from result.features
     yield from self._errors(result.errors)
 
@@ -267,7 +258,7 @@ class _ExtractOnDeviceFn(beam.DoFn):
         self._inference_errors.inc()
       else:
         self._decode_errors.inc()
-      yield beam.pvalue.TaggedOutput(ERRORS_TAG, error)
+      yield beam.pvalue.TaggedOutput(metrics.ERRORS_TAG, error)
 
 
 class _Inline:
@@ -289,7 +280,7 @@ class ExtractOnDevice(beam.PTransform):
   """Decodes and runs VGG16 on GPUs.
 
   Returns a dict with ``features`` (``FeatureRecord``) and ``errors``
-  (``ErrorRecord``), like ``DecodeImages`` + ``ExtractFeatures``.
+  (``ErrorRecord``), like ``DecodeImages`` + ``RunVGG16``.
   """
 
   def __init__(self, model_config: vgg16.ModelConfig,
@@ -301,5 +292,5 @@ class ExtractOnDevice(beam.PTransform):
   def expand(self, images):
     outputs = images | 'DecodeAndExtract' >> beam.ParDo(
         _ExtractOnDeviceFn(self.model_config, self.decode_config)
-    ).with_outputs(ERRORS_TAG, main='features')
-    return {'features': outputs.features, 'errors': outputs[ERRORS_TAG]}
+    ).with_outputs(metrics.ERRORS_TAG, main='features')
+    return {'features': outputs.features, 'errors': outputs[metrics.ERRORS_TAG]}

@@ -1,0 +1,85 @@
+"""Every metric the pipeline counts, and every name of a step's extra
+outputs, in one place.
+
+Beam names a metric by ``(namespace, name)``. featurize's own live in
+``NAMESPACE``. RunInference's live in the model handler's namespace
+(``MODEL_NAMESPACE``), where Beam's own collector makes them; the GPU
+path reports its batches through that same collector (``model_metrics``),
+so that one run summary (``pipeline/job_metrics.py``) reads both devices.
+"""
+import apache_beam as beam
+
+NAMESPACE = 'featurize'
+# VGG16FeatureHandler.get_metrics_namespace: RunInference's metrics.
+MODEL_NAMESPACE = 'featurize_vgg16'
+
+# The extra outputs of the read, decode and extract steps.
+ERRORS_TAG = 'errors'
+COUNTS_TAG = 'counts'
+
+# Read.
+IMAGES_READ = 'images_read'
+READ_ERRORS = 'read_errors'
+READ_MICROS = 'read_micros'
+# Decode (the CPU path's step, and the GPU path's decoders).
+IMAGES_DECODED = 'images_decoded'
+DECODE_ERRORS = 'decode_errors'
+DECODE_MICROS = 'decode_micros'
+# Extract.
+INFERENCE_ERRORS = 'inference_errors'
+# Each stage's error lines, by the stage an ``ErrorRecord`` names.
+STAGE_ERRORS = {'read': READ_ERRORS, 'decode': DECODE_ERRORS,
+                'inference': INFERENCE_ERRORS}
+IMAGES_DECODED_ON_GPU = 'images_decoded_on_gpu'
+ROUTE_MICROS = 'route_micros'
+CPU_DECODE_WAIT_MICROS = 'cpu_decode_wait_micros'
+GPU_STEP_PREFIX, GPU_ROUTE_PREFIX = 'gpu_', 'gpu_route_'
+# RunInference's names in MODEL_NAMESPACE, as Beam's collector makes them
+# (tests/test_metrics.py checks that they still agree).
+NUM_INFERENCES = 'num_inferences'
+BATCH_SIZE = 'inference_request_batch_size'
+BATCH_LATENCY_MICROS = 'inference_batch_latency_micro_secs'
+LOAD_MODEL_MILLIS = 'load_model_latency_milli_secs'
+
+MICROS_SUFFIX = '_micros'
+
+
+def gpu_step_micros(step: str) -> str:
+  """A GPU batch's host time in one step (``device_batches.Timings``)."""
+  return f'{GPU_STEP_PREFIX}{step}{MICROS_SUFFIX}'
+
+
+def gpu_route(category: str) -> str:
+  """Images the header screen sent to one decoder (``routing``)."""
+  return f'{GPU_ROUTE_PREFIX}{category}'
+
+
+def written(kind: str) -> str:
+  """Records written to files of one kind (``features`` or ``errors``)."""
+  return f'{kind}_written'
+
+
+def write_micros(kind: str) -> str:
+  """Time spent writing files of one kind."""
+  return f'{kind}_write{MICROS_SUFFIX}'
+
+
+def counter(name: str):
+  """featurize's counter ``name``."""
+  return beam.metrics.Metrics.counter(NAMESPACE, name)
+
+
+def distribution(name: str):
+  """featurize's distribution ``name``."""
+  return beam.metrics.Metrics.distribution(NAMESPACE, name)
+
+
+def model_metrics():
+  """Beam's RunInference metrics collector in ``MODEL_NAMESPACE``: what
+  RunInference updates on the CPU path, for the GPU path's own batches.
+
+  A private class of Beam's (pinned in setup.py); using it, not copies of
+  its metric names, keeps the two devices' summaries the same.
+  """
+  from apache_beam.ml.inference.base import _MetricsCollector  # pylint: disable=import-outside-toplevel,protected-access
+  return _MetricsCollector(MODEL_NAMESPACE)
