@@ -5,9 +5,9 @@
 #   docker build -t REGION-docker.pkg.dev/PROJECT/featurize/featurize:0.1.0 .
 #   docker build --build-arg BAKE_WEIGHTS=notop -t ... .   # weights inside
 #
-# or without Docker: gcloud builds submit --tag IMAGE . (README, "Running on
-# Dataflow"). Keep BEAM_VERSION equal to the apache-beam pin in setup.py;
-# tests/test_dataflow.py checks that it is.
+# or without Docker: gcloud builds submit --tag IMAGE . (docs/dataflow.md).
+# Keep BEAM_VERSION equal to the apache-beam pin in setup.py;
+# tests/test_flex_template.py checks that it is.
 ARG BEAM_VERSION=2.77.0
 ARG PYTHON_VERSION=3.11
 ARG LAUNCHER_IMAGE=gcr.io/dataflow-templates-base/python311-template-launcher-base:latest
@@ -45,7 +45,7 @@ RUN if [ "$BAKE_WEIGHTS" != none ]; then \
 
 # Flex Template: the file the launcher runs, and no dependency installs at
 # launch time (everything is installed above).
-ENV FLEX_TEMPLATE_PYTHON_PY_FILE=/opt/featurize/pipeline/flex_template.py
+ENV FLEX_TEMPLATE_PYTHON_PY_FILE=/opt/featurize/pipeline/runners/flex_template.py
 ENV PIP_NO_DEPS=True
 
 # Beam's worker boot program, as in the base image.

@@ -61,7 +61,7 @@ setuptools.setup(
         'Apache Beam pipeline: image shards in, VGG16 features out as '
         'sharded TFRecords, with bounded memory per worker.'),
     python_requires='>=3.11,<3.13',
-    # Every subpackage too (pipeline.flink_local, pipeline.refresh, ...).
+    # Every subpackage too (pipeline.runners.flink_local, pipeline.refresh, ...).
     packages=setuptools.find_packages(include=['pipeline', 'pipeline.*',
                                                'transforms', 'transforms.*']),
     install_requires=INSTALL_REQUIRES,

@@ -1,9 +1,13 @@
 """The ``featurize`` console script.
 
 ``featurize run ...`` runs a job; ``featurize demo`` runs the same job on a
-small dataset of real photos that it writes first.
+small dataset of real photos that it writes first; ``featurize refresh``
+brings a versioned dataset up to date. The other commands (``files``,
+``history``, ``inspect``, ``flink-local``) live with what they serve; each
+module adds its own with ``register(commands)`` (``REGISTERS``).
 """
 import argparse
+import functools
 import logging
 import os
 import sys
@@ -12,9 +16,10 @@ from typing import Optional, Sequence
 
 from pipeline import console, demo, job_metrics, options
 from pipeline.inspection import output as inspect_output
-from pipeline.flink_local import cli as flink_local_cli
-from pipeline.refresh import cli as dataset_cli, run as refresh
+from pipeline.refresh import commands as refresh_commands
+from pipeline.refresh import refresh_job
 from pipeline.run import RunSummary, run_job
+from pipeline.runners.flink_local import commands as flink_local_commands
 from transforms.coordination import output_lock as lock
 
 
@@ -55,22 +60,16 @@ def _add_console_arguments(parser: argparse.ArgumentParser) -> None:
       help='No progress line while a local job runs.')
 
 
-def _parser():
-  """The top-level parser and the parser of each sub-command."""
-  parser = argparse.ArgumentParser(
-      prog='featurize',
-      description='Extract VGG16 features from image shards with Beam. '
-      'Flags featurize does not know go to Beam (--runner, ...).')
-  commands = parser.add_subparsers(dest='command', required=True)
+def register(commands) -> None:
+  """Adds ``run``, ``demo`` and ``refresh``: the commands that launch a
+  job, which share one handler (``_launch``)."""
   run_parser = commands.add_parser(
       'run', help='Extract features from --input into --output.')
   options.add_job_arguments(run_parser)
   options.add_lock_arguments(run_parser)
-  _add_console_arguments(run_parser)
   demo_parser = commands.add_parser(
       'demo', help='Write a demo dataset of real photos and run on it.')
   options.add_job_arguments(demo_parser, require_io=False)
-  _add_console_arguments(demo_parser)
   # From a source checkout the demo uses run_configs/local.yaml; an
   # installed copy has no run_configs/ and runs on featurize's default
   # runner (the same FnApiRunner).
@@ -82,16 +81,28 @@ def _parser():
       'the shards --input matches now, reading only new and changed ones.')
   options.add_job_arguments(refresh_parser, output_flag='--dataset')
   options.add_refresh_arguments(refresh_parser)
-  _add_console_arguments(refresh_parser)
-  dataset_parsers = dataset_cli.add_parsers(commands)
-  inspect_parsers = inspect_output.add_parser(commands)
-  flink_parser = commands.add_parser(
-      'flink-local', help='Set up, start, check and stop a local Flink '
-      'cluster for featurize (see run_configs/flink.yaml).')
-  flink_local_cli.add_arguments(flink_parser)
-  return parser, {'run': run_parser, 'demo': demo_parser,
-                  'refresh': refresh_parser, 'flink-local': flink_parser,
-                  **dataset_parsers, **inspect_parsers}
+  for name, parser in (('run', run_parser), ('demo', demo_parser),
+                       ('refresh', refresh_parser)):
+    _add_console_arguments(parser)
+    parser.set_defaults(handler=functools.partial(_launch, name))
+
+
+# Each module adds its commands with register(commands), setting
+# handler=f(argv, parser) -> exit status on each command's parser.
+REGISTERS = (register, refresh_commands.register, inspect_output.register,
+             flink_local_commands.register)
+
+
+def _parser():
+  """The top-level parser and its commands' (``argparse``'s subparsers)."""
+  parser = argparse.ArgumentParser(
+      prog='featurize',
+      description='Extract VGG16 features from image shards with Beam. '
+      'Flags featurize does not know go to Beam (--runner, ...).')
+  commands = parser.add_subparsers(dest='command', required=True)
+  for add in REGISTERS:
+    add(commands)
+  return parser, commands
 
 
 def _quiet_known_noise(record: logging.LogRecord) -> bool:
@@ -107,25 +118,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       format='%(levelname)s %(name)s: %(message)s')
   logging.getLogger().addFilter(_quiet_known_noise)
   argv = list(sys.argv[1:] if argv is None else argv)
-  parser, sub_parsers = _parser()
-  if not argv or argv[0] not in sub_parsers:
+  parser, commands = _parser()
+  if not argv or argv[0] not in commands.choices:
     parser.parse_args(argv)  # prints usage or help, and exits
-  command, rest = argv[0], argv[1:]
-  if command == 'flink-local':
-    return flink_local_cli.main(rest)
-  if command in dataset_cli.COMMANDS:
-    return dataset_cli.main(command, rest, sub_parsers[command])
-  if command == 'inspect':
-    return inspect_output.main(rest, sub_parsers[command])
-  flags = sub_parsers[command].parse_known_args(rest)[0]
+  command = commands.choices[argv[0]]
+  return command.get_default('handler')(argv[1:], command)
+
+
+def _launch(command: str, rest: Sequence[str],
+            parser: argparse.ArgumentParser) -> int:
+  """Runs ``featurize run``, ``demo`` or ``refresh``; returns the exit
+  status. Flags the parser does not know go to Beam."""
+  rest = list(rest)
+  flags = parser.parse_known_args(rest)[0]
   try:
     if command == 'demo':  # local: the model runs in this process
       console.quiet_start(flags.verbose, model_here=True,
                           device=flags.device)
-      rest = demo.prepare_demo_args(rest, sub_parsers[command])
-    parsed = options.parse_run_args(rest, sub_parsers[command])
+      rest = demo.prepare_demo_args(rest, parser)
+    parsed = options.parse_run_args(rest, parser)
     line = console.precision_line(
-        parsed.job.model, options.precision_given(rest, sub_parsers[command]))
+        parsed.job.model, options.precision_given(rest, parser))
     if line:
       print(line, flush=True)
     if parsed.job.memory_plan is not None:
@@ -134,11 +147,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         model_here=options.runs_locally(parsed.beam_args),
                         device=parsed.job.model.device)
     if command == 'refresh':
-      refresh.refresh(parsed.job, parsed.beam_args,
-                      plan_only=flags.plan_only,
-                      lock_timeout_s=flags.lock_timeout * 3600,
-                      break_lock=flags.break_lock, keep=flags.keep,
-                      wait=parsed.wait, show_progress=not flags.quiet)
+      refresh_job.refresh(parsed.job, parsed.beam_args,
+                          plan_only=flags.plan_only,
+                          lock_timeout_s=flags.lock_timeout * 3600,
+                          break_lock=flags.break_lock, keep=flags.keep,
+                          wait=parsed.wait, show_progress=not flags.quiet)
       return console.EXIT_OK
     summary = run_job(
         parsed.job, parsed.beam_args, wait=parsed.wait,

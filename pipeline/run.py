@@ -12,7 +12,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 
-from pipeline import job_metrics, progress
+from pipeline import job_metrics, progress_line
 from pipeline.build import build_pipeline
 from pipeline.config import JobConfig
 from pipeline.options import local_workers, runs_locally
@@ -183,7 +183,7 @@ def run_job(job: JobConfig, beam_args: Sequence[str], wait: bool = True,
   lock = None if dry_run else OutputLock(
       f'{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}',
       watch=wait and local, timeout_s=lock_timeout_s, break_lock=break_lock)
-  watching = (progress.ProgressLine(count_shards(job.read.pattern),
+  watching = (progress_line.ProgressLine(count_shards(job.read.pattern),
                                     show=show_progress)
               if local and wait else contextlib.nullcontext())
   try:

@@ -15,9 +15,9 @@ import sys
 import time
 from typing import Dict, Iterator, List, NamedTuple, Optional
 
-from pipeline.flink_local import (cluster, distribution, job_server,
+from pipeline.runners.flink_local import (cluster, distribution, job_server,
                                   processes, services)
-from pipeline.flink_local.settings import ClusterSettings
+from pipeline.runners.flink_local.settings import ClusterSettings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLINK_CONFIG = os.path.join(ROOT, 'run_configs', 'flink.yaml')

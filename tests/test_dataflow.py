@@ -110,7 +110,7 @@ def test_setup_file_is_staged_as_an_sdist_of_the_project(job):
   # Beam's name for the sdist that workers pip-install at start-up.
   with tarfile.open(staged['workflow.tar.gz']) as sdist:
     members = {m.split('/', 1)[1] for m in sdist.getnames() if '/' in m}
-  assert {'setup.py', 'pipeline/run.py', 'pipeline/flex_template.py',
+  assert {'setup.py', 'pipeline/run.py', 'pipeline/runners/flex_template.py',
           'transforms/extract/features.py',
           'transforms/extract/vgg16.py'} <= members
 

@@ -23,7 +23,7 @@ import pytest
 from benchmarks import dataset as bench_dataset
 from benchmarks.measure import TreePeaks
 from pipeline import demo
-from pipeline.flink_local import cluster, services
+from pipeline.runners.flink_local import cluster, services
 from tests import datasets, flink_cluster
 from tests.test_end_to_end import read_errors, read_outputs
 

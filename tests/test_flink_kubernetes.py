@@ -40,7 +40,7 @@ from apache_beam.portability.api import beam_runner_api_pb2
 from apache_beam.runners.portability.portable_runner import PortableRunner
 
 from pipeline import build, options
-from pipeline.flink_local import settings
+from pipeline.runners.flink_local import settings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MANIFEST = os.path.join(ROOT, 'deploy', 'flink-kubernetes',

@@ -13,6 +13,7 @@ from apache_beam.options.pipeline_options import DebugOptions, GoogleCloudOption
 from pipeline import options, run
 from tests import image_zoo
 from tests.conftest import BUCKET
+from transforms.extract import backend
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join('run_configs', 'dataflow-gpu.yaml')
@@ -32,11 +33,21 @@ def test_gpu_image_installs_the_gpu_extra_on_the_pinned_beam():
   low, high = re.search(r"python_requires='>=(3\.\d+),<(3\.\d+)'",
                         setup).groups()
   assert int(low[2:]) <= int(python[2:]) < int(high[2:])
-  assert ('FROM apache/beam_python${PYTHON_VERSION}_sdk:${BEAM_VERSION}'
-          in dockerfile)
-  assert "pip install --no-cache-dir '.[gpu]' && pip check" in dockerfile
-  assert 'KERAS_BACKEND=jax' in dockerfile
-  assert 'ENTRYPOINT ["/opt/apache/beam/boot"]' in dockerfile
+  # The CPU image's base and entry point: one Beam SDK image, two extras.
+  cpu_image = _read('Dockerfile')
+
+  def line(pattern, text):
+    return re.search(pattern, text, re.M).group(0)
+
+  for pattern in (r'^FROM apache/beam_python.*$', r'^ENTRYPOINT .*$'):
+    assert line(pattern, dockerfile) == line(pattern, cpu_image)
+  # It installs an extra that setup.py defines, and pins Keras to the
+  # backend featurize picks for --device gpu.
+  extra = re.search(r"pip install --no-cache-dir '\.\[(\w+)\]' && pip check",
+                    dockerfile).group(1)
+  assert extra == 'gpu' and _extra('GPU_REQUIRES')
+  keras_backend = re.search(r'KERAS_BACKEND=(\w+)', dockerfile).group(1)
+  assert keras_backend == backend.BACKENDS['gpu']
   ignore = [i.rstrip('/') for i in _read('.dockerignore').split()]
   for line in re.findall(r'^COPY (?!--from)(.+)$', dockerfile, re.M):
     *sources, _ = line.split()

@@ -1,7 +1,7 @@
 """Several layers from one pass, end to end on the DirectRunner over real
 photos: each layer's features equal a single-layer run's, and everything
 that reads outputs (the manifest, ``featurize inspect``, the TensorFlow-free
-reader, the README's tf.data recipe, a refresh) knows the form."""
+reader, the docs' tf.data recipe, a refresh) knows the form."""
 import json
 import os
 import re
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from pipeline import cli, demo, options
-from pipeline.refresh import run as refresh_run, versions
+from pipeline.refresh import refresh_job as refresh_run, versions
 from tests import datasets
 
 LOCAL = demo.LOCAL_CONFIG
@@ -128,15 +128,15 @@ def test_inspect_reports_each_layer(runs, capsys):
   assert 'feature shape' not in out
 
 
-def _readme_multi_layer_recipe() -> str:
-  with open(os.path.join(ROOT, 'README.md')) as f:
+def _docs_multi_layer_recipe() -> str:
+  with open(os.path.join(ROOT, 'docs', 'input-and-output.md')) as f:
     text = f.read()
   section = text[text.index('**Several layers from one pass.**'):]
   return re.search(r'```python\n(.*?)```', section, re.S).group(1)
 
 
 def test_the_readme_tf_data_recipe_reads_each_layer(runs):
-  code = _readme_multi_layer_recipe().replace(
+  code = _docs_multi_layer_recipe().replace(
       "'out/features-", repr(runs['both'] + '/features-')[:-1])
   scope = {}
   exec(code, scope)  # pylint: disable=exec-used

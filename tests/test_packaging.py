@@ -36,7 +36,7 @@ def test_the_module_list_holds_every_subpackage():
   modules = _modules()
   for name in ('transforms.read.image_shards', 'transforms.extract.gpu.routing',
                'transforms.write.publish_run', 'pipeline.refresh.plan',
-               'pipeline.flink_local.cluster'):
+               'pipeline.runners.flink_local.cluster'):
     assert name in modules
   on_disk = glob.glob(os.path.join(ROOT, 'transforms', '**', '*.py'),
                       recursive=True)

@@ -18,7 +18,7 @@ import pytest
 
 from benchmarks import dataset as bench_dataset
 from pipeline import cli, demo, options
-from pipeline.refresh import run as refresh_run, versions
+from pipeline.refresh import refresh_job, versions
 from transforms.coordination import output_lock as lock
 from tests.test_end_to_end import read_errors, read_outputs
 from transforms.read import tfrecord_framing
@@ -53,7 +53,7 @@ def do_refresh(root, pattern, *extra):
   job = options.parse_run_args(
       ['--config', LOCAL, '--input', pattern, '--output', root, *JOB,
        *extra])
-  return refresh_run.refresh(job.job, job.beam_args, log=lambda _: None)
+  return refresh_job.refresh(job.job, job.beam_args, log=lambda _: None)
 
 
 def from_scratch(tmp_path, pattern, name, *extra):
@@ -238,7 +238,7 @@ def test_readers_history_and_keep(dataset, tmp_path, capsys):
   write_shard(str(shards), 1, variant=1)
   job = options.parse_run_args(['--config', LOCAL, '--input', pattern,
                                 '--output', root, *JOB])
-  v3 = refresh_run.refresh(job.job, job.beam_args, keep=1,
+  v3 = refresh_job.refresh(job.job, job.beam_args, keep=1,
                            log=lambda _: None).manifest
   assert versions.list_versions(root) == [v3['version']]
   kept = set(versions.files_of(v3) + versions.files_of(v3, 'errors'))
@@ -287,12 +287,13 @@ def test_no_wait_returns_once_the_job_is_accepted(dataset, capsys):
 
 
 def test_the_readme_tf_data_recipe_reads_a_version(dataset):
-  """The README's tf.data recipe, run as printed, on a local dataset."""
+  """docs/refresh.md's tf.data recipe, run as printed, on a local
+  dataset."""
   root, pattern, shards = dataset
   v1 = do_refresh(root, pattern).manifest
   write_shard(str(shards), 4)
   v2 = do_refresh(root, pattern).manifest
-  with open(os.path.join(ROOT, 'README.md')) as f:
+  with open(os.path.join(ROOT, 'docs', 'refresh.md')) as f:
     blocks = re.findall(r'```python\n(.*?)```', f.read(), re.S)
   recipe, = [textwrap.dedent(b) for b in blocks if 'def dataset_files' in b]
   assert "'gs://my-bucket/features'" in recipe

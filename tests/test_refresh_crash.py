@@ -16,7 +16,8 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline import options
 from pipeline.read_features import feature_files
-from pipeline.refresh import publish, run as refresh_run, versions
+from pipeline.refresh import (publish_version as publish,
+                              refresh_job as refresh_run, versions)
 from transforms.coordination import output_lock as lock
 from tests.conftest import BUCKET
 from tests.test_refresh import LOCAL, JOB, do_refresh, write_shard

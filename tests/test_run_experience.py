@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from pipeline import progress
+from pipeline import progress_line
 from tests.test_refresh import JOB, LOCAL, write_shard
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -21,12 +21,12 @@ PROGRESS = re.compile(r'(\d+)/(\d+) shards, (\d+) images \(([\d.]+)/s\), '
 
 def test_status_text_says_done_rate_errors_and_time_left():
   totals = collections.Counter(shards=3, images=120, errors=2)
-  assert progress.status_text(totals, 10, 29.5) == (
+  assert progress_line.status_text(totals, 10, 29.5) == (
       '3/10 shards, 120 images (4.1/s), 2 errors, 0:29 elapsed, about 1:08 '
       'left')
-  assert progress.status_text(collections.Counter(), 10, 0) == (
+  assert progress_line.status_text(collections.Counter(), 10, 0) == (
       '0/10 shards, 0 images (0.0/s), 0 errors, 0:00 elapsed')
-  done = progress.status_text(collections.Counter(shards=10, images=5), 10,
+  done = progress_line.status_text(collections.Counter(shards=10, images=5), 10,
                               3725)
   assert done.endswith('1:02:05 elapsed')  # nothing left to estimate
 
@@ -50,7 +50,7 @@ def _run(shards, out, *extra, stderr=subprocess.PIPE, env=None):
 def test_a_logged_run_is_quiet_but_for_progress_and_its_summary(shards,
                                                                 tmp_path):
   out = str(tmp_path / 'out')
-  done = _run(shards, out, env={progress.LOG_EVERY_ENV: '0.3'})
+  done = _run(shards, out, env={progress_line.LOG_EVERY_ENV: '0.3'})
   assert done.returncode == 0, done.stderr
   # No TensorFlow, absl or Beam start-up lines: only progress lines.
   lines = done.stderr.splitlines()
@@ -79,7 +79,7 @@ def test_a_logged_run_is_quiet_but_for_progress_and_its_summary(shards,
 
 def test_quiet_and_verbose(shards, tmp_path):
   quiet = _run(shards, str(tmp_path / 'quiet'), '--quiet',
-               env={progress.LOG_EVERY_ENV: '0.3'})
+               env={progress_line.LOG_EVERY_ENV: '0.3'})
   assert quiet.returncode == 0 and quiet.stderr == ''
   # Worker processes start quietly too.
   workers = _run(shards, str(tmp_path / 'workers'), '--quiet',

@@ -127,7 +127,7 @@ def subset(data: 'profiles.ProfileData', folder: str, images: int,
 # (bfloat16); uniform's is "no slower than before" (UNIFORM_BEFORE).
 RATIO_TARGETS = {('imagenet', 'avg'): 0.8, ('imagenet', 'none'): 0.5,
                  ('web', 'avg'): 0.5}
-# The uniform 500x375 figure before this design (README, run 5): avg,
+# The uniform 500x375 figure before this design (RESULTS.md, run 5): avg,
 # bfloat16, one process, on the same kind of machine.
 UNIFORM_BEFORE = 9638.6
 

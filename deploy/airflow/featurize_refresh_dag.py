@@ -2,7 +2,7 @@
 
 DAG ``featurize_refresh``: every night at 02:00 UTC it brings the versioned
 feature dataset at ``dataset`` up to date with the shards ``input`` matches
-(only new and changed shards are read; see README "Refreshing a dataset").
+(only new and changed shards are read; see docs/refresh.md).
 ``runner`` picks where the refresh runs:
 
 * ``local``: the ``featurize`` executable on the Airflow worker
@@ -33,8 +33,8 @@ Install (Airflow 3.3, Python 3.11):
   ``/opt/featurize/.venv/bin/featurize``. The DAG runs that executable; it
   never imports featurize.
 * For ``dataflow``: build the refresh Flex Template's spec file from
-  ``run_configs/flex_template_refresh_metadata.json`` (README "Running on
-  Dataflow"), set ``template`` to it, and give the Airflow connection
+  ``run_configs/flex_template_refresh_metadata.json`` (docs/dataflow.md),
+  set ``template`` to it, and give the Airflow connection
   ``google_cloud_default`` an identity that can launch Dataflow jobs in
   ``project``.
 

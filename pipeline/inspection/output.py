@@ -47,7 +47,7 @@ class Inspected(NamedTuple):
   feature_files: Tuple[FileCount, ...]
 
 
-def add_parser(commands) -> dict:
+def register(commands) -> None:
   """Adds ``inspect`` to the console script's commands."""
   parser = commands.add_parser(
       'inspect', help='What a run\'s output (finished, failed or killed) or '
@@ -65,7 +65,7 @@ def add_parser(commands) -> dict:
                       metavar='N', help='Features in the plot at most '
                       f'(default {DEFAULT_SAMPLE}): the first ones of each '
                       'feature file, spread evenly over the files.')
-  return {'inspect': parser}
+  parser.set_defaults(handler=main)
 
 
 def _join(root: str, name: str) -> str:

@@ -11,6 +11,9 @@ shards only, and publishes a new version by replacing one pointer::
     ROOT/files/<version>/...     files made by that version, one shard each
     ROOT/.staging/<refresh>/     a refresh in flight (plan, temporary files)
 
-Modules: ``fingerprints`` (shard and model fingerprints), ``plan`` (what to
-reuse, process and drop), ``layout`` (names in a dataset root).
+Modules: ``versions`` (the names in a dataset root, its manifests and
+pointer), ``fingerprints`` (shard and model fingerprints), ``plan`` (what
+to reuse, process and drop), ``refresh_job`` (plan, build and run a
+refresh), ``publish_version`` (its last step), ``commands`` (``featurize
+files`` and ``history``).
 """

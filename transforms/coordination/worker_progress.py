@@ -1,5 +1,5 @@
 """A local job's progress, counted where the work happens, for the
-launcher's progress line (``pipeline/progress.py``).
+launcher's progress line (``pipeline/progress_line.py``).
 
 Beam's metrics reach the launcher only when a local runner's job is over,
 so each worker process also keeps a few running totals and writes them,

@@ -32,7 +32,8 @@ class VGG16FeatureHandler(ModelHandler[DecodedImage, FeatureRecord, Any]):
 
   def load_model(self):
     # RunInference counts loads in its load_model_latency_milli_secs metric
-    # (see pipeline.run.model_loads); the log line says where it happened.
+    # (pipeline/job_metrics.py's model_loads, which featurize run prints);
+    # the log line says where it happened.
     logging.info('Loading VGG16 in process %d', os.getpid())
     quiet_import.import_quietly(self._config.device)
     return vgg16.build_feature_model(self._config)

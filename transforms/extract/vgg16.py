@@ -33,8 +33,7 @@ LAYERS = CONV_LAYERS + TOP_LAYERS
 POOLINGS = ('none', 'avg', 'max')
 PRECISIONS = ('float32', 'bfloat16')
 # Batch defaults per device: small batches keep a CPU worker's memory
-# low; a GPU needs a few hundred images a call to be busy (README,
-# "Running on GPUs").
+# low; a GPU needs a few hundred images a call to be busy (docs/gpu.md).
 DEFAULT_BATCH_SIZE = {'cpu': 16, 'gpu': 256}
 DEFAULT_MAX_BATCH_BYTES = {'cpu': 1 << 30, 'gpu': 8 << 30}
 # Precision defaults per device. On a GPU, true float32 runs VGG16 at a

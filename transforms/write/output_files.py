@@ -13,7 +13,7 @@ import glob
 import logging
 import os
 import shutil
-from typing import Optional
+from typing import Optional, Sequence, Tuple
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -51,6 +51,34 @@ class OutputConfig:
 
   def path(self, name: str) -> str:
     return FileSystems.join(self.directory.rstrip('/'), name)
+
+
+def check_nothing_lost(images: int, features: int, errors: int,
+                       where: str = '') -> None:
+  """The rule both publish steps check first (``publish_run``, and a
+  refresh's ``publish_version`` shard by shard).
+
+  Raises:
+    RuntimeError: the images read did not each become one feature record
+      or one error line (a bug, never bad input).
+  """
+  if images != features + errors:
+    raise RuntimeError(
+        f'{where}{images} images read but {features} feature records + '
+        f'{errors} error lines written: images were lost')
+
+
+def rename_into_place(moves: Sequence[Tuple[str, str]]) -> None:
+  """Renames each ``(temporary, final)`` file in one call of Beam's
+  filesystems, making the final folders first on local disk (object
+  stores have none); both publish steps finish with it."""
+  if not moves:
+    return
+  for _, final in moves:
+    if '://' not in final:
+      os.makedirs(os.path.dirname(final) or '.', exist_ok=True)
+  FileSystems.rename([temp for temp, _ in moves],
+                     [final for _, final in moves])
 
 
 def error_share_problem(images_in: int, errors: int,

@@ -18,11 +18,13 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from transforms.coordination import fault_points, output_lock
-from transforms.write.output_files import (ERRORS_KIND, FEATURES_KIND,
-                                     MANIFEST_FILE, SUCCESS_FILE,
-                                     OutputConfig, TooManyErrors,
-                                     error_share_problem, shard_name)
 from transforms.records import ShardRead, ShardWritten
+from transforms.write.output_files import (ERRORS_KIND, FEATURES_KIND,
+                                           MANIFEST_FILE, SUCCESS_FILE,
+                                           OutputConfig, TooManyErrors,
+                                           check_nothing_lost,
+                                           error_share_problem,
+                                           rename_into_place, shard_name)
 
 
 def _targets(kind: str, written: List[ShardWritten],
@@ -61,8 +63,7 @@ def _publish(targets: List[Tuple[Optional[str], str, int]],
       moves.append((temp, final))
     elif final not in present:
       raise RuntimeError(f'{temp} is gone and {final} was never written')
-  if moves:
-    FileSystems.rename([t for t, _ in moves], [f for _, f in moves])
+  rename_into_place(moves)
 
 
 def _entries(targets: List[Tuple[Optional[str], str, int]],
@@ -128,10 +129,7 @@ def publish_run(config: OutputConfig, temp_dir: str, describe: dict,
   images_in = sum(c.images for c in read_counts)
   n_features = sum(w.records for w in feature_files)
   n_errors = sum(w.records for w in error_files)
-  if images_in != n_features + n_errors:
-    raise RuntimeError(
-        f'{images_in} images read but {n_features} feature records + '
-        f'{n_errors} error lines written: images were lost')
+  check_nothing_lost(images_in, n_features, n_errors)
   targets = {kind: _targets(kind, files, config) for kind, files in (
       (FEATURES_KIND, feature_files), (ERRORS_KIND, error_files))}
   finals = {final for files in targets.values() for _, final, _ in files}

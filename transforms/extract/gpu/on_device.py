@@ -17,7 +17,7 @@ One ``DeviceRuntime`` per process, through Beam's ``shared.Shared`` like
 RunInference's model cache, holds one model replica and one decoder per
 GPU and the CPU decoder's threads. Several processes may share one GPU
 (``backend.GPU_PROCESSES_ENV``): each then takes its share of the GPU's
-memory and of the machine's cores (README, "Running on GPUs"). Each DoFn
+memory and of the machine's cores (docs/gpu.md). Each DoFn
 instance sends its batches to the GPUs in turn and keeps at most two per
 GPU in flight.
 """

@@ -12,9 +12,18 @@ import os
 import sys
 from typing import List, Optional, Sequence
 
-from pipeline.flink_local import (cluster, configuration, distribution,
-                                  job_server, services)
-from pipeline.flink_local.settings import ClusterSettings, default_home
+from pipeline.runners.flink_local import (cluster, configuration,
+                                          distribution, job_server, services)
+from pipeline.runners.flink_local.settings import ClusterSettings, default_home
+
+
+def register(commands) -> None:
+  """Adds ``flink-local`` to the console script's commands."""
+  parser = commands.add_parser(
+      'flink-local', help='Set up, start, check and stop a local Flink '
+      'cluster for featurize (see run_configs/flink.yaml).')
+  add_arguments(parser)
+  parser.set_defaults(handler=main)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,9 +93,12 @@ def _settings(args: argparse.Namespace) -> ClusterSettings:
   return ClusterSettings(**kwargs)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-  parser = argparse.ArgumentParser(prog='featurize flink-local')
-  add_arguments(parser)
+def main(argv: Optional[Sequence[str]] = None,
+         parser: Optional[argparse.ArgumentParser] = None) -> int:
+  """Runs ``featurize flink-local``; returns the exit status."""
+  if parser is None:
+    parser = argparse.ArgumentParser(prog='featurize flink-local')
+    add_arguments(parser)
   args = parser.parse_args(argv)
   try:
     if args.action == 'setup':

@@ -1,16 +1,14 @@
 """``featurize files ROOT`` and ``featurize history ROOT``: a dataset's
 files for other tools, and its versions for people."""
 import argparse
+import functools
 import sys
 from typing import List, Optional, Sequence
 
 from pipeline import read_features
 from pipeline.refresh import versions
 
-COMMANDS = ('files', 'history')
-
-
-def add_parsers(commands) -> dict:
+def register(commands) -> None:
   """Adds ``files`` and ``history`` to the console script's commands."""
   files = commands.add_parser(
       'files', help='List the files of a dataset version (default: the '
@@ -22,7 +20,8 @@ def add_parsers(commands) -> dict:
   history = commands.add_parser(
       'history', help='The versions of a dataset: dates, counts, model.')
   history.add_argument('root', help='Dataset root.')
-  return {'files': files, 'history': history}
+  files.set_defaults(handler=functools.partial(main, 'files'))
+  history.set_defaults(handler=functools.partial(main, 'history'))
 
 
 def history_lines(root: str) -> List[str]:
@@ -43,6 +42,7 @@ def history_lines(root: str) -> List[str]:
 
 def main(command: str, argv: Optional[Sequence[str]],
          parser: argparse.ArgumentParser) -> int:
+  """Runs ``featurize files`` or ``history``; returns the exit status."""
   args = parser.parse_args(argv)
   try:
     if command == 'files':

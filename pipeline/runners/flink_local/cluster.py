@@ -21,10 +21,10 @@ import urllib.error
 import urllib.request
 from typing import Dict, List, NamedTuple, Optional
 
-from pipeline.flink_local import (configuration, distribution, job_server,
+from pipeline.runners.flink_local import (configuration, distribution, job_server,
                                   processes, services)
-from pipeline.flink_local.configuration import ClusterError
-from pipeline.flink_local.settings import ClusterSettings
+from pipeline.runners.flink_local.configuration import ClusterError
+from pipeline.runners.flink_local.settings import ClusterSettings
 
 
 def _listening(host: str, port: int) -> bool:

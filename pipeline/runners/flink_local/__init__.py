@@ -15,5 +15,5 @@ Built from what the package registries serve, nothing fetched at run time:
   its Python SDK workers to, and the program each worker starts with.
 
 Settings live in ``settings.ClusterSettings``; the command line is
-``cli``.
+``commands``.
 """

@@ -1,6 +1,6 @@
 """One Beam worker pool: where a TaskManager starts its Python SDK workers.
 
-``python -m pipeline.flink_local.worker_pool --address 127.0.50.1:50000``
+``python -m pipeline.runners.flink_local.worker_pool --address 127.0.50.1:50000``
 
 Beam's ``worker_pool_main`` binds every interface (``[::]:PORT``), so two
 pools cannot share a port on one machine, and the EXTERNAL environment
@@ -87,7 +87,7 @@ def write_boot_script(path: str, python: str) -> str:
   """The container executable: ``sdk_boot`` under the worker Python."""
   with open(path, 'w') as f:
     f.write('#!/bin/sh\n'
-            f'exec "{python}" -m pipeline.flink_local.sdk_boot "$@"\n')
+            f'exec "{python}" -m pipeline.runners.flink_local.sdk_boot "$@"\n')
   os.chmod(path, 0o755)
   return path
 

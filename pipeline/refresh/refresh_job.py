@@ -19,11 +19,11 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline import job_metrics, progress, run as run_module
+from pipeline import job_metrics, progress_line, run
 from pipeline.build import extract_all
 from pipeline.config import JobConfig, describe
 from pipeline.options import runs_locally
-from pipeline.refresh import fingerprints, publish, versions
+from pipeline.refresh import fingerprints, publish_version as publish, versions
 from pipeline.refresh.plan import Plan, make_plan
 from transforms.coordination import output_lock as lock
 from transforms.write.outputs import WriteAndPublish
@@ -88,7 +88,7 @@ def refresh(job: JobConfig, beam_args: Sequence[str], plan_only: bool = False,
   options = PipelineOptions(list(beam_args))
   FileSystems.set_options(options)
   root = job.output.directory
-  job = run_module.with_weights_inspected(job)
+  job = run.with_weights_inspected(job)
   listing = list_shards(job.read.pattern)
   refresh_id = (f'{socket.gethostname()}-{os.getpid()}-'
                 f'{uuid.uuid4().hex[:8]}')
@@ -131,7 +131,7 @@ def refresh(job: JobConfig, beam_args: Sequence[str], plan_only: bool = False,
       pipeline = beam.Pipeline(options=options)
       build_refresh(pipeline, job, root, staging)
       watching = (
-          progress.ProgressLine(len(plan.to_process), show=show_progress)
+          progress_line.ProgressLine(len(plan.to_process), show=show_progress)
           if wait and runs_locally(beam_args) else contextlib.nullcontext())
       try:
         with watching:
@@ -143,7 +143,7 @@ def refresh(job: JobConfig, beam_args: Sequence[str], plan_only: bool = False,
           return RefreshResult(plan, None, False)
         result.wait_until_finish()
       except RuntimeError as e:  # How runners report a failed job.
-        raise run_module.JobFailed(run_module.failure_line(str(e))) from e
+        raise run.JobFailed(run.failure_line(str(e))) from e
       metrics = job_metrics.from_result(result)
       read = metrics.images_read if metrics else 0
       manifest = versions.read_manifest(root, version)

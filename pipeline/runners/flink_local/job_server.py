@@ -16,8 +16,8 @@ import subprocess
 import zipfile
 from typing import List
 
-from pipeline.flink_local.distribution import SetupError, assembled
-from pipeline.flink_local.settings import ClusterSettings
+from pipeline.runners.flink_local.distribution import SetupError, assembled
+from pipeline.runners.flink_local.settings import ClusterSettings
 
 MAIN_CLASS = 'org.apache.beam.runners.flink.FlinkJobServerDriver'
 FLINK_RUNNER_ARTIFACT = 'beam-runners-flink-1.19'

@@ -18,7 +18,6 @@ import collections
 import datetime
 import hashlib
 import json
-import os
 import re
 from typing import Iterable, List
 
@@ -27,10 +26,12 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline.refresh import versions
 from transforms.coordination import fault_points, output_lock as lock
-from transforms.write.output_files import (ERRORS_KIND, FEATURES_KIND,
-                                           SUFFIXES, OutputConfig,
-                                           TooManyErrors, error_share_problem)
 from transforms.records import ShardRead, ShardWritten
+from transforms.write.output_files import (ERRORS_KIND, FEATURES_KIND,
+                                           OutputConfig, TooManyErrors,
+                                           check_nothing_lost,
+                                           error_share_problem,
+                                           rename_into_place, shard_name)
 
 PLAN_FILE = 'plan.json'
 SHARD_LIST = 'shards.txt'
@@ -46,14 +47,13 @@ def shard_folder(version: str, source: str) -> str:
 
 def _move(root: str, folder: str, kind: str,
           written: List[ShardWritten]) -> List[dict]:
+  """Moves a processed shard's files of one kind into ``folder``, named
+  as a run names its shards, in the order of their temporary paths."""
   written = sorted(written, key=lambda w: w.temp_path)
-  names = [f'{folder}/{kind}-{i:05d}-of-{len(written):05d}{SUFFIXES[kind]}'
+  names = [f'{folder}/{shard_name(kind, i, len(written))}'
            for i in range(len(written))]
-  if written:
-    if '://' not in root:  # Local disk has folders; object stores do not.
-      os.makedirs(versions.path(root, folder), exist_ok=True)
-    FileSystems.rename([w.temp_path for w in written],
-                       [versions.path(root, name) for name in names])
+  rename_into_place([(w.temp_path, versions.path(root, name))
+                     for name, w in zip(names, written)])
   return [{'path': name, 'records': w.records}
           for name, w in zip(names, written)]
 
@@ -87,11 +87,8 @@ def publish_version(root: str, staging: str, read_counts: List[ShardRead],
     files = by_source[source]
     counts = {kind: sum(w.records for w in files[kind])
               for kind in (FEATURES_KIND, ERRORS_KIND)}
-    if images[source] != counts[FEATURES_KIND] + counts[ERRORS_KIND]:
-      raise RuntimeError(
-          f'{source}: {images[source]} images read but '
-          f'{counts[FEATURES_KIND]} feature records + {counts[ERRORS_KIND]} '
-          'error lines written: images were lost')
+    check_nothing_lost(images[source], counts[FEATURES_KIND],
+                       counts[ERRORS_KIND], where=f'{source}: ')
     entries.append({'path': source,
                     'fingerprint': plan['to_process'][source],
                     'model_fingerprint': plan['model_fingerprint'],

@@ -19,7 +19,7 @@ import tempfile
 import zipfile
 from typing import Iterator
 
-from pipeline.flink_local.settings import ClusterSettings
+from pipeline.runners.flink_local.settings import ClusterSettings
 
 # bin/ and conf/ are the same in every wheel of a release; one fixed wheel
 # keeps the download the same from any Python or machine.

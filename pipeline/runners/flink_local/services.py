@@ -8,8 +8,8 @@ workers to pool N (see ``configuration.hosts_file``).
 import os
 from typing import Dict, List, Tuple
 
-from pipeline.flink_local.processes import Service
-from pipeline.flink_local.settings import ClusterSettings
+from pipeline.runners.flink_local.processes import Service
+from pipeline.runners.flink_local.settings import ClusterSettings
 
 JOBMANAGER = 'jobmanager'
 JOB_SERVER = 'job-server'
@@ -75,7 +75,7 @@ def services(settings: ClusterSettings, python: str) -> Dict[str,
     folder = settings.path('pools', name)
     result[name] = Service(
         name=name,
-        argv=[python, '-m', 'pipeline.flink_local.worker_pool',
+        argv=[python, '-m', 'pipeline.runners.flink_local.worker_pool',
               f'--address={settings.worker_pool_ip(i)}:'
               f'{settings.worker_pool_port}',
               f'--worker-python={settings.worker_python}',

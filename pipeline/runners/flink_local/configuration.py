@@ -11,9 +11,9 @@ from typing import Optional
 
 import yaml
 
-from pipeline.flink_local.services import (JOBMANAGER, pool_name,
+from pipeline.runners.flink_local.services import (JOBMANAGER, pool_name,
                                            taskmanager_name)
-from pipeline.flink_local.settings import ClusterSettings
+from pipeline.runners.flink_local.settings import ClusterSettings
 
 
 class ClusterError(Exception):
