@@ -7,7 +7,7 @@
 #
 # or without Docker: gcloud builds submit --tag IMAGE . (docs/dataflow.md).
 # Keep BEAM_VERSION equal to the apache-beam pin in setup.py;
-# tests/test_flex_template.py checks that it is.
+# tests/unit/pipeline/test_flex_template.py checks that it is.
 ARG BEAM_VERSION=2.77.0
 ARG PYTHON_VERSION=3.11
 ARG LAUNCHER_IMAGE=gcr.io/dataflow-templates-base/python311-template-launcher-base:latest

@@ -33,9 +33,9 @@ TEST_REQUIRES = [
     'kubernetes-validate==1.37.0',
     # The FlinkDeployment against the Flink operator's CRD schema.
     'jsonschema==4.26.0',
-    'hypothesis==6.170.15',  # tests/test_fuzz.py: fuzzing the bytes
+    'hypothesis==6.170.15',  # tests/system/test_fuzz.py: fuzzing the bytes
     # The GPU path's model on JAX's CPU device, against TensorFlow's
-    # (tests/test_gpu_path_on_cpu.py); the same jax as the gpu extra, so
+    # (tests/system/test_gpu_path_on_cpu.py); the same jax as the gpu extra, so
     # that both extras install together. jax 0.11 needs Python 3.12.
     'jax[cpu]==0.10.2; python_version < "3.12"',
     'jax[cpu]==0.11.2; python_version >= "3.12"',
@@ -61,7 +61,8 @@ setuptools.setup(
         'Apache Beam pipeline: image shards in, VGG16 features out as '
         'sharded TFRecords, with bounded memory per worker.'),
     python_requires='>=3.11,<3.13',
-    # Every subpackage too (pipeline.runners.flink_local, pipeline.refresh, ...).
+    # Every subpackage too (pipeline.runners.flink_local, transforms.read,
+    # ...).
     packages=setuptools.find_packages(include=['pipeline', 'pipeline.*',
                                                'transforms', 'transforms.*']),
     install_requires=INSTALL_REQUIRES,

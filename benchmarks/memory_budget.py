@@ -69,7 +69,7 @@ def child(argv: List[str]) -> int:
   (what ``measure.run_measured`` reads)."""
   # pylint: disable=import-outside-toplevel
   from pipeline import cli
-  from tests.peak_rss import peak_rss_kb
+  from tests.support.peak_rss import peak_rss_kb
   status = cli.main(argv)
   print(json.dumps({'status': status, 'peak_rss_kb': peak_rss_kb()}),
         flush=True)

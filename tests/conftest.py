@@ -1,44 +1,49 @@
-"""Shared fixtures: a VGG16 weight file in the official Keras format, and a
-real GCS API server on loopback."""
+"""Shared fixtures (a VGG16 weight file in the official Keras format, a
+real GCS API server on loopback) and the tests' layout by kind:
+
+* ``unit/``: functions and transforms on their own, mirroring the
+  packages (``unit/read``, ``unit/extract/gpu``, ``unit/pipeline``...);
+* ``system/``: runs of the whole program (a pipeline on the DirectRunner,
+  a Flink cluster, Airflow, a GCS server, an installed sdist), marked
+  ``system``;
+* ``support/``: what both share (datasets, images, servers, clusters);
+* ``gpu/``: the GPU machine's tests, collected there only.
+
+``pytest -m "not system" tests`` is the fast loop.
+"""
 import os
 from typing import Callable, NamedTuple
 
-import numpy as np
 import pytest
 
-from tests import gcs_server
+from tests.support import gcs_server
+from tests.support.gcs_server import BUCKET
+from tests.support.weights import write_official_weights
 
-BUCKET = 'featurize-test'
 
 # tests/gpu needs an NVIDIA GPU; the README's test command leaves it out.
 # benchmarks/gpu/run_on_device.sh runs it on the GPU machine.
 GPU_TESTS_ENV = 'FEATURIZE_GPU_TESTS'
 collect_ignore = [] if os.environ.get(GPU_TESTS_ENV) else ['gpu']
+SYSTEM_TESTS = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                            'system')
 
 
-def write_official_weights(path: str, include_top: bool = False,
-                           seed: int = 123) -> str:
-  """Writes VGG16 weights as the official ``..._notop.h5`` files are laid
-  out (Keras's legacy HDF5 weight format: one group per layer, in order).
+def pytest_configure(config):
+  config.addinivalue_line(
+      'markers', 'system: runs the whole program (a pipeline, a cluster, a '
+      'server or an install); -m "not system" leaves them out')
+  # Keras 3.15 converts tensors with np.array(x, copy=False) semantics that
+  # numpy 2 deprecates; it is Keras's to fix and says nothing about ours.
+  config.addinivalue_line(
+      'filterwarnings', 'ignore:__array__ implementation:DeprecationWarning')
 
-  The real ImageNet weights cannot be downloaded here; these are random but
-  loaded by exactly the same code.
-  """
-  import h5py
-  import keras
-  from keras.src.legacy.saving import legacy_h5_format
-  model = keras.applications.VGG16(include_top=include_top, weights=None)
-  rng = np.random.default_rng(seed)
-  for layer in model.layers:
-    if layer.weights:
-      kernel, bias = layer.get_weights()
-      scale = np.sqrt(2.0 / np.prod(kernel.shape[:-1]))
-      layer.set_weights([
-          (rng.standard_normal(kernel.shape) * scale).astype(np.float32),
-          (rng.standard_normal(bias.shape) * 0.01).astype(np.float32)])
-  with h5py.File(path, 'w') as f:
-    legacy_h5_format.save_weights_to_hdf5_group(f, model)
-  return path
+
+def pytest_collection_modifyitems(items):
+  """Everything under ``system/`` is a system test."""
+  for item in items:
+    if str(item.path).startswith(SYSTEM_TESTS + os.sep):
+      item.add_marker(pytest.mark.system)
 
 
 @pytest.fixture(scope='session')
@@ -92,15 +97,8 @@ def gcs_env(gcs, monkeypatch) -> Gcs:
   return gcs
 
 
-def pytest_configure(config):
-  # Keras 3.15 converts tensors with np.array(x, copy=False) semantics that
-  # numpy 2 deprecates; it is Keras's to fix and says nothing about ours.
-  config.addinivalue_line(
-      'filterwarnings', 'ignore:__array__ implementation:DeprecationWarning')
-
-
 def pytest_addoption(parser):
   parser.addoption(
       '--fuzz-budget', type=int, default=None, metavar='N',
-      help='Inputs tried by tests/test_fuzz.py (default: '
+      help='Inputs tried by tests/system/test_fuzz.py (default: '
       '$FEATURIZE_FUZZ_BUDGET, else the CI budget).')

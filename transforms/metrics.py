@@ -35,7 +35,7 @@ ROUTE_MICROS = 'route_micros'
 CPU_DECODE_WAIT_MICROS = 'cpu_decode_wait_micros'
 GPU_STEP_PREFIX, GPU_ROUTE_PREFIX = 'gpu_', 'gpu_route_'
 # RunInference's names in MODEL_NAMESPACE, as Beam's collector makes them
-# (tests/test_metrics.py checks that they still agree).
+# (tests/unit/test_metrics.py checks that they still agree).
 NUM_INFERENCES = 'num_inferences'
 BATCH_SIZE = 'inference_request_batch_size'
 BATCH_LATENCY_MICROS = 'inference_batch_latency_micro_secs'

@@ -357,7 +357,7 @@ def featurize_run(input_pattern: str, out: str, images: int,
              f'--direct_num_workers={processes}'] if processes > 1 else [])
   if server:
     runner.append('--large-model')
-  command = [sys.executable, '-m', 'tests.peak_rss', 'run', '--config',
+  command = [sys.executable, '-m', 'tests.support.peak_rss', 'run', '--config',
              os.path.join(ROOT, 'run_configs', 'local.yaml'), '--input',
              input_pattern, '--output', out, '--device', 'gpu', '--weights',
              'random', '--quiet', *extra, *runner]

@@ -102,7 +102,7 @@ def profile(pattern: str, out: str, extra) -> dict:
 def write_weights(folder: str) -> str:
   """The tests' seeded weight file (the one the reference was made with)."""
   # pylint: disable=import-outside-toplevel
-  from tests.conftest import write_official_weights
+  from tests.support.weights import write_official_weights
   from transforms.extract import vgg16
   path = os.path.join(folder, vgg16.WEIGHTS_FILE_NOTOP)
   if not os.path.exists(path):

@@ -44,8 +44,9 @@ Airflow from starting a second run, and featurize's own lock
 """
 import datetime
 import shlex
+import shutil
 import subprocess
-from typing import Any, Dict, List, Mapping
+from typing import Any, Dict, List, Mapping, Optional
 
 from airflow.providers.google.cloud.operators.dataflow import (
     DataflowStartFlexTemplateOperator)
@@ -58,14 +59,16 @@ DEFAULTS = {
     'input': 'gs://YOUR-BUCKET/shards/*.tfrecord',
     'dataset': 'gs://YOUR-BUCKET/features',
     'weights': 'imagenet',
-    'featurize': 'featurize',
+    # The featurize executable in its own virtualenv, by its full path: an
+    # Airflow worker's PATH rarely holds it.
+    'featurize': '/YOUR-VENV/bin/featurize',
     'project': 'YOUR-PROJECT',
     'region': 'us-central1',
     'template': 'gs://YOUR-BUCKET/templates/featurize-refresh.json',
     'temp_location': 'gs://YOUR-BUCKET/featurize/temp',
 }
 # featurize's own choices (transforms/extract/vgg16.py);
-# tests/test_airflow_dag.py checks that they still agree.
+# tests/system/test_airflow_dag.py checks that they still agree.
 LAYERS = (
     'block1_conv1', 'block1_conv2', 'block1_pool',
     'block2_conv1', 'block2_conv2', 'block2_pool',
@@ -88,6 +91,16 @@ def placeholders(params: Mapping[str, Any]) -> List[str]:
   """The settings ``params['runner']`` needs that are still placeholders."""
   return [name for name in REQUIRED[params['runner']]
           if not params[name] or PLACEHOLDER in str(params[name])]
+
+
+def featurize_missing(params: Mapping[str, Any]) -> Optional[str]:
+  """Why a local refresh cannot run ``params['featurize']`` on this
+  worker, or None (and None for ``runner=dataflow``)."""
+  if params['runner'] != 'local' or shutil.which(params['featurize']):
+    return None
+  return (f'featurize {params["featurize"]!r} is not an executable on this '
+          'worker: set featurize to its full path in featurize\'s own '
+          'virtualenv (e.g. /opt/featurize/.venv/bin/featurize)')
 
 
 def featurize_argv(params: Mapping[str, Any]) -> List[str]:
@@ -204,6 +217,9 @@ with DAG(
     if unset:
       raise ValueError(f'set {", ".join(unset)} (the DAG\'s DEFAULTS or the '
                        'run\'s conf): placeholders cannot be refreshed')
+    missing = featurize_missing(params)
+    if missing:
+      raise ValueError(missing)
     return f'refresh_{params["runner"]}'
 
   # A task with an argv list rather than a BashOperator: no shell ever
@@ -213,6 +229,9 @@ with DAG(
   @task
   def refresh_local(params=None) -> None:
     """Runs ``featurize refresh``; its exit status fails the task."""
+    missing = featurize_missing(params)  # this worker may be another
+    if missing:
+      raise ValueError(missing)
     argv = featurize_argv(params)
     print('running:', shlex.join(argv), flush=True)
     # featurize's output goes straight to the task's log.

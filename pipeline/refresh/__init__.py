@@ -10,6 +10,8 @@ shards only, and publishes a new version by replacing one pointer::
     ROOT/versions/<version>.json the manifest of each version
     ROOT/files/<version>/...     files made by that version, one shard each
     ROOT/.staging/<refresh>/     a refresh in flight (plan, temporary files)
+    ROOT/failed/<version>-<id>/  the error lines of the last refresh that
+                                 failed with too many errors
 
 Modules: ``versions`` (the names in a dataset root, its manifests and
 pointer), ``fingerprints`` (shard and model fingerprints), ``plan`` (what

@@ -18,8 +18,10 @@ import collections
 import datetime
 import hashlib
 import json
+import os
 import re
-from typing import Iterable, List
+import shutil
+from typing import Dict, Iterable, List
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -38,11 +40,50 @@ SHARD_LIST = 'shards.txt'
 TEMP = 'tmp'
 
 
-def shard_folder(version: str, source: str) -> str:
-  """``files/<version>/<name>-<hash>``: one folder per processed shard."""
+def _shard_name(source: str) -> str:
+  """``<name>-<hash>`` of an input shard, for its folder of files."""
   name = re.sub(r'[^A-Za-z0-9._-]', '_', source.rstrip('/').rsplit('/', 1)[-1])
   digest = hashlib.sha1(source.encode()).hexdigest()[:10]
-  return f'{versions.FILES}/{version}/{name[:80]}-{digest}'
+  return f'{name[:80]}-{digest}'
+
+
+def shard_folder(version: str, source: str) -> str:
+  """``files/<version>/<name>-<hash>``: one folder per processed shard."""
+  return f'{versions.FILES}/{version}/{_shard_name(source)}'
+
+
+def keep_failed_errors(root: str, version: str, refresh: str,
+                       error_files: Dict[str, List[ShardWritten]]) -> str:
+  """Moves a failed refresh's error lines where the user can read them:
+  ``failed/<version>-<refresh>/<shard>/errors-*.jsonl``, after deleting
+  an earlier failed refresh's. Returns that folder (under ``root``).
+
+  The staging folder, where they were written, is cleared by the next
+  refresh; these stay until another refresh fails with too many errors.
+  Safe to run again after it failed part way (a runner retrying the
+  step): files already moved are left where they are.
+  """
+  folder = versions.path(root, versions.FAILED, f'{version}-{refresh}')
+  earlier = [m.path for m in FileSystems.match(
+      [versions.path(root, versions.FAILED, '**')])[0].metadata_list
+             if not m.path.startswith(folder + '/')]
+  if earlier:
+    FileSystems.delete(earlier)
+  failed = versions.path(root, versions.FAILED)
+  if '://' not in root and os.path.isdir(failed):  # local folders
+    for name in os.listdir(failed):
+      if os.path.join(failed, name) != folder:
+        shutil.rmtree(os.path.join(failed, name), ignore_errors=True)
+  moves = []
+  for source, written in sorted(error_files.items()):
+    written = sorted(written, key=lambda w: w.temp_path)
+    for index, w in enumerate(written):
+      final = versions.path(folder, _shard_name(source),
+                            shard_name(ERRORS_KIND, index, len(written)))
+      if FileSystems.exists(w.temp_path):
+        moves.append((w.temp_path, final))
+  rename_into_place(moves)
+  return folder
 
 
 def _move(root: str, folder: str, kind: str,
@@ -97,11 +138,17 @@ def publish_version(root: str, staging: str, read_counts: List[ShardRead],
                     'errors': counts[ERRORS_KIND],
                     'files': {}})
   processed = sum(images.values())
-  problem = error_share_problem(
-      processed, sum(e['errors'] for e in entries),
-      OutputConfig(root, plan['max_error_fraction'])) if processed else None
-  if problem:
-    raise TooManyErrors(f'refresh {version}: {problem}')
+  failed = sum(e['errors'] for e in entries)
+  config = OutputConfig(root, plan['max_error_fraction'])
+  if processed and error_share_problem(processed, failed, config):
+    kept = keep_failed_errors(
+        root, version, plan['refresh'],
+        {source: by_source[source][ERRORS_KIND]
+         for source in plan['to_process']})
+    raise TooManyErrors(f'refresh {version}: ' + error_share_problem(
+        processed, failed, config,
+        error_lines=f'{kept}/*/{ERRORS_KIND}-*.jsonl (kept until another '
+        'refresh fails so)'))
   for entry in entries:
     folder = shard_folder(version, entry['path'])
     for kind in (FEATURES_KIND, ERRORS_KIND):

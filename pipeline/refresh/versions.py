@@ -20,6 +20,10 @@ POINTER = 'LATEST'
 VERSIONS = 'versions'
 FILES = 'files'
 STAGING = '.staging'
+# The error lines of the last refresh that failed with too many errors,
+# kept (outside the staging folder, which the next refresh clears) until
+# another refresh fails so: FAILED/<version>-<refresh>/<shard>/errors-*.
+FAILED = 'failed'
 
 
 class PointerMoved(Exception):

@@ -34,7 +34,7 @@ def gpu_weights(tmp_path_factory, reference):
   """The tests' seeded official-format weight file, written here; its
   values must be those the reference was computed with."""
   # pylint: disable=import-outside-toplevel
-  from tests.conftest import write_official_weights
+  from tests.support.weights import write_official_weights
   from tests.gpu.reference import weights_digest
   from transforms.extract import vgg16
   path = write_official_weights(str(

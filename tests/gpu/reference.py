@@ -28,7 +28,7 @@ SIZES = {'astronaut': (500, 375), 'chelsea': (375, 500),
 
 def demo_jpegs():
   """``{name: bytes}``: each photo resized to its size, JPEG quality 90."""
-  from tests import image_zoo  # pylint: disable=import-outside-toplevel
+  from tests.support import image_zoo  # pylint: disable=import-outside-toplevel
   from PIL import Image  # pylint: disable=import-outside-toplevel
   out = {}
   for name, size in SIZES.items():
@@ -67,7 +67,7 @@ def main(out: str) -> None:
   # pylint: disable=import-outside-toplevel
   import os
   import tempfile
-  from tests.conftest import write_official_weights
+  from tests.support.weights import write_official_weights
   from transforms.decode import imaging
   from transforms.extract import vgg16
   jpegs = demo_jpegs()

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torchvision import io as tv_io
 
-from tests import image_zoo
+from tests.support import image_zoo
 from transforms.decode import imaging
 from transforms.decode.decode_images import decode_record
 from transforms.extract.gpu import (decoders, device_batches, orientation,
@@ -111,7 +111,7 @@ def test_images_nvjpeg_cannot_take_give_the_cpu_paths_errors(nvjpeg):
 
 @pytest.mark.parametrize('value', [3, 6, 8])
 def test_exif_orientation_is_applied_on_the_gpu(nvjpeg, value):
-  from tests.test_gpu_orientation import rotated_jpeg  # pylint: disable=import-outside-toplevel
+  from tests.support.image_zoo import rotated_jpeg  # pylint: disable=import-outside-toplevel
   record = ImageRecord(f'turned-{value}', 'test', rotated_jpeg(value))
   got, errors, on_device = _decode_and_resize(nvjpeg, [record])
   assert not errors and on_device == 1
@@ -128,7 +128,7 @@ def test_grayscale_marked_2x1_or_2x2_decodes_on_the_gpu_as_the_cpu_does(
   4:2:0 (2x1 for 4:2:2), which nvJPEG decodes wrongly; the device is
   given it marked 1x1 (``jpeg_header.device_bytes``) and its pixels are
   the CPU path's, as close as for any JPEG nvJPEG decodes."""
-  from tests.test_gpu_jpeg_header import gray_jpeg  # pylint: disable=import-outside-toplevel
+  from tests.support.image_zoo import gray_jpeg  # pylint: disable=import-outside-toplevel
   records = [ImageRecord(f'gray-{size[0]}x{size[1]}', 'test',
                          gray_jpeg(size, subsampling))
              for size in [(500, 375), (375, 500), (53, 37), (257, 255)]]

@@ -6,8 +6,8 @@ import os
 import numpy as np
 
 from pipeline import cli, demo
-from tests import datasets
-from tests.test_end_to_end import read_errors
+from tests.support import datasets
+from tests.support.outputs import read_errors
 
 
 def read_features(out):

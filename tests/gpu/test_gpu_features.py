@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from tests.test_gpu_path_on_cpu import cosines, relative_l2
+from tests.support.arrays import cosines, relative_l2
 from transforms.decode import imaging
 from transforms.extract import vgg16
 from transforms.extract.gpu import decoders, device_batches

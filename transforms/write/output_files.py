@@ -81,16 +81,27 @@ def rename_into_place(moves: Sequence[Tuple[str, str]]) -> None:
                      [final for _, final in moves])
 
 
-def error_share_problem(images_in: int, errors: int,
-                        config: OutputConfig) -> Optional[str]:
-  """Why a run with these counts must fail, or None when it may succeed."""
+def error_share_problem(images_in: int, errors: int, config: OutputConfig,
+                        error_lines: Optional[str] = None) -> Optional[str]:
+  """Why a run with these counts must fail, or None when it may succeed.
+
+  Args:
+    images_in: Images read.
+    errors: Error lines among them.
+    config: The output, with its ``max_error_fraction``.
+    error_lines: Where the error lines are, for the message (default: a
+      run's, ``DIR/errors-*.jsonl``, which the publish step has renamed
+      into place by the time it checks).
+  """
   if images_in == 0:
     return 'the input shards hold no images at all'
   fraction = errors / images_in
   if fraction > config.max_error_fraction:
+    where = error_lines or config.path(
+        f'{ERRORS_KIND}-*{SUFFIXES[ERRORS_KIND]}')
     return (f'{errors} of {images_in} images failed ({fraction:.1%}), more '
             f'than --max-error-fraction {config.max_error_fraction}; '
-            f'see {config.path("errors-*.jsonl")}')
+            f'see {where}')
   return None
 
 

@@ -1,7 +1,7 @@
 """The settings of a local Flink cluster: one frozen object, no I/O.
 
 The ports and the worker-pool address here are the ones
-``run_configs/flink.yaml`` names; ``tests/test_flink_local.py``
+``run_configs/flink.yaml`` names; ``tests/unit/pipeline/test_flink_local.py``
 (``test_run_config_names_what_the_cluster_serves``) keeps the two in
 agreement.
 """

@@ -31,7 +31,7 @@ when all of these hold (anything else, however harmless, goes to the CPU):
   its default 4:2:0), so ``device_bytes`` gives it such a file marked
   1x1: a scan of one component is not interleaved, so its blocks and
   pixels are the same whatever the factors (libjpeg-turbo decodes both
-  alike, ``tests/test_gpu_jpeg_header.py``).
+  alike, ``tests/unit/extract/gpu/test_gpu_jpeg_header.py``).
 * Plainly YCbCr: three components with an Adobe APP14 segment whose
   transform is not 1 (0 means RGB-coded), or with component ids 'R', 'G',
   'B' (libjpeg-turbo's sign of RGB without JFIF), go to the CPU.

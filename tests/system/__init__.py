@@ -1,0 +1,1 @@
+"""Runs of the whole program, marked system (tests/conftest.py)."""
