@@ -15,7 +15,7 @@ import traceback
 from typing import Optional, Sequence
 
 from pipeline import console, demo, job_metrics, options
-from pipeline.inspection import output as inspect_output
+from pipeline.inspection import inspect_output
 from pipeline.refresh import commands as refresh_commands
 from pipeline.refresh import refresh_job
 from pipeline.run import RunSummary, run_job

@@ -1,6 +1,6 @@
 """``featurize inspect``: what an output holds.
 
-``output`` reads a run's folder or a dataset version (manifest, error
+``inspect_output`` reads a run's folder or a dataset version (manifest, error
 files, leftovers of killed runs) and runs the command; ``summary`` turns
 what it read into a typed summary and its text report (pure functions);
 ``plot`` draws the picture (``--plot``, matplotlib).

@@ -25,7 +25,7 @@ import pytest
 
 from pipeline import cli, demo
 from pipeline.inspection import plot as inspect_plot, summary as inspect_summary
-from pipeline.inspection.output import count_complete_records
+from pipeline.inspection.inspect_output import count_complete_records
 from pipeline.inspection.summary import ErrorTally, FileCount
 from pipeline.read_features import Features
 from pipeline.refresh import versions
@@ -343,7 +343,8 @@ def test_plot_is_a_png_of_the_pca_of_the_first_records(outputs, tmp_path):
   script = '''
 import json, sys
 from pipeline import read_features
-from pipeline.inspection import output as inspect_output, plot as inspect_plot
+from pipeline.inspection import inspect_output
+from pipeline.inspection import plot as inspect_plot
 inspected = inspect_output.inspect(sys.argv[1])
 sample = inspect_plot.sample_features(inspected.feature_files, 20)
 projection = inspect_plot.draw(sys.argv[2], inspected.summary, sample)
