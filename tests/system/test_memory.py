@@ -2,8 +2,9 @@
 
 Each run is its own process, which reports its own peak RSS
 (``tests/support/peak_rss.py``). The layer is block1_pool: 3.2 MB of
-features an image, so a step that held the records (a GroupByKey, a list, a whole shard) would add
-hundreds of MB between the two sizes; bounded streaming adds nothing.
+features an image, so a step that held the records (a GroupByKey, a list,
+a whole shard) would add hundreds of MB between the two sizes; bounded
+streaming adds nothing.
 """
 import os
 import subprocess
@@ -13,19 +14,21 @@ import pytest
 
 from benchmarks import dataset as bench_dataset
 from pipeline import demo
+from tests.support.paths import ROOT
 
 LOCAL = demo.LOCAL_CONFIG
 
 
 def peak_rss_mb(shard: str, out: str) -> float:
   command = [sys.executable, '-m', 'tests.support.peak_rss', 'run',
-             '--input', shard, '--output', out, '--weights', 'random', '--layer', 'block1_pool',
-             '--precision', 'bfloat16', '--config', LOCAL,
+             '--input', shard, '--output', out, '--weights', 'random',
+             '--layer', 'block1_pool', '--precision', 'bfloat16',
+             '--config', LOCAL,
              # Small batches, so that every run has full batches and the
              # peaks compare like with like.
              '--batch-size', '4']
   result = subprocess.run(command, capture_output=True, text=True,
-                          cwd=os.path.dirname(os.path.dirname(__file__)))
+                          cwd=ROOT)
   assert result.returncode == 0, result.stderr[-3000:]
   last = result.stdout.strip().splitlines()[-1]
   assert last.startswith('PEAK_RSS_KB ')
