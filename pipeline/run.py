@@ -19,7 +19,7 @@ from pipeline.options import local_workers, runs_locally
 from transforms.coordination import output_lock
 from transforms.extract import vgg16
 from transforms.extract import backend
-from transforms.extract.gpu import mps
+from transforms.extract.gpu import mps, placement
 from transforms.write.output_files import (MANIFEST_FILE, SUCCESS_FILE,
                                            RunRefused, TooManyErrors,
                                            error_share_problem,
@@ -137,15 +137,22 @@ def start_job(job: JobConfig, beam_args: Sequence[str],
   is submitted.
   """
   options = PipelineOptions(list(beam_args))
-  gpu_sharing = contextlib.nullcontext()
+  gpu_sharing = []  # contexts the local run's workers start inside
   if job.model.device == 'gpu' and runs_locally(beam_args):
     processes = local_worker_processes(options)
-    backend.share_gpus(processes, one_owner=job.model.large_model)
+    gpus = [] if job.model.large_model else placement.machine_gpus(
+        os.environ)
+    # Several GPUs: each worker process takes one, P/G a GPU (placement).
+    per_gpu = placement.processes_per_gpu(processes, len(gpus))
+    backend.share_gpus(processes, one_owner=job.model.large_model,
+                       per_gpu=per_gpu)
     if not job.model.large_model:  # one server process owns the GPU
-      # Local runners run the whole job in run(), inside this block.
-      gpu_sharing = mps.sharing(
-          processes, say=lambda line: print(f'featurize: {line}',
-                                            flush=True))
+      say = lambda line: print(f'featurize: {line}', flush=True)
+      if len(gpus) > 1 and processes > 1:
+        say(f'{processes} worker processes over {len(gpus)} GPUs, at most '
+            f'{per_gpu} a GPU')
+      # Local runners run the whole job in run(), inside these.
+      gpu_sharing = [placement.spread(gpus), mps.sharing(per_gpu, say=say)]
   # The launcher's own file access (preflight, manifest) uses the same
   # filesystem options as the workers (credentials, --no_auth, ...).
   FileSystems.set_options(options)
@@ -158,7 +165,9 @@ def start_job(job: JobConfig, beam_args: Sequence[str],
       remove_leftovers(job.output)
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, job, lock.holder if lock else None)
-    with gpu_sharing:
+    with contextlib.ExitStack() as stack:
+      for context in gpu_sharing:
+        stack.enter_context(context)
       return pipeline.run()
   except BaseException:
     if lock:

@@ -334,7 +334,8 @@ def featurize_run(input_pattern: str, out: str, images: int,
                   extra: Sequence[str], env: Optional[dict] = None,
                   processes: int = 1, server: bool = False,
                   spy: Optional[str] = None,
-                  memory_from: Optional[int] = None) -> dict:
+                  memory_from: Optional[int] = None,
+                  keep: Optional[str] = None) -> dict:
   """One ``featurize run --device gpu``; returns its measurements.
 
   Args:
@@ -351,6 +352,8 @@ def featurize_run(input_pattern: str, out: str, images: int,
       images were written, or until every process had begun if that was
       later (``memory_until``, with the images written by then), to
       tell whether memory stays flat after it within the one run.
+    keep: Move the output here instead of deleting it (replacing what
+      is there), to compare it with another run's.
   """
   shutil.rmtree(out, ignore_errors=True)
   runner = (['--direct_running_mode=multi_processing',
@@ -389,6 +392,9 @@ def featurize_run(input_pattern: str, out: str, images: int,
                       stdout)
   written = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out)
                 if f.startswith('features-'))
+  if keep:
+    shutil.rmtree(keep, ignore_errors=True)
+    shutil.move(out, keep)
   shutil.rmtree(out, ignore_errors=True)
   # The launcher's own peak, and with several processes the sampled peak
   # of the launcher and its workers together (the host's share of a run).

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 
-from benchmarks.gpu import ceiling, end_to_end, profiles
+from benchmarks.gpu import ceiling, end_to_end, multi_gpu, profiles
 
 POOLINGS = ('avg', 'none')
 
@@ -209,6 +209,13 @@ def main(argv=None) -> int:
                       help='Also a cProfile of one run (slow to start).')
   parser.add_argument('--skip-ceilings', action='store_true',
                       help='CPU smoke runs: no GPU.')
+  parser.add_argument('--multi-gpu', default='',
+                      help='GPU counts (e.g. 1,2,4): run imagenet avg on '
+                      'the first N GPUs for each, --gpu-processes worker '
+                      'processes a GPU, and write multi_gpu.<n> '
+                      '(benchmarks/gpu/multi_gpu.py); then stop.')
+  parser.add_argument('--gpu-processes', type=int, default=8,
+                      help='Worker processes a GPU for --multi-gpu.')
   args = parser.parse_args(argv)
   small, large = (int(s) for s in args.sizes.split(','))
   names = [n for n in args.profiles.split(',') if n]
@@ -266,6 +273,24 @@ def main(argv=None) -> int:
       ['--pooling', 'avg', '--batch-size', str(args.batch_size),
        '--image-size', str(args.image_size)],
       processes=max(1, args.processes))
+  # Several GPUs (a machine of several), after the warm-up run.
+  if args.multi_gpu:
+    name = 'imagenet' if 'imagenet' in names else names[0]
+    counts = sorted({int(n) for n in args.multi_gpu.split(',') if n})
+    results = multi_gpu.run(
+        patterns[name][large], large, small, args.data, counts,
+        args.gpu_processes,
+        ['--pooling', 'avg', '--precision', 'bfloat16', '--batch-size',
+         str(args.batch_size), '--image-size', str(args.image_size)],
+        end_to_end.featurize_run)
+    summary['multi_gpu'] = {str(n): r for n, r in results.items()}
+    summary['multi_gpu_profile'] = name
+    summary['targets'] = [{'target': text, 'pass': passed}
+                          for text, passed in multi_gpu.targets(results)]
+    for text, passed in multi_gpu.targets(results):
+      print(f'{"PASS" if passed else "FAIL"}: {text}', flush=True)
+    save()
+    return 0
   # Which layout feeds the GPU best, measured first: the profiles' runs
   # then use it (--processes 0). A layout is a worker count, with "s" for
   # a server process that owns the GPU (--large-model).

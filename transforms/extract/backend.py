@@ -11,6 +11,7 @@ GPU worker image sets it too.
 import importlib.metadata
 import os
 import sys
+from typing import Optional
 
 BACKENDS = {'cpu': 'tensorflow', 'gpu': 'jax'}
 DEVICES = tuple(BACKENDS)
@@ -20,11 +21,12 @@ DEVICES = tuple(BACKENDS)
 # nvJPEG, so that CI machines without a GPU exercise it. Never set in use.
 ON_CPU_ENV = 'FEATURIZE_GPU_PATH_ON_CPU'
 
-# How many worker processes share each GPU: the launcher sets it for a
-# local multi-process run (``share_gpus``), and worker processes inherit
-# it. Each process then takes that share of the GPU's memory and of the
-# machine's cores.
+# How many worker processes share each GPU, and how many the machine
+# runs: the launcher sets them for a local multi-process run
+# (``share_gpus``), and worker processes inherit them. Each process takes
+# its share of its GPU's memory and of the machine's cores.
 GPU_PROCESSES_ENV = 'FEATURIZE_GPU_PROCESSES'
+WORKER_PROCESSES_ENV = 'FEATURIZE_WORKER_PROCESSES'
 # Threads of the CPU decoder per process (default: the process's share of
 # the machine's cores).
 CPU_DECODE_THREADS_ENV = 'FEATURIZE_GPU_CPU_DECODERS'
@@ -62,6 +64,15 @@ def gpu_processes() -> int:
     return 1
 
 
+def worker_processes() -> int:
+  """How many worker processes the machine runs (``WORKER_PROCESSES_ENV``;
+  else as many as share a GPU)."""
+  try:
+    return max(1, int(os.environ[WORKER_PROCESSES_ENV]))
+  except (KeyError, ValueError):
+    return gpu_processes()
+
+
 def memory_fraction(processes: int) -> float:
   """JAX's cap on one process's share of a GPU's memory."""
   return round(min(_ONE_PROCESS_MEMORY_FRACTION,
@@ -75,25 +86,30 @@ def cpu_decode_threads(cores: int = 0, processes: int = 0) -> int:
   if given and given.isdigit() and int(given) > 0:
     return int(given)
   cores = cores or len(os.sched_getaffinity(0))
-  return max(1, cores // (processes or gpu_processes()))
+  return max(1, cores // (processes or worker_processes()))
 
 
-def share_gpus(processes: int, one_owner: bool = False) -> None:
+def share_gpus(processes: int, one_owner: bool = False,
+               per_gpu: Optional[int] = None) -> None:
   """Tells the worker processes this launcher starts how many of them
-  share the machine (they inherit the environment), for their shares of
-  its cores, and gives each process that uses a GPU its share of JAX's
-  memory unless the user chose one.
+  share the machine and each GPU (they inherit the environment), for
+  their shares of its cores, and gives each process that uses a GPU its
+  share of JAX's memory unless the user chose one.
 
   Args:
     processes: Worker processes the runner starts.
     one_owner: One server process owns the GPUs (``--large-model``): it
       takes one process's share of their memory.
+    per_gpu: Worker processes on each GPU where they are spread over
+      several (``gpu.placement``); all of them otherwise.
   """
-  os.environ[GPU_PROCESSES_ENV] = str(max(1, processes))
+  processes = max(1, processes)
+  sharing = 1 if one_owner else max(1, per_gpu or processes)
+  os.environ[WORKER_PROCESSES_ENV] = str(processes)
+  os.environ[GPU_PROCESSES_ENV] = str(sharing)
   if (_MEMORY_FRACTION not in os.environ or
       os.environ.get(_MEMORY_FRACTION_DEFAULTED)):
-    os.environ[_MEMORY_FRACTION] = str(
-        memory_fraction(1 if one_owner else processes))
+    os.environ[_MEMORY_FRACTION] = str(memory_fraction(sharing))
     os.environ[_MEMORY_FRACTION_DEFAULTED] = '1'
 
 

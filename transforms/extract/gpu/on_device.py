@@ -36,12 +36,12 @@ import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils import shared
 
-from transforms.decode import imaging
-from transforms.extract import vgg16
-from transforms.decode.decode_images import decode_record
-from transforms.extract.gpu import (batching, device_batches, routing, runtime,
-                                    server)
 from transforms import metrics
+from transforms.decode import imaging
+from transforms.decode.decode_images import decode_record
+from transforms.extract import backend, vgg16
+from transforms.extract.gpu import (batching, device_batches, placement,
+                                    routing, runtime, server)
 from transforms.records import ErrorRecord, ImageRecord
 
 # Host memory for the encoded bytes of one batch being collected.
@@ -127,6 +127,8 @@ class _ExtractOnDeviceFn(beam.DoFn):
     else:
       def load():
         loaded.append(True)
+        # Several GPUs: this process takes one, before CUDA starts here.
+        placement.place_this_process(backend.worker_processes())
         return runtime.load_runtime(self._model_config, self._decode_config)
 
       self._runtime = self._shared.acquire(
