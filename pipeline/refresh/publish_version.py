@@ -107,7 +107,8 @@ def publish_version(root: str, staging: str, read_counts: List[ShardRead],
   Raises:
     RuntimeError: a shard's images were lost (a bug, never bad input).
     TooManyErrors: more of the images read failed than allowed; nothing
-      is published.
+      is published, and the error lines are kept (``keep_failed_errors``),
+      where the message says.
     versions.PointerMoved: another refresh published first.
   """
   with FileSystems.open(versions.path(staging, PLAN_FILE)) as f:
