@@ -8,10 +8,10 @@ import importlib.metadata
 import os
 from typing import Any, Optional
 
-from transforms.write import example_codec
 from transforms.decode import imaging
 from transforms.extract import vgg16
 from transforms.read.image_shards import ReadConfig
+from transforms.write import example_codec
 from transforms.write.output_files import OutputConfig
 
 

@@ -16,12 +16,12 @@ from typing import Dict, Optional, Type
 
 from pipeline.refresh.versions import PointerMoved
 from pipeline.run import JobFailed
-from transforms.extract import quiet_import
-from transforms.extract import backend
-from transforms.extract.gpu import mps
-from transforms.write.output_files import RunRefused, TooManyErrors
 from transforms.coordination.output_lock import Locked
+from transforms.extract import backend
+from transforms.extract import quiet_import
+from transforms.extract.gpu import mps
 from transforms.extract.vgg16 import ModelConfig
+from transforms.write.output_files import RunRefused, TooManyErrors
 
 EXIT_OK = 0
 EXIT_REFUSED = 1

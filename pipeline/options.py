@@ -15,8 +15,8 @@ import yaml
 
 from pipeline import memory_plan
 from pipeline.config import JobConfig
-from transforms.decode import imaging
 from transforms.coordination import output_lock as lock
+from transforms.decode import imaging
 from transforms.extract import vgg16
 from transforms.read.image_shards import INPUT_FORMATS, ReadConfig
 from transforms.write.output_files import OutputConfig

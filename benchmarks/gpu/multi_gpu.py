@@ -38,14 +38,29 @@ def _errors(folder: str) -> List[str]:
 
 
 def _features(folder: str) -> Dict[str, np.ndarray]:
-  from pipeline.read_features import iter_features  # pylint: disable=import-outside-toplevel
+  """Every record's features of a run's folder, flat, by key (all layers,
+  in name order). Parsed with whichever ``Example`` class this process can
+  load (``example_proto``): the ``tfrecord`` package's cannot share a
+  process with TensorFlow's."""
+  # pylint: disable=import-outside-toplevel
+  from transforms.read import example_proto, tfrecord_framing
+  from transforms.write import example_codec
+  example_class = example_proto.example_pb2().Example
   out = {}
-  for record in iter_features(folder):
-    values = record.features
-    if isinstance(values, dict):
-      values = np.concatenate([v.reshape(-1) for _, v in sorted(
-          values.items())])
-    out[record.key] = np.asarray(values, np.float64).reshape(-1)
+  for name in sorted(os.listdir(folder)):
+    if not name.startswith('features-'):
+      continue
+    with open(os.path.join(folder, name), 'rb') as f:
+      for record in tfrecord_framing.iter_records(f, 1 << 31):
+        if record.data is None:
+          raise ValueError(f'{name}: {record.message}')
+        feature = example_class.FromString(record.data).features.feature
+        key = feature['key'].bytes_list.value[0].decode('utf-8')
+        values = [np.asarray(feature[k].float_list.value, np.float64)
+                  for k in sorted(feature)
+                  if k == example_codec.FEATURES_KEY or
+                  k.startswith(example_codec.FEATURES_KEY + '/')]
+        out[key] = np.concatenate(values) if values else np.zeros(0)
   return out
 
 

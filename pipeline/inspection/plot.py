@@ -18,9 +18,9 @@ from typing import (Callable, Iterable, List, NamedTuple, Optional, Sequence,
 import numpy as np
 
 from pipeline import read_features
-from transforms.extract import vgg16
 from pipeline.inspection.summary import (FAILED, SUCCEEDED, UNFINISHED,
                                      FileCount, Summary, count_of)
+from transforms.extract import vgg16
 
 LEGEND_CLASSES = 20
 NO_LABEL_COLOUR = '#9a9a9a'

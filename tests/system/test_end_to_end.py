@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from tests.support import datasets
-from transforms.decode import imaging
 from tests.support.outputs import (LOCAL, featurize, read_errors,
                                    read_outputs)
+from transforms.decode import imaging
 
 
 def reference_features(weights: str, data: bytes, layer='block5_pool',

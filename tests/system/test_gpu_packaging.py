@@ -13,8 +13,8 @@ from apache_beam.options.pipeline_options import DebugOptions, GoogleCloudOption
 from pipeline import options, run
 from tests.support import image_zoo
 from tests.support.gcs_server import BUCKET
-from transforms.extract import backend
 from tests.support.paths import ROOT
+from transforms.extract import backend
 
 
 CONFIG = os.path.join('run_configs', 'dataflow-gpu.yaml')
@@ -118,8 +118,8 @@ class Block:
       raise ImportError('blocked ' + name)
 sys.meta_path.insert(0, Block())
 import pipeline.build, pipeline.cli, transforms.extract.gpu.on_device
-from transforms.extract.gpu import routing
 from transforms.decode import imaging
+from transforms.extract.gpu import routing
 print(routing.route(b'not an image', imaging.DecodeConfig()).category)
 '''
   done = subprocess.run([sys.executable, '-c', code], cwd=ROOT,

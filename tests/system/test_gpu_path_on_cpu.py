@@ -17,13 +17,13 @@ import pytest
 
 from pipeline import cli, demo
 from tests.support import datasets, jax_features
-from tests.support.outputs import read_errors, read_outputs
-from transforms.extract import vgg16
-from transforms.extract import backend
-from transforms.extract.gpu import routing
-from transforms.extract.gpu import on_device as gpu_extract
 from tests.support.arrays import cosines, relative_l2
+from tests.support.outputs import read_errors, read_outputs
 from tests.support.paths import ROOT
+from transforms.extract import backend
+from transforms.extract import vgg16
+from transforms.extract.gpu import on_device as gpu_extract
+from transforms.extract.gpu import routing
 
 
 

@@ -30,9 +30,9 @@ from pipeline.inspection.summary import ErrorTally, FileCount
 from pipeline.read_features import Features
 from pipeline.refresh import versions
 from tests.support import datasets
+from tests.support.paths import ROOT
 from tests.support.refresh_data import write_shard
 from transforms.read import tfrecord_framing
-from tests.support.paths import ROOT
 
 
 JOB = ('--config', demo.LOCAL_CONFIG, '--weights', 'random', '--layer',

@@ -13,9 +13,9 @@ from apache_beam.io.filesystems import FileSystems
 
 from tests.support.gcs_server import BUCKET
 from transforms.coordination import output_lock
+from transforms.records import ShardRead, ShardWritten
 from transforms.write import publish_run
 from transforms.write.output_files import OutputConfig
-from transforms.records import ShardRead, ShardWritten
 
 FEATURES = [3, 2, 4, 1]  # records per bundle file
 ERRORS = [1, 1]

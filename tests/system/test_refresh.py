@@ -19,12 +19,12 @@ import pytest
 
 from pipeline import cli, options
 from pipeline.refresh import refresh_job, versions
-from transforms.coordination import output_lock as lock
-from transforms.write.output_files import TooManyErrors
 from tests.support.outputs import read_errors, read_outputs
+from tests.support.paths import ROOT
 from tests.support.refresh_data import (IMAGES_PER_SHARD, JOB, LOCAL,
                                         do_refresh, write_shard)
-from tests.support.paths import ROOT
+from transforms.coordination import output_lock as lock
+from transforms.write.output_files import TooManyErrors
 
 
 

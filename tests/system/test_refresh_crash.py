@@ -18,11 +18,11 @@ from pipeline import options
 from pipeline.read_features import feature_files
 from pipeline.refresh import (publish_version as publish,
                               refresh_job as refresh_run, versions)
-from transforms.coordination import output_lock as lock
 from tests.support.gcs_server import BUCKET
-from tests.support.refresh_data import LOCAL, JOB, do_refresh, write_shard
-from transforms.read.tfrecord_framing import iter_records
 from tests.support.paths import ROOT
+from tests.support.refresh_data import LOCAL, JOB, do_refresh, write_shard
+from transforms.coordination import output_lock as lock
+from transforms.read.tfrecord_framing import iter_records
 
 
 

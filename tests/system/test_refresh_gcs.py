@@ -14,10 +14,10 @@ import pytest
 
 from pipeline import demo
 from pipeline.refresh import versions
-from transforms.coordination import output_lock as lock
 from tests.support.gcs_server import BUCKET
-from tests.support.refresh_data import IMAGES_PER_SHARD, JOB, write_shard
 from tests.support.paths import ROOT
+from tests.support.refresh_data import IMAGES_PER_SHARD, JOB, write_shard
+from transforms.coordination import output_lock as lock
 
 
 DATASET = f'gs://{BUCKET}/refresh/features'

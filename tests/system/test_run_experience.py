@@ -12,8 +12,8 @@ import sys
 import pytest
 
 from pipeline import progress_line
-from tests.support.refresh_data import JOB, LOCAL, write_shard
 from tests.support.paths import ROOT
+from tests.support.refresh_data import JOB, LOCAL, write_shard
 
 
 PROGRESS = re.compile(r'(\d+)/(\d+) shards, (\d+) images \(([\d.]+)/s\), '

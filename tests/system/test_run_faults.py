@@ -27,9 +27,9 @@ import numpy as np
 import pytest
 
 from tests.support.outputs import read_errors, read_outputs
+from tests.support.paths import ROOT
 from tests.support.refresh_data import JOB, LOCAL, write_shard
 from transforms.coordination import fault_points
-from tests.support.paths import ROOT
 
 
 

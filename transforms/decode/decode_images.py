@@ -8,8 +8,8 @@ from typing import Iterator
 
 import apache_beam as beam
 
-from transforms.decode import imaging
 from transforms import metrics
+from transforms.decode import imaging
 from transforms.records import DecodedImage, ErrorRecord, ImageRecord
 
 

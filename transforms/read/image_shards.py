@@ -17,9 +17,9 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from transforms import metrics
 from transforms.coordination import fault_points, worker_progress
 from transforms.read import shard_readers
-from transforms import metrics
 from transforms.records import ErrorRecord, ShardRead
 
 INPUT_FORMATS = ('auto',) + shard_readers.SHARD_FORMATS

@@ -18,12 +18,12 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
 
-from transforms.write import example_codec
+from transforms import metrics
 from transforms.coordination import fault_points, worker_progress
 from transforms.read import tfrecord_framing
-from transforms.write.output_files import ERRORS_KIND
-from transforms import metrics
 from transforms.records import ErrorRecord, FeatureRecord, ShardWritten
+from transforms.write import example_codec
+from transforms.write.output_files import ERRORS_KIND
 
 
 def encode_feature_record(record: FeatureRecord) -> bytes:

@@ -16,10 +16,10 @@ from benchmarks.gpu import profiles
 from benchmarks.gpu.profiles import __main__ as profiles_cli
 from benchmarks.gpu.profiles import encoding, shards
 from pipeline import demo
+from tests.support.paths import ROOT
 from transforms.decode import imaging
 from transforms.read import image_shards
 from transforms.records import ImageRecord
-from tests.support.paths import ROOT
 
 
 

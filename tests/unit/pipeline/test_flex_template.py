@@ -10,11 +10,11 @@ import re
 
 import pytest
 
-from pipeline.runners import flex_template
 from pipeline import options
 from pipeline.refresh import versions
-from tests.support.refresh_data import IMAGES_PER_SHARD, write_shard
+from pipeline.runners import flex_template
 from tests.support.paths import ROOT
+from tests.support.refresh_data import IMAGES_PER_SHARD, write_shard
 
 
 METADATA = os.path.join(ROOT, 'run_configs', 'flex_template_metadata.json')

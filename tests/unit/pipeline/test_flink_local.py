@@ -14,10 +14,10 @@ from apache_beam.portability.api import (beam_provision_api_pb2,
                                          endpoints_pb2)
 from google.protobuf import struct_pb2
 from pipeline import options, run
-from pipeline.runners.flink_local import commands as cli
 from pipeline.runners.flink_local import (configuration, distribution,
                                           job_server, processes, sdk_boot,
                                           services, worker_pool)
+from pipeline.runners.flink_local import commands as cli
 from pipeline.runners.flink_local.settings import ClusterSettings
 from tests.support.paths import ROOT
 

@@ -10,9 +10,9 @@ from pipeline import cli, demo, memory_plan, options
 from pipeline.memory_plan import (DECODE_BYTES_PER_PIXEL, GIB, MARGIN, MIB,
                                   RUNTIME_BYTES, BudgetError)
 from tests.support import datasets
+from tests.support.paths import ROOT
 from transforms.decode import imaging
 from transforms.extract import vgg16
-from tests.support.paths import ROOT
 
 
 MODEL = vgg16.ModelConfig()

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 from tensorflow.core.example import example_pb2
 
-from transforms.write import example_codec
 from transforms.records import FeatureRecord
+from transforms.write import example_codec
 
 
 def _parse(data: bytes):

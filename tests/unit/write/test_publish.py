@@ -4,9 +4,9 @@ import os
 
 import pytest
 
+from transforms.records import ShardRead, ShardWritten
 from transforms.write.output_files import OutputConfig, TooManyErrors
 from transforms.write.publish_run import publish_run
-from transforms.records import ShardRead, ShardWritten
 
 
 def _temp_files(temp_dir, kind, counts):

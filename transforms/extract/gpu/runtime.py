@@ -19,8 +19,8 @@ from concurrent import futures
 from typing import Any, List
 
 from transforms.decode import imaging
-from transforms.extract import vgg16
 from transforms.extract import backend
+from transforms.extract import vgg16
 from transforms.extract.gpu import decoders
 from transforms.extract.gpu.device_model import DeviceModel, visible_devices
 

@@ -14,9 +14,9 @@ import pytest
 from PIL import Image
 
 from tests.support import image_zoo
+from tests.support.image_zoo import gray_jpeg
 from transforms.decode import imaging
 from transforms.extract.gpu import jpeg_header
-from tests.support.image_zoo import gray_jpeg
 
 MAX_PIXELS = imaging.DecodeConfig().max_pixels
 CONFIG = imaging.DecodeConfig()

@@ -11,8 +11,8 @@ import os
 
 import pytest
 
-from transforms.extract.gpu import mps
 from tests.support.fake_mps import calls, fake_control, put_first_on_path
+from transforms.extract.gpu import mps
 
 MISSING = lambda program: None
 FOUND = lambda program: f'/usr/bin/{program}'

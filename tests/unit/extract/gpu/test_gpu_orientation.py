@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 from PIL import ImageOps
 
+from tests.support.image_zoo import rotated_jpeg, with_orientation
 from transforms.decode import imaging
 from transforms.decode.decode_images import decode_record
 from transforms.extract.gpu import decoders, device_batches, orientation
 from transforms.records import ImageRecord
-from tests.support.image_zoo import rotated_jpeg, with_orientation
 
 CONFIG = imaging.DecodeConfig()
 
