@@ -28,7 +28,7 @@ from typing import Dict, List
 from benchmarks import dataset, measure, report
 from pipeline import demo
 from pipeline.runners.flink_local import (cluster, distribution, job_server,
-                                  processes, services)
+                                          processes, services)
 from pipeline.runners.flink_local.settings import ClusterSettings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -158,6 +158,11 @@ def machine_memory(read=open) -> int:
   raise OSError('no MemTotal in /proc/meminfo')
 
 
+def is_auto(text: str) -> bool:
+  """Whether a ``--memory-budget`` value is ``auto`` (any case)."""
+  return text.strip().lower() == 'auto'
+
+
 def machine_type_size(machine_type: str) -> Tuple[int, int]:
   """``(vCPUs, bytes)`` of a Compute Engine machine type: predefined
   (``n2-standard-8``), custom (``custom-4-16384``, ``n2-custom-4-16384``)
@@ -425,7 +430,7 @@ def plan_layout(text: str, workers: Workers, model: vgg16.ModelConfig,
   wanted_batch = vgg16.effective_batch_size(model)
   shared_choices = [model.large_model]
   if (not large_model_given and model.device == 'cpu' and
-      text.strip().lower() == 'auto' and workers.memory is not None):
+      is_auto(text) and workers.memory is not None):
     shared_choices = [False, True]
   best, best_key, errors = None, None, {}
   for processes in _counts(workers.processes, workers.most_processes):
@@ -478,7 +483,7 @@ def _fewer_hint(text: str, workers: Workers, model: vgg16.ModelConfig,
   given one ('' where none fits, or the count is not featurize's)."""
   tries = []
   if (workers.processes_flag and not workers.most_processes and
-      workers.processes > 1 and text.strip().lower() == 'auto'):
+      workers.processes > 1 and is_auto(text)):
     tries.append(('processes', workers.processes_flag, workers.processes))
   if (workers.threads_flag and not workers.most_threads and
       workers.threads > 1):
@@ -508,7 +513,7 @@ def budget_of(text: str, workers: Workers,
     BudgetError: ``auto`` where the machine's memory is not known, or
       that leaves nothing.
   """
-  if text.strip().lower() != 'auto':
+  if not is_auto(text):
     return parse_size(text), f'given, {workers.where}'
   if workers.memory is None:
     raise BudgetError(f'--memory-budget auto: {workers.why_unknown}; give '

@@ -466,16 +466,19 @@ def flink_taskmanager_slots(rest: str, timeout_s: float = 10) -> int:
   Raises:
     ValueError: the API cannot be reached or lists no TaskManager.
   """
-  import json  # pylint: disable=import-outside-toplevel
-  import urllib.request  # pylint: disable=import-outside-toplevel
+  # pylint: disable-next=import-outside-toplevel
+  from pipeline.runners.flink_local import cluster
   url = rest if '://' in rest else f'http://{rest}'
   try:
-    with urllib.request.urlopen(url.rstrip('/') + '/taskmanagers',
-                                timeout=timeout_s) as response:
-      listed = json.load(response).get('taskmanagers') or []
-  except (OSError, ValueError) as e:
+    answer = cluster.rest_at(url, '/taskmanagers', timeout=timeout_s)
+  except ValueError as e:  # not JSON
+    answer, why = None, str(e)
+  else:
+    why = 'no answer'
+  if answer is None:
     raise ValueError(f'--memory-budget on Flink: cannot read the '
-                     f'TaskManagers from {url}/taskmanagers ({e})') from e
+                     f'TaskManagers from {url}/taskmanagers ({why})')
+  listed = answer.get('taskmanagers') or []
   slots = [int(t.get('slotsNumber') or 0) for t in listed]
   if not slots or max(slots) < 1:
     raise ValueError(f'--memory-budget on Flink: {url} lists no TaskManager '

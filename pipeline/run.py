@@ -17,8 +17,7 @@ from pipeline.build import build_pipeline
 from pipeline.config import JobConfig
 from pipeline.options import local_workers, runs_locally
 from transforms.coordination import output_lock
-from transforms.extract import backend
-from transforms.extract import vgg16
+from transforms.extract import backend, vgg16
 from transforms.extract.gpu import mps, placement
 from transforms.write.output_files import (MANIFEST_FILE, SUCCESS_FILE,
                                            RunRefused, TooManyErrors,

@@ -27,12 +27,13 @@ import collections
 import json
 import multiprocessing
 import os
-import platform
 import sys
 import time
 from typing import Dict, List, NamedTuple, Optional, Sequence
 
+from benchmarks import measure
 from benchmarks.gpu import profiles
+from benchmarks.gpu.profiles import encoding
 from transforms.decode import imaging
 from transforms.extract.gpu import routing
 
@@ -140,17 +141,6 @@ def all_cores_rate(images: Sequence[bytes], config: imaging.DecodeConfig,
   return sum(counts) / elapsed
 
 
-def cpu_model() -> str:
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or 'unknown'
-
-
 def main(argv: Optional[Sequence[str]] = None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--profile', default='web',
@@ -168,7 +158,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
   args = parser.parse_args(argv)
   config = imaging.DecodeConfig()
   plans = profiles.draw_plans(args.profile, args.distinct, seed=args.seed)
-  with multiprocessing.get_context('spawn').Pool(args.workers) as pool:
+  with encoding.process_pool(args.workers, len(plans)) as pool:
     encoded = profiles.encode_all(plans, pool)
   routed = cpu_routed(encoded, config)
   every = [data for images in routed.values() for data in images]
@@ -182,7 +172,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
   result = bound(rate, share, args.ceiling)
   report = {
       'profile': args.profile, 'images': len(encoded),
-      'cpu': cpu_model(), 'cores': os.cpu_count(), 'workers': args.workers,
+      'cpu': measure.machine().get('cpu', 'unknown'),
+      'cores': os.cpu_count(), 'workers': args.workers,
       'cpu_routed_share': round(share, 4),
       'cpu_ms_each_one_process': round(1e3 * each, 2),
       'by_category': costs,

@@ -19,7 +19,7 @@ import numpy as np
 
 from pipeline import read_features
 from pipeline.inspection.summary import (FAILED, SUCCEEDED, UNFINISHED,
-                                     FileCount, Summary, count_of)
+                                         FileCount, Summary, count_of)
 from transforms.extract import vgg16
 
 LEGEND_CLASSES = 20

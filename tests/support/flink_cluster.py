@@ -16,7 +16,7 @@ import time
 from typing import Dict, Iterator, List, NamedTuple, Optional
 
 from pipeline.runners.flink_local import (cluster, distribution, job_server,
-                                  processes, services)
+                                          processes, services)
 from pipeline.runners.flink_local.settings import ClusterSettings
 from tests.support.paths import ROOT
 

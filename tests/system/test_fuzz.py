@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, seed, settings
 from pipeline import demo, options
 from pipeline.run import run_job
 from tests.support.fuzz import (corpus, dataset, harness, shard_strategies,
-                        strategies)
+                                strategies)
 from tests.support.fuzz.limits import DECODE_CONFIG, READ_LIMIT
 from tests.support.fuzz.mutations import INTERESTING, Mutant
 from transforms.decode import decode_images, imaging

@@ -11,7 +11,7 @@ from typing import Optional
 import apache_beam as beam
 
 from transforms.write.bundle_files import (WriteShards, encode_error_line,
-                                     encode_feature_record)
+                                           encode_feature_record)
 from transforms.write.output_files import (ERRORS_KIND, FEATURES_KIND,
                                            TEMP_PREFIX, OutputConfig)
 from transforms.write.publish_run import PublishRunFn

@@ -21,8 +21,8 @@ import urllib.error
 import urllib.request
 from typing import Dict, List, NamedTuple, Optional
 
-from pipeline.runners.flink_local import (configuration, distribution, job_server,
-                                  processes, services)
+from pipeline.runners.flink_local import (configuration, distribution,
+                                          job_server, processes, services)
 from pipeline.runners.flink_local.configuration import ClusterError
 from pipeline.runners.flink_local.settings import ClusterSettings
 
@@ -37,8 +37,15 @@ def _listening(host: str, port: int) -> bool:
 
 def rest(settings: ClusterSettings, path: str, method: str = 'GET',
          timeout: float = 5) -> Optional[dict]:
-  """Flink's REST API; None when it does not answer."""
-  request = urllib.request.Request(settings.rest_url + path, method=method)
+  """The local cluster's REST API; None when it does not answer."""
+  return rest_at(settings.rest_url, path, method, timeout)
+
+
+def rest_at(url: str, path: str, method: str = 'GET',
+            timeout: float = 5) -> Optional[dict]:
+  """Flink's REST API at ``url`` (``http://host:port``), any cluster's;
+  None when it does not answer."""
+  request = urllib.request.Request(url.rstrip('/') + path, method=method)
   try:
     with urllib.request.urlopen(request, timeout=timeout) as response:
       body = response.read()

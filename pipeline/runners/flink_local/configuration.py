@@ -12,7 +12,7 @@ from typing import Optional
 import yaml
 
 from pipeline.runners.flink_local.services import (JOBMANAGER, pool_name,
-                                           taskmanager_name)
+                                                   taskmanager_name)
 from pipeline.runners.flink_local.settings import ClusterSettings
 
 

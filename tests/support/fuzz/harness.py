@@ -20,7 +20,7 @@ from typing import Callable, List
 import numpy as np
 
 from tests.support.fuzz.limits import (DECODE_CONFIG, READ_LIMIT, RSS_LIMIT_MB,
-                               TIME_LIMIT_S)
+                                       TIME_LIMIT_S)
 from tests.support.fuzz.mutations import Mutant
 from transforms.decode import imaging
 from transforms.read import shard_readers
