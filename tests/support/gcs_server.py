@@ -12,12 +12,13 @@ import http.server
 import json
 import os
 import shutil
-import socket
 import subprocess
 import threading
 import time
 import urllib.request
 from typing import Optional, Sequence
+
+from tests.support.ports import free_port
 
 # Secrets of the test credentials: none may ever show up in outputs or logs.
 # The service-account key is made anew for each session (running_token_server).
@@ -25,12 +26,6 @@ SECRETS = {
     'private_key_id': 'featurize-test-key-id-6d1f0b91c2aa',
     'access_token': 'featurize-test-access-token-3e77c4',
 }
-
-
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
 
 
 def client_environment(host: str, credentials: str) -> dict:
@@ -194,7 +189,7 @@ def server_binary() -> str:
 def running_server(bucket: str):
   """Starts the server with an empty ``bucket``; yields its
   ``http://host:port``."""
-  port = _free_port()
+  port = free_port()
   process = subprocess.Popen(
       [server_binary(), '-scheme', 'http', '-host', '127.0.0.1', '-port',
        str(port), '-backend', 'memory', '-log-level', 'error'],

@@ -41,6 +41,7 @@ spec.loader.exec_module(module)
 dag = module.dag
 dataflow = dag.get_task('refresh_dataflow')
 print(json.dumps({
+    'defaults': module.DEFAULTS, 'values': dag.params.dump(),
     'schedule': dag.schedule, 'catchup': dag.catchup,
     'max_active_runs': dag.max_active_runs,
     'params': {name: dag.params.get_param(name).schema for name in dag.params},
@@ -79,6 +80,16 @@ def airflow(tmp_path_factory) -> airflow_env.Airflow:
   return airflow_env.start(str(home), str(dags))
 
 
+def guide_settings() -> list:
+  """The settings docs/refresh.md's table lists, in its order."""
+  with open(os.path.join(airflow_env.ROOT, 'docs', 'refresh.md')) as f:
+    text = f.read()
+  table = text[text.index('| setting | default | what it does |'):]
+  table = table[:table.index('\n\n')]
+  return [name for row in table.splitlines()[2:]
+          for name in re.findall(r'`(\w+)`', row.split('|')[1])]
+
+
 def dags_test(airflow, date: str, conf: dict):
   result = airflow.run('dags', 'test', DAG_ID, date, '--conf',
                        json.dumps(conf))
@@ -115,10 +126,22 @@ def test_the_dag_parses_and_agrees_with_featurize(airflow, tmp_path):
   status, errors = import_errors(airflow, dags)
   assert status == 1 and [e['filepath'] for e in errors] == ['broken_copy.py']
   assert 'featurize_is_not_here' in errors[0]['error']
+  # A setting added to DEFAULTS that the DAG does not know is an import
+  # error naming it, not a value silently ignored.
+  (dags / 'broken_copy.py').write_text(source.replace(
+      "    'runner': 'local',\n",
+      "    'runner': 'local',\n    'max_errors': 0.2,\n", 1))
+  status, errors = import_errors(airflow, dags)
+  assert status == 1 and [e['filepath'] for e in errors] == ['broken_copy.py']
+  assert "only in DEFAULTS: ['max_errors']" in errors[0]['error']
 
   inspect = airflow.run('-c', INSPECT, DAG_FILE, python=True)
   assert inspect.returncode == 0, inspect.stderr
   dag = json.loads(inspect.stdout.strip().splitlines()[-1])
+  # Every setting is in DEFAULTS, and DEFAULTS is what a run gets.
+  assert dag['values'] == dag['defaults']
+  assert set(dag['params']) == set(dag['defaults'])
+  assert guide_settings() == list(dag['defaults'])
   assert dag['schedule'] == '0 2 * * *'
   assert (dag['catchup'], dag['max_active_runs']) == (False, 1)
   params = dag['params']
@@ -140,7 +163,7 @@ def test_the_dag_parses_and_agrees_with_featurize(airflow, tmp_path):
 def test_placeholder_settings_fail_before_featurize_runs(airflow):
   status, output = dags_test(airflow, '2026-01-09', {})
   assert status == 1, output
-  assert 'set input, dataset, featurize' in output
+  assert 'set input, dataset (' in output
   assert states(airflow, '2026-01-09') == {
       'choose_runner': 'failed', 'refresh_local': 'upstream_failed',
       'refresh_dataflow': 'upstream_failed'}
@@ -246,7 +269,8 @@ def test_dataflow_launches_the_refresh_flex_template(airflow, tmp_path,
                       date.replace('-', ''), request.pop('jobName'))
   parameters = {'input': 'gs://b/shards/*.tfrecord',
                 'dataset': 'gs://b/features', 'weights': 'gs://b/vgg16.h5',
-                'layer': 'fc2', 'pooling': 'none', 'precision': 'bfloat16'}
+                'layer': 'fc2', 'pooling': 'none', 'precision': 'bfloat16',
+                'max_error_fraction': '0.05'}
   environment = {'tempLocation': 'gs://b/temp'}
   if optional['keep']:
     parameters['keep'] = '3'
