@@ -15,11 +15,11 @@ import os
 from typing import Dict, Optional, Type
 
 from pipeline.refresh.versions import PointerMoved
-from pipeline.run import JobFailed
+from pipeline.launch import JobFailed
 from transforms.coordination.output_lock import Locked
 from transforms.extract import backend
 from transforms.extract import quiet_import
-from transforms.extract.gpu import mps
+from pipeline.runners.local_gpu import mps
 from transforms.extract.vgg16 import ModelConfig
 from transforms.write.output_files import RunRefused, TooManyErrors
 
@@ -68,7 +68,7 @@ _MPS_FAILURE = 'MPS_'
 def mps_hint(text: str) -> Optional[str]:
   """What to change when ``text`` (a failure) says CUDA's MPS failed,
   else None: the run's worker processes share a GPU through an MPS daemon
-  (``transforms/extract/gpu/mps.py``) that this machine may not allow."""
+  (``pipeline/runners/local_gpu/mps.py``) that this machine may not allow."""
   if _MPS_FAILURE not in text:
     return None
   return (f'featurize: NVIDIA MPS could not serve the worker processes: '
@@ -83,7 +83,7 @@ _GPU_OUT_OF_MEMORY = ('RESOURCE_EXHAUSTED', 'CUDA out of memory')
 def gpu_memory_hint(text: str) -> Optional[str]:
   """What to change when ``text`` (a failure) says a GPU ran out of
   memory, else None. Several worker processes sharing a GPU each get
-  their share of its memory (``backend.share_gpus``), so the usual cause
+  their share of its memory (``local_gpu.sharing.share_gpus``), so the usual cause
   is too many of them for the batch size."""
   if not any(sign in text for sign in _GPU_OUT_OF_MEMORY):
     return None

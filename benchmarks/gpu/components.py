@@ -52,7 +52,8 @@ import numpy as np
 from benchmarks.gpu import profiles
 from transforms.decode import imaging
 from transforms.extract import backend
-from transforms.extract.gpu import mps, routing
+from pipeline.runners.local_gpu import mps, sharing
+from transforms.extract.gpu import routing
 
 CONFIG = imaging.DecodeConfig()
 
@@ -210,7 +211,7 @@ def _nvimgcodec_priority_worker(datas, batch, seconds, threads, barrier,
 def _model_worker(batch, seconds, processes, barrier) -> Rate:
   # pylint: disable=import-outside-toplevel
   from transforms.extract import backend
-  backend.share_gpus(processes)
+  sharing.share_gpus(processes)
   backend.select('gpu')
   import jax
   from transforms.extract import vgg16
@@ -366,7 +367,7 @@ def main(argv=None) -> int:
   parser.add_argument('--mps', type=int, default=0,
                       help='Run everything through an NVIDIA MPS daemon of '
                       'its own, planned as for a run of this many worker '
-                      'processes (transforms/extract/gpu/mps.py: 8 or more '
+                      'processes (pipeline/runners/local_gpu/mps.py: 8 or more '
                       'hold each process to half the multiprocessors).')
   parser.add_argument('--decoder-threads', default='',
                       help='Threads driving each decoder at once in one '

@@ -7,22 +7,16 @@ over the new and changed shards only. The pipeline's last step publishes
 the version (``publish``); when no shard needs reading (shards were only
 removed), the launcher publishes it itself.
 """
-import contextlib
 import dataclasses
 import json
-import os
-import socket
-import uuid
 from typing import Callable, NamedTuple, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline import job_metrics, progress_line, run
+from pipeline import job_metrics, launch, run
 from pipeline.build import extract_all
 from pipeline.config import JobConfig, describe
-from pipeline.options import runs_locally
 from pipeline.refresh import fingerprints, publish_version as publish, versions
 from pipeline.refresh.plan import Plan, make_plan
 from transforms.coordination import output_lock as lock
@@ -79,24 +73,20 @@ def refresh(job: JobConfig, beam_args: Sequence[str], plan_only: bool = False,
   shards ``job.read.pattern`` matches now.
 
   Holds the dataset's lock from before the plan until the new version is
-  published (the pipeline's last step releases it; the launcher does when
-  it sees the job fail). With ``keep``, the newest ``keep`` versions stay
-  and files no kept version lists are deleted. Without ``wait``, it
-  returns once the runner has accepted the job (``manifest`` None): the
-  job's last step publishes the version and releases the lock.
+  published (the pipeline's last step releases it; the launch does when
+  the job fails). With ``keep``, the newest ``keep`` versions stay and
+  files no kept version lists are deleted. Without ``wait``, it returns
+  once the runner has accepted the job (``manifest`` None): the job's
+  last step publishes the version and releases the lock.
   """
-  options = PipelineOptions(list(beam_args))
-  FileSystems.set_options(options)
   root = job.output.directory
-  job = run.with_weights_inspected(job)
-  listing = list_shards(job.read.pattern)
-  refresh_id = (f'{socket.gethostname()}-{os.getpid()}-'
-                f'{uuid.uuid4().hex[:8]}')
-  if not plan_only:
-    lock.acquire(root, refresh_id, lock_timeout_s, break_lock, job='refresh',
-                 watch=wait and runs_locally(beam_args))
-  try:
+  with launch.Launch(job, beam_args, 'refresh', wait=wait,
+                     show_progress=show_progress,
+                     say=lambda line: log(f'featurize: {line}')) as launcher:
+    job = run.with_weights_inspected(job)
+    listing = list_shards(job.read.pattern)
     if not plan_only:
+      launcher.hold_lock(root, lock_timeout_s, break_lock)
       # Holding the lock, whatever is staged, or past the latest version,
       # is a dead refresh's.
       publish.delete_tree(versions.path(root, versions.STAGING))
@@ -108,51 +98,43 @@ def refresh(job: JobConfig, beam_args: Sequence[str], plan_only: bool = False,
     if plan_only or plan.is_noop:
       if plan.is_noop:
         log(f'featurize: {root} is up to date (version {plan.parent})')
-      lock.release(root, refresh_id)
+      launcher.release_lock()
       return RefreshResult(plan, latest, False)
     version = versions.next_version(plan.parent)
     staging = versions.path(root, versions.STAGING, version)
     _write(versions.path(staging, publish.PLAN_FILE), json.dumps({
-        'version': version, 'refresh': refresh_id, 'parent': plan.parent,
+        'version': version, 'refresh': launcher.holder,
+        'parent': plan.parent,
         'parent_pointer': list(pointer) if pointer else None,
         'model_fingerprint': plan.model_fingerprint,
         'input_pattern': job.read.pattern, 'describe': describe(job),
         'max_error_fraction': job.output.max_error_fraction,
         'reused': plan.reused, 'to_process': plan.to_process, 'keep': keep,
     }).encode())
-    read = 0
     if not plan.to_process:
       manifest = publish.publish_version(root, staging, [], [], [])
-    else:
-      shard_list = versions.path(staging, publish.SHARD_LIST)
-      _write(shard_list, ''.join(f'{p}\n' for p in plan.to_process).encode())
-      job = dataclasses.replace(job, read=dataclasses.replace(
-          job.read, shard_list=shard_list))
-      pipeline = beam.Pipeline(options=options)
-      build_refresh(pipeline, job, root, staging)
-      watching = (
-          progress_line.ProgressLine(len(plan.to_process), show=show_progress)
-          if wait and runs_locally(beam_args) else contextlib.nullcontext())
-      try:
-        with watching:
-          result = pipeline.run()  # Local runners run the whole job here.
-        if not wait:
-          log(f'featurize: refresh job for version {version} submitted; '
-              f'{root}/{versions.POINTER} points at it once it has '
-              'finished')
-          return RefreshResult(plan, None, False)
-        result.wait_until_finish()
-      except RuntimeError as e:  # How runners report a failed job.
-        raise run.JobFailed(run.failure_line(str(e))) from e
-      metrics = job_metrics.from_result(result)
-      read = metrics.images_read if metrics else 0
-      manifest = versions.read_manifest(root, version)
-  except BaseException:
-    lock.release(root, refresh_id)
-    raise
-  log(f'featurize: version {version}: {manifest["counts"]["images_in"]} '
-      f'images ({manifest["counts"]["images_processed"]} read now), '
-      f'{manifest["counts"]["features"]} feature records, '
-      f'{manifest["counts"]["errors"]} errors; {root}/{versions.POINTER} '
-      'points at it')
+      return _published(plan, manifest, root, version, log)
+    shard_list = versions.path(staging, publish.SHARD_LIST)
+    _write(shard_list, ''.join(f'{p}\n' for p in plan.to_process).encode())
+    job = dataclasses.replace(job, read=dataclasses.replace(
+        job.read, shard_list=shard_list))
+    finished = launcher.run(
+        lambda pipeline: build_refresh(pipeline, job, root, staging),
+        len(plan.to_process))
+  if not finished.awaited:
+    log(f'featurize: refresh job for version {version} submitted; '
+        f'{root}/{versions.POINTER} points at it once it has finished')
+    return RefreshResult(plan, None, False)
+  metrics = job_metrics.from_result(finished.result)
+  return _published(plan, versions.read_manifest(root, version), root,
+                    version, log, metrics.images_read if metrics else 0)
+
+
+def _published(plan: Plan, manifest: dict, root: str, version: str,
+               log: Callable[[str], None], read: int = 0) -> RefreshResult:
+  counts = manifest['counts']
+  log(f'featurize: version {version}: {counts["images_in"]} images '
+      f'({counts["images_processed"]} read now), {counts["features"]} '
+      f'feature records, {counts["errors"]} errors; '
+      f'{root}/{versions.POINTER} points at it')
   return RefreshResult(plan, manifest, True, read)

@@ -6,4 +6,6 @@ settings in ``run_configs/``:
 * ``flex_template``: the Dataflow Flex Template's entry point, which
   turns the template's parameters into a ``featurize run`` or
   ``refresh`` (``run_configs/flex_template_*metadata.json``).
+* ``local_gpu``: this machine set up for a local ``--device gpu`` run's
+  worker processes (their shares, several GPUs, NVIDIA MPS).
 """

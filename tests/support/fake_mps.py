@@ -5,15 +5,23 @@ import os
 import stat
 import sys
 
-from transforms.extract.gpu import mps
+from pipeline.runners.local_gpu import mps
+from transforms.extract import backend
+from transforms.extract.gpu import gpu_slot
+
+# What the launcher gives the worker processes of a local GPU run (and
+# the control program, which it starts after setting them): recorded.
+SHARED_SETTINGS = (backend.WORKER_PROCESSES_ENV, backend.GPU_PROCESSES_ENV,
+                   backend.MEMORY_FRACTION_ENV, mps.SHARE_ENV,
+                   gpu_slot.GPUS_ENV)
 
 
 def fake_control(folder, exit_status: int = 0, daemon_s: int = 0) -> str:
   """A stand-in for NVIDIA's control program: it records each call (its
-  arguments, its pipe folder, what it read) as a JSON line in
-  ``calls.jsonl`` beside it; with ``daemon_s``, its ``-d`` leaves a
-  process that keeps its output open that long, as a daemon may.
-  Returns its folder, for the PATH."""
+  arguments, its pipe folder, what it read, the ``SHARED_SETTINGS`` of
+  its environment) as a JSON line in ``calls.jsonl`` beside it; with
+  ``daemon_s``, its ``-d`` leaves a process that keeps its output open
+  that long, as a daemon may. Returns its folder, for the PATH."""
   path = os.path.join(str(folder), mps.CONTROL)
   log = os.path.join(str(folder), 'calls.jsonl')
   with open(path, 'w') as f:
@@ -24,7 +32,9 @@ def fake_control(folder, exit_status: int = 0, daemon_s: int = 0) -> str:
             '  f.write(json.dumps({"args": sys.argv[1:], "read": read,\n'
             f'    "pipe": os.environ.get({mps.PIPE_ENV!r}),\n'
             '    "pipe_exists": os.path.isdir(os.environ.get('
-            f'{mps.PIPE_ENV!r}, ""))}}) + "\\n")\n'
+            f'{mps.PIPE_ENV!r}, "")),\n'
+            f'    "env": {{k: os.environ[k] for k in {SHARED_SETTINGS!r}\n'
+            '            if k in os.environ}}) + "\\n")\n'
             'if "-d" in sys.argv and ' + str(daemon_s) + ':\n'
             '  import subprocess\n'
             '  subprocess.Popen(["sleep", "' + str(daemon_s) + '"])\n'

@@ -218,7 +218,7 @@ def test_precision_defaults_to_bfloat16_on_gpu_and_the_run_says_so(tmp_path):
 
 def test_a_gpu_out_of_memory_says_what_to_change(monkeypatch):
   from pipeline import console  # pylint: disable=import-outside-toplevel
-  from pipeline.run import JobFailed  # pylint: disable=import-outside-toplevel
+  from pipeline.launch import JobFailed  # pylint: disable=import-outside-toplevel
   # What run 12's 16 processes printed (JAX's status), in one line.
   said = ('RESOURCE_EXHAUSTED: Out of memory while trying to allocate '
           '3289751552 bytes. [while running \'ExtractOnDevice/...\']')
@@ -359,7 +359,7 @@ def test_worker_processes_share_the_gpu_through_mps(gpu_and_cpu_runs,
   the one-process run's. NVIDIA's control program is a recording
   stand-in (``test_gpu_mps.fake_control``), as this machine has no GPU."""
   from tests.support.fake_mps import calls, fake_control
-  from transforms.extract.gpu import mps
+  from pipeline.runners.local_gpu import mps
   _, gpu_out, _, _ = gpu_and_cpu_runs
   out = str(tmp_path / 'mps')
   env = on_cpu_env()
@@ -379,6 +379,51 @@ def test_worker_processes_share_the_gpu_through_mps(gpu_and_cpu_runs,
   assert made[0]['pipe'] == made[1]['pipe']
   assert not os.path.exists(made[0]['pipe'])  # cleaned up
   _assert_same_run(out, errors_of=gpu_out, features_of=gpu_out)
+
+
+def test_a_local_gpu_refresh_shares_the_gpu_as_a_run_does(
+    gpu_and_cpu_runs, tmp_path, notop_weights):
+  """``featurize refresh`` launches as ``featurize run`` does: with two
+  worker processes on the GPU, each starts MPS for its workers and gives
+  them the same shares of the machine and of the GPU's memory, as the
+  control program (started after they are set) records."""
+  from tests.support.fake_mps import calls, fake_control
+  from pipeline.runners.local_gpu import mps
+  _, gpu_out, _, _ = gpu_and_cpu_runs
+  flags = ['--direct_num_workers=2', '--direct_running_mode=multi_processing']
+
+  def env_with_control(folder):
+    folder.mkdir()
+    env = on_cpu_env()
+    for name in (mps.PIPE_ENV, mps.MPS_ENV, backend.GPU_PROCESSES_ENV,
+                 backend.WORKER_PROCESSES_ENV, backend.MEMORY_FRACTION_ENV,
+                 backend.MEMORY_FRACTION_DEFAULTED_ENV):
+      env.pop(name, None)
+    env['PATH'] = fake_control(folder) + os.pathsep + env['PATH']
+    return env
+
+  run = _run_again(gpu_out, str(tmp_path / 'run'), notop_weights, flags,
+                   env_with_control(tmp_path / 'run-mps'))
+  root = os.path.dirname(gpu_out)
+  refresh = subprocess.run(
+      [sys.executable, '-m', 'pipeline.cli', 'refresh', '--config',
+       demo.LOCAL_CONFIG, '--input', os.path.join(root, 'input', '**'),
+       '--weights', notop_weights, '--max-error-fraction', '1', '--pooling',
+       'avg', '--dataset', str(tmp_path / 'dataset'), '--device', 'gpu',
+       '--batch-size', '4', *flags],
+      cwd=ROOT, env=env_with_control(tmp_path / 'refresh-mps'),
+      capture_output=True, text=True, timeout=600)
+  assert refresh.returncode == 0, refresh.stderr[-3000:]
+  said = '2 worker processes share the GPU through NVIDIA MPS'
+  assert said in run.stdout and said in refresh.stdout, refresh.stdout
+  by_run, by_refresh = calls(tmp_path / 'run-mps'), calls(
+      tmp_path / 'refresh-mps')
+  assert [c['args'] for c in by_refresh] == [['-d'], []]
+  assert by_refresh[1]['read'].strip() == 'quit'
+  assert by_refresh[0]['env'] == by_run[0]['env'] == {
+      backend.WORKER_PROCESSES_ENV: '2', backend.GPU_PROCESSES_ENV: '2',
+      backend.MEMORY_FRACTION_ENV: str(backend.memory_fraction(2))}
+  assert 'version v000001-' in refresh.stdout
 
 
 def test_one_helper_thread_gives_what_two_give(gpu_and_cpu_runs, tmp_path,

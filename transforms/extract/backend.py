@@ -11,7 +11,6 @@ GPU worker image sets it too.
 import importlib.metadata
 import os
 import sys
-from typing import Optional
 
 BACKENDS = {'cpu': 'tensorflow', 'gpu': 'jax'}
 DEVICES = tuple(BACKENDS)
@@ -23,8 +22,9 @@ ON_CPU_ENV = 'FEATURIZE_GPU_PATH_ON_CPU'
 
 # How many worker processes share each GPU, and how many the machine
 # runs: the launcher sets them for a local multi-process run
-# (``share_gpus``), and worker processes inherit them. Each process takes
-# its share of its GPU's memory and of the machine's cores.
+# (``pipeline/runners/local_gpu/sharing.py``), and worker processes
+# inherit them. Each process takes its share of its GPU's memory and of
+# the machine's cores.
 GPU_PROCESSES_ENV = 'FEATURIZE_GPU_PROCESSES'
 WORKER_PROCESSES_ENV = 'FEATURIZE_WORKER_PROCESSES'
 # Threads of the CPU decoder per process (default: the process's share of
@@ -35,8 +35,9 @@ CPU_DECODE_THREADS_ENV = 'FEATURIZE_GPU_CPU_DECODERS'
 # nvJPEG buffers and the decoded pixels take the rest).
 _ONE_PROCESS_MEMORY_FRACTION = 0.4
 _ALL_PROCESSES_MEMORY_FRACTION = 0.8
-_MEMORY_FRACTION = 'XLA_PYTHON_CLIENT_MEM_FRACTION'
-_MEMORY_FRACTION_DEFAULTED = 'FEATURIZE_JAX_MEMORY_FRACTION_DEFAULTED'
+MEMORY_FRACTION_ENV = 'XLA_PYTHON_CLIENT_MEM_FRACTION'
+# Set beside it where featurize chose the fraction, not the user.
+MEMORY_FRACTION_DEFAULTED_ENV = 'FEATURIZE_JAX_MEMORY_FRACTION_DEFAULTED'
 # JAX's persistent compilation cache (its own option, read from the
 # environment): where each process finds the compiled, autotuned model
 # that an earlier process or run left, instead of compiling it again.
@@ -89,30 +90,6 @@ def cpu_decode_threads(cores: int = 0, processes: int = 0) -> int:
   return max(1, cores // (processes or worker_processes()))
 
 
-def share_gpus(processes: int, one_owner: bool = False,
-               per_gpu: Optional[int] = None) -> None:
-  """Tells the worker processes this launcher starts how many of them
-  share the machine and each GPU (they inherit the environment), for
-  their shares of its cores, and gives each process that uses a GPU its
-  share of JAX's memory unless the user chose one.
-
-  Args:
-    processes: Worker processes the runner starts.
-    one_owner: One server process owns the GPUs (``--large-model``): it
-      takes one process's share of their memory.
-    per_gpu: Worker processes on each GPU where they are spread over
-      several (``gpu.placement``); all of them otherwise.
-  """
-  processes = max(1, processes)
-  sharing = 1 if one_owner else max(1, per_gpu or processes)
-  os.environ[WORKER_PROCESSES_ENV] = str(processes)
-  os.environ[GPU_PROCESSES_ENV] = str(sharing)
-  if (_MEMORY_FRACTION not in os.environ or
-      os.environ.get(_MEMORY_FRACTION_DEFAULTED)):
-    os.environ[_MEMORY_FRACTION] = str(memory_fraction(sharing))
-    os.environ[_MEMORY_FRACTION_DEFAULTED] = '1'
-
-
 def _jax_environment() -> None:
   """Settings JAX reads once, when it starts; set only where unset."""
   # Several processes, and nvJPEG's own buffers in torch, share a GPU:
@@ -122,10 +99,10 @@ def _jax_environment() -> None:
   # the H200 in the benchmark, most of it cuDNN autotuning workspace kept
   # for reuse.
   os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
-  if _MEMORY_FRACTION not in os.environ:
-    os.environ[_MEMORY_FRACTION] = str(memory_fraction(gpu_processes()))
+  if MEMORY_FRACTION_ENV not in os.environ:
+    os.environ[MEMORY_FRACTION_ENV] = str(memory_fraction(gpu_processes()))
     # Ours, not the user's: share_gpus may replace it.
-    os.environ[_MEMORY_FRACTION_DEFAULTED] = '1'
+    os.environ[MEMORY_FRACTION_DEFAULTED_ENV] = '1'
   if not on_cpu_stand_in():
     # Several worker processes start at once and each compiled VGG16 with
     # cuDNN's autotuning on 16 shared cores: their first batches came up

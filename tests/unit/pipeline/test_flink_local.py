@@ -13,7 +13,7 @@ import pytest
 from apache_beam.portability.api import (beam_provision_api_pb2,
                                          endpoints_pb2)
 from google.protobuf import struct_pb2
-from pipeline import options, run
+from pipeline import launch, options
 from pipeline.runners.flink_local import (configuration, distribution,
                                           job_server, processes, sdk_boot,
                                           services, worker_pool)
@@ -223,11 +223,11 @@ def test_status_without_a_cluster_says_so(tmp_path, capsys):
 def test_failure_line_keeps_the_cause_and_drops_traces():
   message = ('Pipeline X failed in state FAILED: java.lang.RuntimeException:'
              ' featurize worker pool: boom\n\tat org.apache.Foo(Foo.java:1)')
-  assert run.failure_line(message) == (
+  assert launch.failure_line(message) == (
       'Pipeline X failed in state FAILED: java.lang.RuntimeException: '
       'featurize worker pool: boom')
-  assert len(run.failure_line('x' * 5000)) == 600
-  assert 'no message' in run.failure_line('')
+  assert len(launch.failure_line('x' * 5000)) == 600
+  assert 'no message' in launch.failure_line('')
 
 
 def test_failure_line_of_a_worker_traceback_is_its_exception():
@@ -244,7 +244,7 @@ def test_failure_line_of_a_worker_traceback_is_its_exception():
              '_finish\n'
              'RuntimeError: CUDA error: out of memory [while running '
              "'ExtractOnDevice']\n")
-  assert run.failure_line(message) == (
+  assert launch.failure_line(message) == (
       "RuntimeError: CUDA error: out of memory [while running "
       "'ExtractOnDevice']")
 

@@ -3,9 +3,11 @@ nvJPEG, everything else by the CPU path's decoder beside it, VGG16 on
 Keras 3's JAX backend, one model replica per GPU.
 
 (``transforms.extract.backend`` picks the Keras backend for a device
-before Keras loads, and how processes share a GPU.)
+before Keras loads, and reads how processes share a GPU; the launcher
+sets that up, ``pipeline/runners/local_gpu/``.)
 
-* ``mps``: NVIDIA MPS for a local run's worker processes on a GPU.
+* ``gpu_slot``: which GPU a worker process takes where a local run
+  spreads its processes over several.
 * ``jpeg_header``: what a JPEG is, from its header.
 * ``routing``: which decoder each image goes to.
 * ``orientation``: EXIF orientation as flips and a transpose.

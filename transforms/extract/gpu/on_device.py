@@ -40,7 +40,7 @@ from transforms import metrics
 from transforms.decode import imaging
 from transforms.decode.decode_images import decode_record
 from transforms.extract import backend, vgg16
-from transforms.extract.gpu import (batching, device_batches, placement,
+from transforms.extract.gpu import (batching, device_batches, gpu_slot,
                                     routing, runtime, server)
 from transforms.records import ErrorRecord, ImageRecord
 
@@ -128,7 +128,7 @@ class _ExtractOnDeviceFn(beam.DoFn):
       def load():
         loaded.append(True)
         # Several GPUs: this process takes one, before CUDA starts here.
-        placement.place_this_process(backend.worker_processes())
+        gpu_slot.place_this_process(backend.worker_processes())
         return runtime.load_runtime(self._model_config, self._decode_config)
 
       self._runtime = self._shared.acquire(

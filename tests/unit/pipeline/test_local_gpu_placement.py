@@ -1,6 +1,6 @@
 """Several GPUs in one machine: which GPU each worker process takes, and
 each process's share of its GPU's memory and of the machine's cores
-(``transforms/extract/gpu/placement.py``, ``backend.share_gpus``). The
+(``pipeline/runners/local_gpu``, ``transforms/extract/gpu/gpu_slot.py``). The
 claims are real ``flock``s, by real processes where it matters."""
 import collections
 import os
@@ -10,8 +10,9 @@ import sys
 import pytest
 
 from tests.support.paths import ROOT
+from pipeline.runners.local_gpu import placement, sharing
 from transforms.extract import backend
-from transforms.extract.gpu import placement
+from transforms.extract.gpu import gpu_slot
 
 
 def test_the_gpus_are_the_visible_ones_else_the_drivers():
@@ -34,7 +35,7 @@ def test_the_gpus_are_the_visible_ones_else_the_drivers():
 def test_slots_spread_the_processes_evenly_and_leave_no_gpu_out(
     processes, gpus, counts):
   names = [str(g) for g in range(gpus)]
-  chosen = [placement.gpus_of_slot(slot, processes, names)
+  chosen = [gpu_slot.gpus_of_slot(slot, processes, names)
             for slot in range(processes)]
   taken = collections.Counter(g for each in chosen for g in each)
   assert [taken[name] for name in names] == counts
@@ -46,18 +47,18 @@ def test_slots_spread_the_processes_evenly_and_leave_no_gpu_out(
 
 def test_each_claim_takes_the_first_free_slot_until_its_holder_lets_go(
     tmp_path):
-  claims = [placement.claim_slot(str(tmp_path), 3) for _ in range(3)]
+  claims = [gpu_slot.claim_slot(str(tmp_path), 3) for _ in range(3)]
   assert [slot for slot, _ in claims] == [0, 1, 2]
-  assert placement.claim_slot(str(tmp_path), 3) is None
+  assert gpu_slot.claim_slot(str(tmp_path), 3) is None
   claims[0][1].close()  # slot 0's holder ends
-  slot, _ = placement.claim_slot(str(tmp_path), 3)
+  slot, _ = gpu_slot.claim_slot(str(tmp_path), 3)
   assert slot == 0
 
 
 CLAIM = '''
 import os, sys, time
-from transforms.extract.gpu import placement
-print(placement.place_this_process(int(sys.argv[1])), flush=True)
+from transforms.extract.gpu import gpu_slot
+print(gpu_slot.place_this_process(int(sys.argv[1])), flush=True)
 print(os.environ.get('CUDA_VISIBLE_DEVICES'), flush=True)
 sys.stdin.read()  # hold the slot until told
 '''
@@ -70,8 +71,8 @@ def test_worker_processes_take_one_gpu_each_and_spread_evenly(tmp_path):
   environ = dict(os.environ, PYTHONPATH=ROOT)
   environ.pop('CUDA_VISIBLE_DEVICES', None)
   with placement.spread(['0', '1'], environ):
-    assert environ[placement.GPUS_ENV] == '0,1'
-    folder = environ[placement.SLOTS_ENV]
+    assert environ[gpu_slot.GPUS_ENV] == '0,1'
+    folder = environ[gpu_slot.SLOTS_ENV]
 
     def start():
       return subprocess.Popen([sys.executable, '-c', CLAIM, '8'], env=environ,
@@ -90,17 +91,17 @@ def test_worker_processes_take_one_gpu_each_and_spread_evenly(tmp_path):
     assert replacement.stdout.readline().strip() == placed[3][0]
     for worker in workers + [replacement]:
       worker.communicate('')
-  assert placement.GPUS_ENV not in environ
+  assert gpu_slot.GPUS_ENV not in environ
   assert not os.path.exists(folder)
 
 
 def test_one_gpu_or_none_places_nothing(monkeypatch):
-  monkeypatch.delenv(placement.GPUS_ENV, raising=False)
+  monkeypatch.delenv(gpu_slot.GPUS_ENV, raising=False)
   environ = {'CUDA_VISIBLE_DEVICES': '0'}
-  assert placement.place_this_process(8, environ) is None
+  assert gpu_slot.place_this_process(8, environ) is None
   assert environ == {'CUDA_VISIBLE_DEVICES': '0'}
   with placement.spread(['0'], environ):
-    assert placement.GPUS_ENV not in environ
+    assert gpu_slot.GPUS_ENV not in environ
 
 
 def test_each_process_takes_its_gpus_share_of_memory_and_the_machines_cores(
@@ -112,11 +113,11 @@ def test_each_process_takes_its_gpus_share_of_memory_and_the_machines_cores(
                backend.GPU_PROCESSES_ENV, backend.WORKER_PROCESSES_ENV,
                backend.CPU_DECODE_THREADS_ENV):
     monkeypatch.delenv(name, raising=False)
-  backend.share_gpus(8, per_gpu=placement.processes_per_gpu(8, 2))
+  sharing.share_gpus(8, per_gpu=placement.processes_per_gpu(8, 2))
   assert backend.gpu_processes() == 4 and backend.worker_processes() == 8
   assert os.environ['XLA_PYTHON_CLIENT_MEM_FRACTION'] == '0.2'
   assert backend.cpu_decode_threads(cores=32) == 4
   # One GPU: all eight share it.
-  backend.share_gpus(8)
+  sharing.share_gpus(8)
   assert backend.gpu_processes() == 8
   assert os.environ['XLA_PYTHON_CLIENT_MEM_FRACTION'] == '0.1'

@@ -1,5 +1,5 @@
 """NVIDIA MPS for local GPU runs with several worker processes
-(``transforms/extract/gpu/mps.py``).
+(``pipeline/runners/local_gpu/mps.py``).
 
 The decision is a pure function, tested here case by case. NVIDIA's
 control program is replaced by a recording stand-in on the PATH: this
@@ -12,7 +12,7 @@ import os
 import pytest
 
 from tests.support.fake_mps import calls, fake_control, put_first_on_path
-from transforms.extract.gpu import mps
+from pipeline.runners.local_gpu import mps
 
 MISSING = lambda program: None
 FOUND = lambda program: f'/usr/bin/{program}'
