@@ -80,7 +80,8 @@ def _naive_model(args, all_layers: bool):
   model = keras.applications.VGG16(include_top=False, weights=None)
   vgg16._set_random_weights(model, 0)  # same weights as the others
   if all_layers:
-    return keras.Model(model.input, [l.output for l in model.layers[1:]])
+    return keras.Model(model.input,
+                       [layer.output for layer in model.layers[1:]])
   return keras.Model(model.input, model.get_layer(args.layer).output)
 
 

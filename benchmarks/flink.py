@@ -11,7 +11,8 @@ and records:
   images over the time from the first record on disk to ``_SUCCESS``
   (Flink's fixed costs, job submission above all, vary by seconds from run
   to run, too much for a marginal figure between two sizes);
-* peak RSS of the DirectRunner's process, and of each TaskManager (a JVM) and of each worker pool's process
+* peak RSS of the DirectRunner's process, and of each TaskManager (a JVM)
+  and of each worker pool's process
   tree (the pool and its SDK workers, summed at each sample), and the
   largest single process of each tree (the worker holding VGG16).
 

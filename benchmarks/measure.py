@@ -130,7 +130,7 @@ def run_measured(command: List[str], cwd: str,
   wall = time.perf_counter() - start
   if process.returncode != 0:
     raise RuntimeError(f'{" ".join(command)} failed:\n{stderr[-3000:]}')
-  lines = [l for l in stdout.strip().splitlines() if l.startswith('{')]
+  lines = [line for line in stdout.strip().splitlines() if line.startswith('{')]
   report = json.loads(lines[-1]) if lines else {}
   # The contender's own VmHWM at exit is exact for its main process.
   if 'peak_rss_kb' in report:
@@ -199,8 +199,8 @@ def machine() -> dict:
       if line.startswith('model name'):
         info['cpu'] = line.split(':', 1)[1].strip()
         break
-    flags = next((l.split(':', 1)[1].split() for l in text.splitlines()
-                  if l.startswith('flags')), [])
+    flags = next((line.split(':', 1)[1].split() for line in text.splitlines()
+                  if line.startswith('flags')), [])
     info['flags'] = sorted(f for f in flags if f.startswith(
         ('avx512', 'amx', 'avx2', 'fma', 'avx_vnni')))
     with open('/proc/meminfo') as f:

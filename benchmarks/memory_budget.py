@@ -138,7 +138,7 @@ def main(argv=None) -> int:
     results['layers'][layer] = {'peak_rss_mib': round(got.peak_rss_mb, 1),
                                 'wall_s': round(got.wall_s, 1)}
   together = results['layers'][','.join(SINGLES)]
-  singles = [results['layers'][l] for l in SINGLES]
+  singles = [results['layers'][layer] for layer in SINGLES]
   # The outputs the one pass keeps beside the later layers, a batch of 16.
   extra = 16 * (vgg16.activation_bytes(vgg16.ModelConfig(
       layer=','.join(SINGLES))) - vgg16.activation_bytes(vgg16.ModelConfig(
@@ -162,7 +162,7 @@ def main(argv=None) -> int:
   with open(os.path.join(args.out, 'memory_budget.json'), 'w') as f:
     json.dump(results, f, indent=1)
   print('\n'.join(lines))
-  return 0 if all(not l.startswith('FAIL') for l in lines) else 1
+  return 0 if all(not line.startswith('FAIL') for line in lines) else 1
 
 
 if __name__ == '__main__':

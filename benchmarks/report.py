@@ -132,11 +132,11 @@ def plots(summary: dict, folder: str) -> None:
   import matplotlib.pyplot as plt
 
   labels = list(summary['throughput'])
-  speeds = [summary['throughput'][l]['images_per_s'] for l in labels]
+  speeds = [summary['throughput'][label]['images_per_s'] for label in labels]
   fig, ax = plt.subplots(figsize=(8, 4))
-  ax.barh(labels, speeds, color=['#888' if l.startswith('bare') else
-                                 '#2a7' if l.startswith('featurize') else
-                                 '#c55' for l in labels])
+  ax.barh(labels, speeds, color=['#888' if label.startswith('bare') else
+                                 '#2a7' if label.startswith('featurize') else
+                                 '#c55' for label in labels])
   ax.set_xlabel('images/s (median)')
   ax.invert_yaxis()
   ax.set_title('VGG16 feature extraction throughput')

@@ -83,7 +83,8 @@ _GPU_OUT_OF_MEMORY = ('RESOURCE_EXHAUSTED', 'CUDA out of memory')
 def gpu_memory_hint(text: str) -> Optional[str]:
   """What to change when ``text`` (a failure) says a GPU ran out of
   memory, else None. Several worker processes sharing a GPU each get
-  their share of its memory (``local_gpu.sharing.share_gpus``), so the usual cause
+  their share of its memory (``local_gpu.sharing.share_gpus``), so the
+  usual cause
   is too many of them for the batch size."""
   if not any(sign in text for sign in _GPU_OUT_OF_MEMORY):
     return None

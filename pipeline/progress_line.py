@@ -41,7 +41,8 @@ def status_text(totals, shards_total: int, elapsed_s: float) -> str:
   text = (f'{shards}/{shards_total} shards, {images} images ({rate:.1f}/s), '
           f'{errors} errors, {_clock(elapsed_s)} elapsed')
   if 0 < shards < shards_total:
-    text += f', about {_clock(elapsed_s * (shards_total - shards) / shards)} left'
+    left = elapsed_s * (shards_total - shards) / shards
+    text += f', about {_clock(left)} left'
   return text
 
 

@@ -9,7 +9,7 @@ this module never imports TensorFlow, and nothing it imports does.
         record.key, record.features.shape, record.label
     # a run of several layers (--layer block3_pool,block4_pool): a dict
     record.features['block3_pool'].shape
-    iter_features('dataset/')                     # a dataset: its latest version
+    iter_features('dataset/')             # a dataset: its latest version
     iter_features('dataset/', version='v000003-20261129T001500Z')
 
 Files are found through the manifest (a run's ``manifest.json``, a

@@ -60,7 +60,8 @@ def featurize_model(precisions: Sequence[str], batches: Sequence[int],
       with jax.default_matmul_precision(
           'tensorfloat32' if precision.endswith('tf32') else 'highest'):
         out[precision][batch] = round(_rate(
-            lambda: model(pixels, 0), lambda y: y.block_until_ready(), batch,
+            lambda: model(pixels, 0),  # noqa: B023 (called in this turn)
+            lambda y: y.block_until_ready(), batch,
             seconds), 1)
       print(f'ceiling featurize {precision} {pooling} batch {batch}: '
             f'{out[precision][batch]} images/s', flush=True)
@@ -112,7 +113,8 @@ def torchvision_model(precisions: Sequence[str], batches: Sequence[int],
                           memory_format=torch.channels_last)
       with torch.inference_mode():
         out[precision][batch] = round(_rate(
-            lambda: net(x), lambda y: torch.cuda.synchronize(), batch,
+            lambda: net(x),  # noqa: B023 (called in this turn)
+            lambda y: torch.cuda.synchronize(), batch,
             seconds), 1)
       print(f'ceiling torchvision {precision} batch {batch}: '
             f'{out[precision][batch]} images/s', flush=True)

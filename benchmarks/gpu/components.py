@@ -417,7 +417,6 @@ def _measure_all(args) -> int:
       save()
     decoders_here = {'torchvision': _torchvision_worker}
     try:
-      import nvidia.nvimgcodec  # pylint: disable=import-outside-toplevel,unused-import
       entry['nvimgcodec'] = {'one_process_gil': _nvimgcodec_worker(
           device, args.batch, args.seconds, 1, None, probe=True)}
       save()

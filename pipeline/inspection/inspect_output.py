@@ -18,7 +18,8 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline import console
 from pipeline.inspection import summary as summary_lib
-from pipeline.inspection.summary import ErrorTally, FileCount, Leftovers, Summary
+from pipeline.inspection.summary import (ErrorTally, FileCount, Leftovers,
+                                         Summary)
 from pipeline.refresh import versions
 from transforms.coordination import output_lock
 from transforms.read import tfrecord_framing
@@ -244,7 +245,7 @@ def main(argv: Optional[Sequence[str]],
     parser.error('--sample must be at least 1')
   if args.plot:
     try:
-      import matplotlib  # pylint: disable=unused-import
+      import matplotlib  # noqa: F401 (is it installed?)
     except ImportError:
       print('featurize: error: --plot needs matplotlib: pip install '
             '\'featurize[plot]\'', file=sys.stderr)

@@ -209,9 +209,11 @@ def colour_plan(labels: Sequence[object]) -> ColourPlan:
   """Which class each point is, and the colormap the classes use:
   qualitative (``tab10``, ``tab20``) up to 20 classes, then a continuous
   one (``turbo``) in class order, without a legend."""
-  classes = sorted({l for l in labels if l is not None}, key=_label_order)
+  classes = sorted({label for label in labels if label is not None},
+                   key=_label_order)
   position = {label: i for i, label in enumerate(classes)}
-  index = np.array([-1 if l is None else position[l] for l in labels],
+  index = np.array([-1 if label is None else position[label]
+                    for label in labels],
                    dtype=np.int64)
   if len(classes) <= 10:
     colormap = 'tab10'

@@ -65,7 +65,6 @@ def unpack(data, offsets):
 
 def main(out: str) -> None:
   # pylint: disable=import-outside-toplevel
-  import os
   import tempfile
   from tests.support.weights import write_official_weights
   from transforms.decode import imaging

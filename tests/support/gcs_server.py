@@ -93,7 +93,8 @@ def running_token_server(folder: str):
     json.dump({'type': 'service_account', 'project_id': 'featurize-test',
                'private_key_id': SECRETS['private_key_id'],
                'private_key': pem,
-               'client_email': 'featurize@featurize-test.iam.gserviceaccount.com',
+               'client_email':
+                   'featurize@featurize-test.iam.gserviceaccount.com',
                'client_id': '1', 'token_uri':
                    f'http://127.0.0.1:{server.server_port}/token'}, f)
   try:
@@ -202,7 +203,7 @@ def running_server(bucket: str):
         break
       except OSError:
         if process.poll() is not None:
-          raise RuntimeError('fake-gcs-server exited at start')
+          raise RuntimeError('fake-gcs-server exited at start') from None
         time.sleep(0.1)
     else:
       raise RuntimeError('fake-gcs-server did not start')

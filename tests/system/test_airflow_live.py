@@ -26,7 +26,6 @@ import os
 import queue
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 import threading

@@ -121,7 +121,8 @@ def test_worker_settings_from_the_run_config(job, dry_run_args):
   parsed = options.parse_run_args(dry_run_args)
   assert parsed.job.model.large_model is config['featurize']['large_model']
   assert parsed.job.model.precision == config['featurize']['precision']
-  assert job.options.view_as(WorkerOptions).machine_type == config['machine_type']
+  worker = job.options.view_as(WorkerOptions)
+  assert worker.machine_type == config['machine_type']
   assert job.options.view_as(
       DebugOptions).number_of_worker_harness_threads == config[
           'number_of_worker_harness_threads']

@@ -144,7 +144,8 @@ def test_tfrecord_package_reads_the_same_features(mixed_run):
   # In a fresh process: the tfrecord package cannot share one with TF.
   script = ('import sys, json; from pipeline.read_features import '
             'iter_features\nout = {r.key: [float(r.features.sum()), '
-            'list(r.features.shape), r.label] for r in iter_features(sys.argv[1])}'
+            'list(r.features.shape), r.label] '
+            'for r in iter_features(sys.argv[1])}'
             '\nassert "tensorflow" not in sys.modules\nprint(json.dumps(out))')
   result = subprocess.run([sys.executable, '-c', script, out], check=True,
                           capture_output=True, text=True)

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 import yaml
-from apache_beam.options.pipeline_options import DebugOptions, GoogleCloudOptions
+from apache_beam.options.pipeline_options import (DebugOptions,
+                                                  GoogleCloudOptions)
 
 from pipeline import options, run
 from tests.support import image_zoo
@@ -69,7 +70,8 @@ def test_gpu_and_test_extras_pin_the_same_jax_per_python():
     return {re.search(r'python_version ([<>=]+ "3\.\d+")', r).group(1):
             re.search(r'==([\d.]+)', r).group(1)
             for r in requirements if r.startswith('jax[')}
-  gpu, test = jax_pins(_extra('GPU_REQUIRES')), jax_pins(_extra('TEST_REQUIRES'))
+  gpu = jax_pins(_extra('GPU_REQUIRES'))
+  test = jax_pins(_extra('TEST_REQUIRES'))
   assert gpu == test == {'< "3.12"': '0.10.2', '>= "3.12"': '0.11.2'}
   assert any(r.startswith('jax[cuda13]') for r in _extra('GPU_REQUIRES'))
   assert {'torch==2.11.0', 'torchvision==0.26.0'} <= set(_extra('GPU_REQUIRES'))

@@ -45,7 +45,8 @@ def tensorflow_features(weights: str, precision: str, pooling: str):
 def jax_run(tmp_path, weights: str, precision: str, pooling: str):
   out = str(tmp_path / f'jax-{precision}-{pooling}.npz')
   subprocess.run([sys.executable, '-m', 'tests.support.jax_features', weights,
-                  out, precision, pooling], check=True, cwd=ROOT, env=on_cpu_env(),
+                  out, precision, pooling], check=True, cwd=ROOT,
+                 env=on_cpu_env(),
                  timeout=600)
   return np.load(out)['features']
 
@@ -77,7 +78,8 @@ def test_jax_gives_each_of_several_layers_as_tensorflow_does(tmp_path,
       vgg16.to_model_input(list(jax_features.demo_pixels())))
   out = str(tmp_path / 'layers.npz')
   subprocess.run([sys.executable, '-m', 'tests.support.jax_features',
-                  notop_weights, out, 'float32', poolings, layers], check=True, cwd=ROOT,
+                  notop_weights, out, 'float32', poolings, layers],
+                 check=True, cwd=ROOT,
                  env=on_cpu_env(), timeout=600)
   got = np.load(out)
   assert sorted(got.files) == sorted(

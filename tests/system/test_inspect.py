@@ -56,8 +56,8 @@ class Report:
                      for line in blocks[0].splitlines()[1:])
     self.groups = []  # (count, stage, error_type, examples)
     lines = text.splitlines()
-    start = next((i for i, l in enumerate(lines)
-                  if l.startswith('errors by stage and type (')), len(lines))
+    start = next((i for i, line in enumerate(lines)
+                  if line.startswith('errors by stage and type (')), len(lines))
     for line in lines[start + 2:]:
       if not line.strip():
         break
@@ -361,7 +361,7 @@ print(json.dumps({
       cwd=ROOT, check=True, capture_output=True, text=True).stdout)
   assert not drawn['tensorflow']
   assert drawn['keys'] == [k for k, _, _ in drawn['first']]
-  assert drawn['labels'] == [l for _, l, _ in drawn['first']]
+  assert drawn['labels'] == [label for _, label, _ in drawn['first']]
   features = np.array([f for _, _, f in drawn['first']])
   centred = features - features.mean(axis=0)
   values, vectors = np.linalg.eigh(centred.T @ centred)

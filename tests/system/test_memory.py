@@ -6,7 +6,6 @@ features an image, so a step that held the records (a GroupByKey, a list,
 a whole shard) would add hundreds of MB between the two sizes; bounded
 streaming adds nothing.
 """
-import os
 import subprocess
 import sys
 

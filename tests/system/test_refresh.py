@@ -66,7 +66,8 @@ def assert_same(root, manifest, scratch):
     assert ours[key][1] == label, key
     np.testing.assert_allclose(ours[key][0], features.reshape(-1),
                                rtol=1e-5, atol=1e-5, err_msg=key)
-  order = lambda e: json.dumps(e, sort_keys=True)
+  def order(e):
+    return json.dumps(e, sort_keys=True)
   assert sorted(our_errors, key=order) == sorted(their_errors, key=order)
 
 

@@ -107,7 +107,8 @@ def test_a_killed_refresh_leaves_the_latest_version_and_is_completed(
   process = subprocess.Popen(
       [sys.executable, '-m', 'pipeline.cli', 'refresh', '--config', LOCAL,
        '--input', pattern, '--dataset', root, *JOB], cwd=ROOT,
-      env={**os.environ, **env, 'FEATURIZE_TEST_PAUSE_AT': 'before_pointer:120'},
+      env={**os.environ, **env,
+           'FEATURIZE_TEST_PAUSE_AT': 'before_pointer:120'},
       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
       start_new_session=True)
   deadline = time.monotonic() + 120

@@ -59,9 +59,10 @@ def test_a_logged_run_is_quiet_but_for_progress_and_its_summary(shards,
   assert done.returncode == 0, done.stderr
   # No TensorFlow, absl or Beam start-up lines: only progress lines.
   lines = done.stderr.splitlines()
-  assert lines and all(l.startswith('featurize: progress: ') for l in lines), (
+  assert lines and all(line.startswith('featurize: progress: ')
+                       for line in lines), (
       done.stderr)
-  seen = [PROGRESS.search(l).groups() for l in lines]
+  seen = [PROGRESS.search(line).groups() for line in lines]
   assert all(int(total) == 4 for _, total, *_ in seen)
   images = [int(s[2]) for s in seen]
   assert images == sorted(images)  # running totals

@@ -82,7 +82,8 @@ def _same_output(out, reference):
   for key, (features, label) in theirs.items():
     np.testing.assert_allclose(ours[key][0], features, rtol=1e-5, atol=1e-5)
     assert ours[key][1] == label
-  order = lambda e: json.dumps(e, sort_keys=True)
+  def order(e):
+    return json.dumps(e, sort_keys=True)
   assert sorted(read_errors(out), key=order) == sorted(read_errors(reference),
                                                        key=order)
   assert _finished(out)[0]['counts'] == _finished(reference)[0]['counts']

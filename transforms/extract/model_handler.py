@@ -10,7 +10,6 @@ import logging
 import os
 from typing import Any, Dict, Iterable, Optional, Sequence
 
-import numpy as np
 from apache_beam.ml.inference.base import ModelHandler
 
 from transforms import metrics

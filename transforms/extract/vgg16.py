@@ -122,7 +122,7 @@ class ModelConfig:
     # The manifest and a refresh's fingerprint read these strings, so the
     # same set of outputs always gives the same fingerprint.
     pairs = sorted(zip(layers, poolings), key=lambda p: LAYERS.index(p[0]))
-    object.__setattr__(self, 'layer', ','.join(l for l, _ in pairs))
+    object.__setattr__(self, 'layer', ','.join(layer for layer, _ in pairs))
     distinct = {p for _, p in pairs}
     object.__setattr__(self, 'pooling', distinct.pop() if len(distinct) == 1
                        else ','.join(p for _, p in pairs))
@@ -380,7 +380,7 @@ def build_feature_model(config: ModelConfig):
       else:
         path = local_weights_copy(config)
         in_file = set(_weight_file_layers(path))
-        needed = [l.name for l in base.layers if l.weights]
+        needed = [layer.name for layer in base.layers if layer.weights]
         missing = [n for n in needed if n not in in_file]
         if missing:
           raise ValueError(

@@ -108,7 +108,8 @@ def status(settings: ClusterSettings) -> ClusterStatus:
     running = record is not None and processes.is_alive(record)
     states.append(ServiceState(name, record.pid if record else None, running))
     if running:
-      listening &= all(_listening(h, p) for h, p in services.ports(settings, name))
+      listening &= all(_listening(h, p)
+                       for h, p in services.ports(settings, name))
       if name.startswith('pool-'):
         listening &= _pool_ready(settings, name)
         problem = _pool_problem(settings, name)
@@ -137,7 +138,8 @@ def start(settings: ClusterSettings, python: str, timeout_s: float = 240,
                        'setup` first')
   current = status(settings) if os.path.isfile(
       settings.path('settings.json')) else None
-  running = {s.name for s in current.services if s.running} if current else set()
+  running = ({s.name for s in current.services if s.running}
+             if current else set())
   if not running:
     configuration.write_configuration(settings)
   else:

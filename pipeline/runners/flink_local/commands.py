@@ -1,7 +1,8 @@
 """``featurize flink-local setup|start|status|stop``.
 
     featurize flink-local setup    # once: download Flink, build the job server
-    featurize flink-local start    # JobManager, 2 TaskManagers, job server, pools
+    featurize flink-local start    # JobManager, 2 TaskManagers, job server,
+                                   # worker pools
     featurize run --config run_configs/flink.yaml --input ... --output ...
     featurize flink-local status
     featurize flink-local stop

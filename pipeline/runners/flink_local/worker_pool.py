@@ -1,6 +1,7 @@
 """One Beam worker pool: where a TaskManager starts its Python SDK workers.
 
-``python -m pipeline.runners.flink_local.worker_pool --address 127.0.50.1:50000``
+``python -m pipeline.runners.flink_local.worker_pool --address
+127.0.50.1:50000``
 
 Beam's ``worker_pool_main`` binds every interface (``[::]:PORT``), so two
 pools cannot share a port on one machine, and the EXTERNAL environment

@@ -108,7 +108,8 @@ def test_a_running_cluster_is_not_reconfigured(tmp_path):
                               {'jobmanager'})
   other_python = dataclasses.replace(saved, worker_python='/other/python')
   with pytest.raises(configuration.ClusterError, match='pools are stopped'):
-    configuration.check_compatible(saved, other_python, {'jobmanager', 'pool-1'})
+    configuration.check_compatible(saved, other_python,
+                                   {'jobmanager', 'pool-1'})
   configuration.check_compatible(saved, other_python, {'jobmanager', 'tm-1'})
   assert configuration.load_settings(str(tmp_path)) == other_python
 

@@ -14,9 +14,10 @@ import pytest
 from tests.support.fake_mps import calls, fake_control, put_first_on_path
 from pipeline.runners.local_gpu import mps
 
-MISSING = lambda program: None
-FOUND = lambda program: f'/usr/bin/{program}'
-NOTHING = lambda path: False
+# Stand-ins for shutil.which and os.path.exists, named as the cases.
+MISSING = lambda program: None  # noqa: E731
+FOUND = lambda program: f'/usr/bin/{program}'  # noqa: E731
+NOTHING = lambda path: False  # noqa: E731
 
 
 def test_one_process_needs_no_mps_and_says_nothing():
@@ -59,7 +60,8 @@ def test_eight_processes_get_half_the_gpu_each_unless_the_user_chose():
   assert theirs.share == str(mps.SHARE) and mps.SHARE_ENV in theirs.line
   assert mps.plan(mps.SHARE_FROM - 1, {}, FOUND, NOTHING).share == ''
   chosen = mps.plan(8, {mps.SHARE_ENV: '70'}, FOUND, NOTHING)
-  assert chosen.start and chosen.share == '' and mps.SHARE_ENV not in chosen.line
+  assert chosen.start and chosen.share == ''
+  assert mps.SHARE_ENV not in chosen.line
   # Without MPS the variable means nothing: none is set.
   assert mps.plan(8, {mps.MPS_ENV: 'off'}, FOUND, NOTHING).share == ''
   assert mps.plan(8, {}, MISSING, NOTHING).share == ''

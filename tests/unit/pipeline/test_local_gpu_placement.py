@@ -19,7 +19,9 @@ def test_the_gpus_are_the_visible_ones_else_the_drivers():
   assert placement.machine_gpus({'CUDA_VISIBLE_DEVICES': '2,3'}) == [
       '2', '3']
   assert placement.machine_gpus({'CUDA_VISIBLE_DEVICES': ''}) == []
-  listed = lambda path: ['0000:17:00.0', '0000:65:00.0', '0000:ca:00.0']
+  def listed(path):
+    return ['0000:17:00.0', '0000:65:00.0', '0000:ca:00.0']
+
   assert placement.machine_gpus({}, listdir=listed) == ['0', '1', '2']
 
   def no_driver(path):

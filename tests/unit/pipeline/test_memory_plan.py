@@ -160,7 +160,7 @@ def test_a_planned_run_prints_records_and_shows_its_plan(tmp_path, capsys,
                    '--weights', notop_weights, '--memory-budget', '1.5GiB',
                    '--quiet']) == 0
   printed = capsys.readouterr().out
-  first = [l for l in printed.splitlines() if 'memory plan' in l]
+  first = [line for line in printed.splitlines() if 'memory plan' in line]
   assert first and first[0].startswith(
       'featurize: memory plan: 1.50 GiB per worker (given, this machine)')
   with open(os.path.join(out, 'manifest.json')) as f:

@@ -82,7 +82,8 @@ def test_run_config_job_defaults_yield_to_the_command_line(tmp_path):
 
 
 @pytest.mark.parametrize('section, match', [
-    ('  output: gs://b/elsewhere\n', 'not a job flag'),  # one run's, not a runner's
+    # one run's, not a runner's:
+    ('  output: gs://b/elsewhere\n', 'not a job flag'),
     ('  batch_sise: 4\n', 'not a job flag'),
     ('  - 4\n', 'must be a mapping'),
 ])

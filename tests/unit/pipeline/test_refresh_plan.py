@@ -38,10 +38,13 @@ def test_plan_sorts_shards_into_reused_new_changed_and_removed():
 
 def test_shard_fingerprint_is_what_the_filesystem_knows():
   one = FileMetadata('gs://b/a.tar', 100, 1700000000.25)
-  assert fingerprints.shard_fingerprint(one) == 'size=100,mtime=1700000000.250000'
-  assert fingerprints.shard_fingerprint(FileMetadata('x', 100, 1700000001.0)) != (
+  assert fingerprints.shard_fingerprint(one) == (
+      'size=100,mtime=1700000000.250000')
+  later = FileMetadata('x', 100, 1700000001.0)
+  assert fingerprints.shard_fingerprint(later) != (
       fingerprints.shard_fingerprint(one))
-  assert fingerprints.shard_fingerprint(FileMetadata('x', 101, 1700000000.25)) != (
+  larger = FileMetadata('x', 101, 1700000000.25)
+  assert fingerprints.shard_fingerprint(larger) != (
       fingerprints.shard_fingerprint(one))
 
 

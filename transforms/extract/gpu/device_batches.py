@@ -14,7 +14,6 @@ features.
 import time
 from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
 
-import numpy as np
 
 from transforms.decode import imaging
 from transforms.decode.decode_images import decode_record

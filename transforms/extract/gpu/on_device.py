@@ -2,7 +2,8 @@
 
 ``ExtractFeatures`` runs it for ``--device gpu``, where the CPU path runs
 ``DecodeImages`` + ``RunVGG16``: what crosses the Beam boundary is the
-encoded bytes (``ImageRecord``). The bundle's thread reads each image's header (``routing``) and sends it to
+encoded bytes (``ImageRecord``). The bundle's thread reads each image's
+header (``routing``) and sends it to
 one of two decoders: baseline JPEGs wait, encoded, for nvJPEG's batched
 hardware decoder; everything else (progressive JPEGs, other formats,
 CMYK...), and large JPEGs while the pool has room where ``LARGE_DRAFT``
@@ -21,16 +22,12 @@ memory and of the machine's cores (docs/gpu.md). Each DoFn
 instance sends its batches to the GPUs in turn and keeps at most two per
 GPU in flight.
 """
-import dataclasses
-import itertools
 import logging
 import os
-import sys
-import threading
 import time
 from collections import deque
 from concurrent import futures
-from typing import Any, Iterator, List
+from typing import Iterator, List
 
 import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindows

@@ -43,7 +43,7 @@ def test_images_the_device_refuses_take_the_cpu_path():
   for image, pixels in rows:  # the CPU path's own rows
     np.testing.assert_array_equal(pixels,
                                   decode_record(image, CONFIG).pixels)
-  for image, pixels, turn in decoded:  # full size, as nvJPEG gives them
+  for _, pixels, turn in decoded:  # full size, as nvJPEG gives them
     assert pixels.shape == (200, 300, 3) and turn == 1
 
 
