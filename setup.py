@@ -34,6 +34,10 @@ TEST_REQUIRES = [
     # The FlinkDeployment against the Flink operator's CRD schema.
     'jsonschema==4.26.0',
     'hypothesis==6.170.15',  # tests/system/test_fuzz.py: fuzzing the bytes
+    # The fast loop's linter and type checker (tests/unit/test_lint.py).
+    'ruff==0.17.6',
+    'mypy==2.4.1',
+    'types-PyYAML==6.0.12.20261122',
     # The GPU path's model on JAX's CPU device, against TensorFlow's
     # (tests/system/test_gpu_path_on_cpu.py); the same jax as the gpu extra, so
     # that both extras install together. jax 0.11 needs Python 3.12.

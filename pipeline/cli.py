@@ -46,8 +46,8 @@ def _print_summary(summary: RunSummary) -> None:
   if summary.metrics:
     for line in job_metrics.summary_lines(summary.metrics):
       print(f'featurize: {line}')
-  print(f'featurize: output in {summary.output} '
-        f'({len(summary.manifest["feature_shards"])} feature shards; '
+  shards = len((summary.manifest or {}).get('feature_shards', []))
+  print(f'featurize: output in {summary.output} ({shards} feature shards; '
         'manifest.json, errors-*.jsonl, _SUCCESS)')
 
 

@@ -6,7 +6,7 @@ they go untouched to Beam's ``PipelineOptions``.
 import dataclasses
 import importlib.metadata
 import os
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 from transforms.decode import imaging
 from transforms.extract import vgg16
@@ -50,7 +50,7 @@ def describe(job: JobConfig) -> dict:
                     if model.weights == 'imagenet' else None)
   else:
     weights_file = os.path.basename(model.weights)
-  out = {
+  out: Dict[str, Any] = {
       'model': 'VGG16',
       'layer': model.layer,
       'pooling': model.pooling,

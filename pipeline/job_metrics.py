@@ -5,7 +5,7 @@ The same counters and distributions show in Dataflow's and Flink's UIs
 ``featurize run`` prints this summary of them at the end.
 """
 import logging
-from typing import Dict, NamedTuple, Optional
+from typing import Dict, NamedTuple, Optional, Tuple
 
 import apache_beam as beam
 
@@ -67,7 +67,8 @@ def from_result(result: beam.runners.runner.PipelineResult
   except Exception:  # pylint: disable=broad-except
     logging.info('This runner reports no metrics', exc_info=True)
     return None
-  counters, distributions = {}, {}
+  counters: Dict[str, int] = {}
+  distributions: Dict[str, Tuple[int, int]] = {}  # name: (sum, count)
   for found in query['counters']:
     name = found.key.metric.name
     counters[name] = counters.get(name, 0) + (_value(found) or 0)
@@ -78,11 +79,12 @@ def from_result(result: beam.runners.runner.PipelineResult
       distributions[found.key.metric.name] = (total + value.sum,
                                               count + value.count)
 
-  def mean(name: str, scale: float = 1.0) -> Optional[float]:
-    if name not in distributions:
-      return None
+  def average(name: str, scale: float = 1.0) -> float:
     total, count = distributions[name]
     return total / count * scale
+
+  def mean(name: str, scale: float = 1.0) -> Optional[float]:
+    return average(name, scale) if name in distributions else None
 
   return JobMetrics(
       images_read=counters.get(metrics.IMAGES_READ, 0),
@@ -99,7 +101,7 @@ def from_result(result: beam.runners.runner.PipelineResult
       mean_batch_ms=mean(metrics.BATCH_LATENCY_MICROS, 1e-3),
       gpu_step_ms={
           name[len(metrics.GPU_STEP_PREFIX):-len(metrics.MICROS_SUFFIX)]:
-          mean(name, 1e-3)
+          average(name, 1e-3)
           for name in sorted(distributions)
           if name.startswith(metrics.GPU_STEP_PREFIX) and
           name.endswith(metrics.MICROS_SUFFIX)},

@@ -69,7 +69,7 @@ count that cannot fit is refused with the count that would.
 import dataclasses
 import math
 import re
-from typing import List, NamedTuple, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from transforms.decode import imaging
 from transforms.extract import vgg16
@@ -105,7 +105,7 @@ TOP_PARAMETERS = 138_357_544
 DATAFLOW_RESERVED_BYTES = GIB
 # Compute Engine's memory per vCPU (GiB) by machine family and kind;
 # families not listed are refused for ``auto`` (give a size instead).
-_PER_VCPU_GIB = {
+_PER_VCPU_GIB: Dict[str, Dict[str, float]] = {
     'n1': {'standard': 3.75, 'highmem': 6.5, 'highcpu': 0.9},
     **{family: {'standard': 4, 'highmem': 8, 'highcpu': 1}
        for family in ('n2', 'n2d', 'e2', 't2d', 'c2')},
@@ -489,7 +489,9 @@ def _fewer_hint(text: str, workers: Workers, model: vgg16.ModelConfig,
       workers.threads > 1):
     tries.append(('threads', workers.threads_flag, workers.threads))
   for name, flag, given in tries:
-    opened = dataclasses.replace(workers, **{f'most_{name}': given - 1})
+    opened = (dataclasses.replace(workers, most_processes=given - 1)
+              if name == 'processes' else
+              dataclasses.replace(workers, most_threads=given - 1))
     try:
       layout = plan_layout(text, opened, model, decode, batch_given,
                            pixels_given)

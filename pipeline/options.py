@@ -18,6 +18,7 @@ from pipeline.config import JobConfig
 from transforms.coordination import output_lock as lock
 from transforms.decode import imaging
 from transforms.extract import vgg16
+from transforms.extract.gpu import settings as gpu_settings
 from transforms.read.image_shards import INPUT_FORMATS, ReadConfig
 from transforms.write.output_files import OutputConfig
 
@@ -52,11 +53,11 @@ def add_job_arguments(parser: argparse.ArgumentParser,
   add('--weights', default='imagenet',
       help='imagenet, random, or a path / gs:// URL of an official Keras '
       'VGG16 weight file.')
-  add('--layer', default='block5_pool', type=_names_of(vgg16.LAYERS, 'layer'),
+  add('--layer', default='block5_pool', type=_NamesOf(vgg16.LAYERS, 'layer'),
       help='VGG16 layer whose output is the feature, or several joined by '
       '"," (block3_pool,block4_pool,block5_pool): one forward pass gives '
       'each, and each record holds features/<layer> and shape/<layer>.')
-  add('--pooling', default='none', type=_names_of(vgg16.POOLINGS, 'pooling'),
+  add('--pooling', default='none', type=_NamesOf(vgg16.POOLINGS, 'pooling'),
       help='Pool a convolutional layer\'s output over its spatial axes: '
       'none, avg or max, for every layer or one per layer joined by ",".')
   add('--precision', choices=vgg16.PRECISIONS,
@@ -118,21 +119,25 @@ def add_job_arguments(parser: argparse.ArgumentParser,
       'under "featurize:".')
 
 
-def _names_of(allowed: Sequence[str], what: str):
-  """An argparse type: one name of ``allowed``, or several joined by ','."""
+class _NamesOf:
+  """An argparse type: one name of ``allowed``, or several joined by ','.
 
-  def parse(text: str) -> str:
+  Attributes:
+    allowed: The names (the Flex Template's regexes are made of them).
+  """
+
+  def __init__(self, allowed: Sequence[str], what: str):
+    self.allowed = tuple(allowed)
+    self.__name__ = what  # argparse names the type in its messages
+
+  def __call__(self, text: str) -> str:
     names = [name.strip() for name in text.split(',')]
     for name in names:
-      if name not in allowed:
+      if name not in self.allowed:
         raise argparse.ArgumentTypeError(
-            f'unknown {what} {name!r}; choose from {", ".join(allowed)} '
-            '(several joined by ",")')
+            f'unknown {self.__name__} {name!r}; choose from '
+            f'{", ".join(self.allowed)} (several joined by ",")')
     return ','.join(names)
-
-  parse.__name__ = what  # argparse names the type in its messages
-  parse.allowed = tuple(allowed)  # for the Flex Template's regexes
-  return parse
 
 
 def _or_default(value, default):
@@ -165,7 +170,8 @@ def job_config_from_args(args: argparse.Namespace) -> JobConfig:
                                   args.max_batch_bytes,
                                   vgg16.DEFAULT_MAX_BATCH_BYTES[args.device]),
                               large_model=bool(args.large_model),
-                              device=args.device),
+                              device=args.device,
+                              gpu=gpu_settings.from_environ(os.environ)),
       output=OutputConfig(directory=args.output,
                           max_error_fraction=args.max_error_fraction),
   )

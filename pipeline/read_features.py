@@ -136,7 +136,9 @@ def main(argv=None) -> int:
   """``python -m pipeline.read_features DIR``: one line per record."""
   argv = sys.argv[1:] if argv is None else argv
   for record in iter_features(argv[0]):
-    print(f'{record.key}\t{describe_shape(record.features)}\t{record.label}')
+    # !r: a bytes label prints as b'...', as it always has.
+    print(f'{record.key}\t{describe_shape(record.features)}\t'
+          f'{record.label!r}')
   return 0
 
 

@@ -51,6 +51,9 @@ class RunSummary(NamedTuple):
 
   @property
   def counts(self) -> dict:
+    """The manifest's counts (a run that was awaited has them)."""
+    if self.manifest is None:
+      raise ValueError(f'a {self.state} run has no counts yet')
     return self.manifest['counts']
 
 

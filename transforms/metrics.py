@@ -4,9 +4,11 @@ outputs, in one place.
 Beam names a metric by ``(namespace, name)``. featurize's own live in
 ``NAMESPACE``. RunInference's live in the model handler's namespace
 (``MODEL_NAMESPACE``), where Beam's own collector makes them; the GPU
-path reports its batches through that same collector (``model_metrics``),
-so that one run summary (``pipeline/job_metrics.py``) reads both devices.
+path reports its batches under the same names (``ModelMetrics``), so
+that one run summary (``pipeline/job_metrics.py``) reads both devices.
 """
+import functools
+
 import apache_beam as beam
 
 NAMESPACE = 'featurize'
@@ -38,8 +40,11 @@ GPU_STEP_PREFIX, GPU_ROUTE_PREFIX = 'gpu_', 'gpu_route_'
 # (tests/unit/test_metrics.py checks that they still agree).
 NUM_INFERENCES = 'num_inferences'
 BATCH_SIZE = 'inference_request_batch_size'
+BATCH_BYTES = 'inference_request_batch_byte_size'
 BATCH_LATENCY_MICROS = 'inference_batch_latency_micro_secs'
 LOAD_MODEL_MILLIS = 'load_model_latency_milli_secs'
+MODEL_BYTES = 'model_byte_size'
+FAILED_BATCHES = 'failed_batches_counter'
 
 MICROS_SUFFIX = '_micros'
 
@@ -74,12 +79,44 @@ def distribution(name: str):
   return beam.metrics.Metrics.distribution(NAMESPACE, name)
 
 
-def model_metrics():
-  """Beam's RunInference metrics collector in ``MODEL_NAMESPACE``: what
-  RunInference updates on the CPU path, for the GPU path's own batches.
+class ModelMetrics:
+  """RunInference's batch metrics in ``MODEL_NAMESPACE``, for a model run
+  outside RunInference (the GPU path): the names Beam's RunInference uses
+  (tests/unit/test_metrics.py checks them against Beam's), through Beam's
+  public metrics API, so that one run summary reads both devices."""
 
-  A private class of Beam's (pinned in setup.py); using it, not copies of
-  its metric names, keeps the two devices' summaries the same.
-  """
-  from apache_beam.ml.inference.base import _MetricsCollector  # pylint: disable=import-outside-toplevel,protected-access
-  return _MetricsCollector(MODEL_NAMESPACE)
+  def __init__(self):
+    model = functools.partial(beam.metrics.Metrics.distribution,
+                              MODEL_NAMESPACE)
+    self.inferences = beam.metrics.Metrics.counter(MODEL_NAMESPACE,
+                                                   NUM_INFERENCES)
+    self.failed_batches = beam.metrics.Metrics.counter(MODEL_NAMESPACE,
+                                                       FAILED_BATCHES)
+    self.batch_size = model(BATCH_SIZE)
+    self.batch_bytes = model(BATCH_BYTES)
+    self.batch_latency = model(BATCH_LATENCY_MICROS)
+    self.load_latency = model(LOAD_MODEL_MILLIS)
+    self.model_bytes = model(MODEL_BYTES)
+
+  def model_loaded(self, millis: int, model_bytes: int = 0) -> None:
+    """A model load: how long it took, and its size where known."""
+    self.load_latency.update(millis)
+    self.model_bytes.update(model_bytes)
+
+  def batch_failed(self) -> None:
+    """A batch whose images all became error lines."""
+    self.failed_batches.inc()
+
+  def batch_done(self, images: int, input_bytes: int,
+                 latency_micros: int) -> None:
+    """A batch: its images, its input's bytes, and its time from
+    submission to results."""
+    self.batch_latency.update(latency_micros)
+    self.inferences.inc(images)
+    self.batch_size.update(images)
+    self.batch_bytes.update(input_bytes)
+
+
+def model_metrics() -> ModelMetrics:
+  """The GPU path's ``ModelMetrics``."""
+  return ModelMetrics()

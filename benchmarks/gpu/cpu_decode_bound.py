@@ -71,8 +71,8 @@ def bound(cpu_images_per_s: float, cpu_share: float,
 def cpu_routed(encoded: Sequence[bytes],
                config: imaging.DecodeConfig) -> Dict[str, List[bytes]]:
   """The images the GPU path decodes on the CPU, by route category
-  (``routing.route`` as the run screens them, with no large JPEG sent to
-  the CPU by choice); non-JPEG images also by format."""
+  (``routing.route`` as the run screens them); non-JPEG images also by
+  format."""
   by_category = collections.defaultdict(list)
   for data in encoded:
     route = routing.route(data, config)

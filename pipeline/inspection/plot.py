@@ -47,7 +47,7 @@ class FeatureSample(NamedTuple):
     files_read: How many feature files the sample came from.
   """
   features: np.ndarray
-  labels: List[object]
+  labels: List[Optional[object]]
   keys: List[str]
   files_read: int
 
@@ -75,7 +75,8 @@ class ColourPlan(NamedTuple):
     legend: Whether there are few enough classes for a legend.
   """
   classes: List[object]
-  index: np.ndarray
+  # (A field named like tuple.index, which mypy sees as a clash.)
+  index: np.ndarray  # type: ignore[assignment]
   colormap: str
   legend: bool
 
@@ -135,7 +136,8 @@ def sample_features(
   """
   take = plan_sample([f.records for f in files], size)
   features: Optional[np.ndarray] = None
-  labels, keys = [], []
+  labels: List[Optional[object]] = []
+  keys: List[str] = []
   files_read = 0
   for file, count in zip(files, take):
     if not count:

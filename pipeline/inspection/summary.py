@@ -30,7 +30,8 @@ class ErrorGroup(NamedTuple):
   """
   stage: str
   error_type: str
-  count: int
+  # Shadows tuple.count; renaming the field would change the public type.
+  count: int  # type: ignore[assignment]
   examples: Tuple[str, ...]
 
 

@@ -7,6 +7,7 @@ error lines an image gives.
 """
 import hashlib
 import json
+from typing import Any, Dict
 
 from apache_beam.io.filesystem import FileMetadata
 
@@ -30,6 +31,7 @@ def model_settings(job: JobConfig) -> dict:
   """Every setting that changes what an image gives, and nothing else
   (batch size, runner and package versions are left out)."""
   model = job.model
+  weights: Dict[str, Any]
   if model.weights_sha256:
     weights = {'sha256': model.weights_sha256}
   else:  # Not inspected at launch: the official file, or seeded weights.

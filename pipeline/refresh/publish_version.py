@@ -114,9 +114,11 @@ def publish_version(root: str, staging: str, read_counts: List[ShardRead],
   with FileSystems.open(versions.path(staging, PLAN_FILE)) as f:
     plan = json.load(f)
   version = plan['version']
-  by_source = collections.defaultdict(lambda: {FEATURES_KIND: [],
-                                               ERRORS_KIND: []})
+  by_source: Dict[str, Dict[str, List[ShardWritten]]] = (
+      collections.defaultdict(lambda: {FEATURES_KIND: [], ERRORS_KIND: []}))
   for written in list(feature_files) + list(error_files):
+    if written.source is None:  # a refresh's writer keeps shards apart
+      raise RuntimeError(f'{written.temp_path}: no source shard')
     by_source[written.source][written.kind].append(written)
   images = {c.source: c.images for c in read_counts}
   missing = set(plan['to_process']) - set(images)
@@ -146,10 +148,11 @@ def publish_version(root: str, staging: str, read_counts: List[ShardRead],
         root, version, plan['refresh'],
         {source: by_source[source][ERRORS_KIND]
          for source in plan['to_process']})
-    raise TooManyErrors(f'refresh {version}: ' + error_share_problem(
+    problem = error_share_problem(
         processed, failed, config,
         error_lines=f'{kept}/*/{ERRORS_KIND}-*.jsonl (kept until another '
-        'refresh fails so)'))
+        'refresh fails so)')
+    raise TooManyErrors(f'refresh {version}: {problem}')
   for entry in entries:
     folder = shard_folder(version, entry['path'])
     for kind in (FEATURES_KIND, ERRORS_KIND):

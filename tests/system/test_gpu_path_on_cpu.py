@@ -16,14 +16,14 @@ import numpy as np
 import pytest
 
 from pipeline import cli, demo
+from pipeline.runners.local_gpu import sharing
 from tests.support import datasets, jax_features
 from tests.support.arrays import cosines, relative_l2
 from tests.support.outputs import read_errors, read_outputs
 from tests.support.paths import ROOT
 from transforms.extract import backend
 from transforms.extract import vgg16
-from transforms.extract.gpu import on_device as gpu_extract
-from transforms.extract.gpu import routing
+from transforms.extract.gpu import settings as gpu_settings
 
 
 
@@ -118,11 +118,7 @@ def gpu_and_cpu_runs(tmp_path_factory, notop_weights):
       [sys.executable, '-m', 'pipeline.cli', 'run', *common, '--output',
        gpu_out, '--device', 'gpu', '--batch-size', '4', '--quiet',
        '--direct_num_workers=2', '--direct_running_mode=multi_threading'],
-      cwd=ROOT, env=dict(on_cpu_env(), **{
-          # The 'large_draft' route is off by default; this run takes it
-          # so that its pixels are checked against the CPU path's.
-          gpu_extract.LARGE_DRAFT_ENV: str(routing.MIN_DRAFT_SCALE)}),
-      capture_output=True, text=True, timeout=600)
+      cwd=ROOT, env=on_cpu_env(), capture_output=True, text=True, timeout=600)
   assert gpu.returncode == 0, gpu.stderr
   assert cli.main(['run', *common, '--output', cpu_out, '--quiet']) == 0
   return ds, gpu_out, cpu_out, gpu
@@ -171,9 +167,8 @@ def test_gpu_path_manifest_and_counts(gpu_and_cpu_runs):
   assert 'jax' in manifest['versions']
   assert 'VGG16 loaded 1 time(s) over all workers' in run.stdout
   # The photos include large JPEGs (retina 1411x1411, hubble 872x1000):
-  # decoded reduced on the CPU while its threads had room, where the run
-  # asks for that route (``FEATURIZE_GPU_LARGE_DRAFT``).
-  assert 'large draft' in run.stdout, run.stdout
+  # decoded on the device, as every baseline JPEG.
+  assert 'decoded by nvJPEG' in run.stdout, run.stdout
 
 
 def test_unknown_devices_are_refused():
@@ -244,22 +239,23 @@ def test_processes_sharing_a_gpu_take_their_share(monkeypatch):
   assert backend.memory_fraction(2) == 0.4
   assert backend.memory_fraction(4) == 0.2
   assert backend.memory_fraction(8) == 0.1
-  monkeypatch.delenv(backend.CPU_DECODE_THREADS_ENV, raising=False)
   assert backend.cpu_decode_threads(cores=16, processes=4) == 4
   assert backend.cpu_decode_threads(cores=2, processes=4) == 1
-  monkeypatch.setenv(backend.CPU_DECODE_THREADS_ENV, '3')
-  assert backend.cpu_decode_threads(cores=16, processes=4) == 3
+  # Unless the GPU settings give a count (for the benchmark).
+  given = gpu_settings.from_environ(
+      {gpu_settings.SETTINGS_ENV: '{"cpu_decode_threads": 3}'})
+  assert given.cpu_decode_threads == 3
   # The launcher gives its workers their share, unless the user chose one.
   monkeypatch.delenv('XLA_PYTHON_CLIENT_MEM_FRACTION', raising=False)
   monkeypatch.delenv('FEATURIZE_JAX_MEMORY_FRACTION_DEFAULTED',
                      raising=False)
   monkeypatch.delenv(backend.GPU_PROCESSES_ENV, raising=False)
-  backend.share_gpus(4)
+  sharing.share_gpus(4)
   assert os.environ['XLA_PYTHON_CLIENT_MEM_FRACTION'] == '0.2'
   assert backend.gpu_processes() == 4
   monkeypatch.setenv('XLA_PYTHON_CLIENT_MEM_FRACTION', '0.5')
   monkeypatch.delenv('FEATURIZE_JAX_MEMORY_FRACTION_DEFAULTED')
-  backend.share_gpus(2)
+  sharing.share_gpus(2)
   assert os.environ['XLA_PYTHON_CLIENT_MEM_FRACTION'] == '0.5'
 
 
@@ -373,7 +369,6 @@ def test_worker_processes_share_the_gpu_through_mps(gpu_and_cpu_runs,
                     '--direct_running_mode=multi_processing'], env)
   assert '2 worker processes share the GPU through NVIDIA MPS' in run.stdout
   # By default every JPEG nvJPEG takes stays on the device.
-  assert gpu_extract.LARGE_DRAFT == 0
   assert 'large draft' not in run.stdout, run.stdout
   made = calls(tmp_path)
   assert [c['args'] for c in made] == [['-d'], []]
@@ -430,14 +425,14 @@ def test_a_local_gpu_refresh_shares_the_gpu_as_a_run_does(
 
 def test_one_helper_thread_gives_what_two_give(gpu_and_cpu_runs, tmp_path,
                                               notop_weights):
-  """``FEATURIZE_GPU_PREPARE_THREADS=1`` (the default is two batches
-  decoding and resizing at once in one process): the same keys, error
-  lines and features."""
+  """One helper thread (``GpuSettings.prepare_threads``; the default is
+  two batches decoding and resizing at once in one process): the same
+  keys, error lines and features."""
   _, gpu_out, _, _ = gpu_and_cpu_runs
-  assert gpu_extract.PREPARE_THREADS == 2
+  assert gpu_settings.GpuSettings().prepare_threads == 2
   out = str(tmp_path / 'one-thread')
   env = on_cpu_env()
-  env[gpu_extract.PREPARE_THREADS_ENV] = '1'
+  env[gpu_settings.SETTINGS_ENV] = '{"prepare_threads": 1}'
   _run_again(gpu_out, out, notop_weights, ['--quiet'], env)
   _assert_same_run(out, errors_of=gpu_out, features_of=gpu_out)
 

@@ -20,6 +20,9 @@ def test_runinference_names_are_beams_own():
   collector = metrics.model_metrics()
   assert {value.metric_name.namespace for value in vars(collector).values()
           if hasattr(value, 'metric_name')} == {metrics.MODEL_NAMESPACE}
+  # The GPU path's own collector makes every metric Beam's does, and no
+  # other (Beam's private collector is read here, in a test, only).
+  assert _names(collector) == made
 
 
 def test_each_stage_counts_its_errors_under_its_own_name():

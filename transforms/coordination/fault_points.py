@@ -8,9 +8,10 @@ is there. Unset, ``pause`` costs one dictionary lookup.
 """
 import os
 import time
+from typing import Set
 
 ENV = 'FEATURIZE_TEST_PAUSE_AT'
-_paused = set()
+_paused: Set[str] = set()
 
 
 def pause(point: str) -> None:

@@ -155,12 +155,15 @@ def acquire(root: str, holder_id: str, timeout_s: float = DEFAULT_TIMEOUT_S,
     if create(target, data, None):
       return mine
     holder, generation = read(target)
+    if holder is None:  # Taken and released again while we looked.
+      raise Locked(f'{root}: its lock {target} changed hands while being '
+                   'read; try again')
   started = datetime.datetime.fromisoformat(
       holder.get('started_at', '1970-01-01T00:00:00+00:00'))
   age = (_now() - started).total_seconds()
   if not (break_lock or age >= timeout_s or holder_is_gone(holder)):
     raise Locked(
-        f'{root} is being {VERBS.get(holder.get("job"), "written")} by '
+        f'{root} is being {VERBS.get(holder.get("job", ""), "written")} by '
         f'{describe_holder(holder)}; its lock {target} is taken over after '
         f'{timeout_s / 3600:g} h, or now with --break-lock if that job is '
         'dead')

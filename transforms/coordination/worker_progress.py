@@ -20,7 +20,7 @@ ERRORS = 'errors'   # error lines written
 _INTERVAL_S = 0.2
 
 _lock = threading.Lock()
-_counts = collections.Counter()
+_counts: collections.Counter[str] = collections.Counter()
 _folder = None  # a new folder is a new job: its totals start at zero
 _written_at = 0.0
 
@@ -63,7 +63,7 @@ def flush() -> None:
 
 def read_totals(folder: str) -> collections.Counter:
   """The totals of every process that reported into ``folder``."""
-  totals = collections.Counter()
+  totals: collections.Counter[str] = collections.Counter()
   for name in os.listdir(folder):
     if name.endswith('.json'):
       try:

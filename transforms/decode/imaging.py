@@ -123,16 +123,6 @@ def _draft_size(width: int, height: int,
           max(1, int(np.ceil(height * scale))))
 
 
-def draft_scale(width: int, height: int, config: DecodeConfig) -> int:
-  """The factor (1, 2, 4 or 8) by which ``open_reduced``'s ``draft`` has
-  a JPEG of this stored size decoded smaller in the DCT: Pillow's own
-  choice (``JpegImageFile.draft``) for ``_draft_size``, 1 for an image
-  that the resize scales up (``fits`` is then 0)."""
-  wanted = _draft_size(width, height, config)
-  fits = min(width // wanted[0], height // wanted[1])
-  return next((s for s in (8, 4, 2) if fits >= s), 1)
-
-
 def _to_rgb(image: Image.Image) -> Image.Image:
   """Applies the one colour rule of this module (see module docstring)."""
   mode = image.mode

@@ -27,9 +27,6 @@ ON_CPU_ENV = 'FEATURIZE_GPU_PATH_ON_CPU'
 # the machine's cores.
 GPU_PROCESSES_ENV = 'FEATURIZE_GPU_PROCESSES'
 WORKER_PROCESSES_ENV = 'FEATURIZE_WORKER_PROCESSES'
-# Threads of the CPU decoder per process (default: the process's share of
-# the machine's cores).
-CPU_DECODE_THREADS_ENV = 'FEATURIZE_GPU_CPU_DECODERS'
 # JAX's memory pool: at most this share of each GPU for one process, and
 # this share for all the processes that share a GPU together (torch's
 # nvJPEG buffers and the decoded pixels take the rest).
@@ -81,11 +78,9 @@ def memory_fraction(processes: int) -> float:
 
 
 def cpu_decode_threads(cores: int = 0, processes: int = 0) -> int:
-  """Threads of one process's CPU decoder: ``CPU_DECODE_THREADS_ENV``, or
-  the process's share of the machine's cores (at least 1)."""
-  given = os.environ.get(CPU_DECODE_THREADS_ENV)
-  if given and given.isdigit() and int(given) > 0:
-    return int(given)
+  """Threads of one process's CPU decoder where the GPU settings leave
+  it to featurize: the process's share of the machine's cores (at least
+  1)."""
   cores = cores or len(os.sched_getaffinity(0))
   return max(1, cores // (processes or worker_processes()))
 

@@ -34,8 +34,8 @@ def batch_failure_to_errors(failure) -> Iterator[ErrorRecord]:
   """
   batch, (error_type, message, unused_traceback) = failure
   metrics.counter(metrics.INFERENCE_ERRORS).inc(len(batch))
+  image: DecodedImage
   for image in batch:
-    image: DecodedImage
     yield ErrorRecord(image.key, image.source, 'inference',
                       getattr(error_type, '__name__', str(error_type)),
                       str(message))

@@ -20,6 +20,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 
 from transforms.extract.backend import DEVICES
+from transforms.extract.gpu.settings import GpuSettings
 
 CONV_LAYERS = (
     'block1_conv1', 'block1_conv2', 'block1_pool',
@@ -83,7 +84,9 @@ class ModelConfig:
     weights_cache_dir: Local folder for per-worker copies of remote weights.
     seed: Seed of the ``random`` weights (same on every worker).
     device: ``cpu`` (Keras on TensorFlow, Pillow decoding) or ``gpu``
-      (Keras on JAX, nvJPEG decoding; ``transforms/gpu``).
+      (Keras on JAX, nvJPEG decoding; ``transforms/extract/gpu``).
+    gpu: How the GPU path uses a worker process's threads (measured
+      defaults; ``transforms/extract/gpu/settings.py``).
   """
   weights: str = 'imagenet'
   weights_sha256: Optional[str] = None
@@ -99,6 +102,7 @@ class ModelConfig:
                                         'featurize-weights')
   seed: int = 0
   device: str = 'cpu'
+  gpu: GpuSettings = GpuSettings()
 
   def __post_init__(self):
     if self.device not in DEVICES:

@@ -83,6 +83,8 @@ def iter_tfrecord_images(stream: BinaryIO, source: str, *, image_feature: str,
   for record in tfrecord_framing.iter_records(stream, max_record_bytes):
     fallback_key = f'{source}:{record.index}'
     if record.data is None:
+      # iter_records gives every record without data an error_type.
+      assert record.error_type is not None
       yield _error(fallback_key, source, record.error_type, record.message)
       continue
     try:
@@ -216,8 +218,10 @@ def iter_webdataset_images(stream: BinaryIO, source: str, *,
   failure: Optional[ErrorRecord] = None
   complete = 0
   try:
-    archive = tarfile.open(fileobj=_NoReadPastEnd(stream), mode='r|*',
-                           tarinfo=_StrictTarInfo)
+    # The stub wants a seekable, writable file object for every mode; the
+    # stream mode ('r|') only reads.
+    archive = tarfile.open(  # type: ignore[call-overload]
+        fileobj=_NoReadPastEnd(stream), mode='r|*', tarinfo=_StrictTarInfo)
   except _TAR_ERRORS as e:
     yield _error(f'{source}:0', source, 'bad_tar', f'not a readable tar: {e}')
     return
@@ -236,6 +240,7 @@ def iter_webdataset_images(stream: BinaryIO, source: str, *,
           yield failure or _sample_to_result(key, parts, source)
           complete += 1
         key, parts, failure = member_key, {}, None
+      assert key is not None  # member_key, set just above when it differed
       if failure is not None:
         continue
       if member.size > max_member_bytes:

@@ -51,7 +51,8 @@ class FramedRecord(NamedTuple):
     message: Details of the error.
     fatal: True when the rest of the shard cannot be read either.
   """
-  index: int
+  # Shadows tuple.index; renaming the field would change the public type.
+  index: int  # type: ignore[assignment]
   data: Optional[bytes]
   error_type: Optional[str] = None
   message: str = ''

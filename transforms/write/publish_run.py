@@ -144,9 +144,9 @@ def publish_run(config: OutputConfig, temp_dir: str, describe: dict,
       'status': 'too_many_errors' if problem else 'succeeded',
       'counts': {'images_in': images_in, 'features': n_features,
                  'errors': n_errors},
-      'input_shards': sorted(
-          ({'path': c.source, 'images': c.images} for c in read_counts),
-          key=lambda s: s['path']),
+      'input_shards': [
+          {'path': c.source, 'images': c.images}
+          for c in sorted(read_counts, key=lambda c: c.source)],
       'feature_shards': _entries(targets[FEATURES_KIND], config),
       'error_shards': _entries(targets[ERRORS_KIND], config),
       'finished_at': datetime.datetime.now(

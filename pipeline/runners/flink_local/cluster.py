@@ -102,9 +102,11 @@ def _pool_ready(settings: ClusterSettings, name: str) -> bool:
 
 
 def status(settings: ClusterSettings) -> ClusterStatus:
+  folder = settings.cluster_dir
+  assert folder is not None  # ClusterSettings.__post_init__ sets it
   states, problems, listening = [], {}, True
   for name in services.service_names(settings):
-    record = processes.read_record(settings.cluster_dir, name)
+    record = processes.read_record(folder, name)
     running = record is not None and processes.is_alive(record)
     states.append(ServiceState(name, record.pid if record else None, running))
     if running:
@@ -136,6 +138,8 @@ def start(settings: ClusterSettings, python: str, timeout_s: float = 240,
     raise ClusterError('the Flink distribution or the job server is missing '
                        f'under {settings.home}: run `featurize flink-local '
                        'setup` first')
+  folder = settings.cluster_dir
+  assert folder is not None  # ClusterSettings.__post_init__ sets it
   current = status(settings) if os.path.isfile(
       settings.path('settings.json')) else None
   running = ({s.name for s in current.services if s.running}
@@ -144,7 +148,7 @@ def start(settings: ClusterSettings, python: str, timeout_s: float = 240,
     configuration.write_configuration(settings)
   else:
     configuration.check_compatible(
-        configuration.load_settings(settings.cluster_dir), settings, running)
+        configuration.load_settings(folder), settings, running)
   to_start = [n for n in services.service_names(settings) if n not in running]
   for name in to_start:
     for host, port in services.ports(settings, name):
@@ -163,12 +167,12 @@ def start(settings: ClusterSettings, python: str, timeout_s: float = 240,
       if name.startswith('pool-'):  # An earlier pool's verdict is stale.
         with contextlib.suppress(FileNotFoundError):
           os.remove(_pool_health(settings, name))
-      processes.start(commands[name], settings.cluster_dir)
+      processes.start(commands[name], folder)
       started.append(name)
     return wait_healthy(settings, timeout_s)
   except BaseException:
     for name in reversed(started):
-      processes.stop(settings.cluster_dir, name)
+      processes.stop(folder, name)
     raise
 
 
@@ -176,6 +180,8 @@ def wait_healthy(settings: ClusterSettings,
                  timeout_s: float = 240) -> ClusterStatus:
   """Waits until every service runs and listens and every TaskManager
   has registered; fails as soon as a service dies."""
+  folder = settings.cluster_dir
+  assert folder is not None  # ClusterSettings.__post_init__ sets it
   deadline = time.monotonic() + timeout_s
   while True:
     current = status(settings)
@@ -184,8 +190,8 @@ def wait_healthy(settings: ClusterSettings,
       name = dead[0]
       raise ClusterError(
           f'{name} is not running; the end of '
-          f'{processes.log_path(settings.cluster_dir, name)}:\n'
-          f'{processes.log_tail(settings.cluster_dir, name)}')
+          f'{processes.log_path(folder, name)}:\n'
+          f'{processes.log_tail(folder, name)}')
     if current.healthy:
       return current
     if time.monotonic() > deadline:
@@ -202,10 +208,12 @@ def stop(settings: ClusterSettings,
   Only processes this cluster's PID records name, and that are still the
   processes that were started, are signalled. Returns the names stopped.
   """
+  folder = settings.cluster_dir
+  assert folder is not None  # ClusterSettings.__post_init__ sets it
   stopped = []
   for name in reversed(services.service_names(settings)):
     if names is None or name in names:
-      if processes.stop(settings.cluster_dir, name):
+      if processes.stop(folder, name):
         stopped.append(name)
   return stopped
 

@@ -83,6 +83,7 @@ def _settings(args: argparse.Namespace) -> ClusterSettings:
   the same cluster without flags)."""
   kwargs = {'home': args.home, 'cluster_dir': args.cluster_dir}
   cluster_dir = ClusterSettings(**kwargs).cluster_dir
+  assert cluster_dir is not None  # ClusterSettings.__post_init__ sets it
   if os.path.isfile(os.path.join(cluster_dir, 'settings.json')):
     saved = configuration.load_settings(cluster_dir)
     if any(s.running for s in cluster.status(saved).services):
@@ -116,12 +117,14 @@ def main(argv: Optional[Sequence[str]] = None,
         print(f'flink-local: warning: {name}: {problem}; jobs will fail',
               file=sys.stderr)
       return 0
-    settings = configuration.load_settings(_settings(args).cluster_dir)
+    cluster_dir = _settings(args).cluster_dir
+    assert cluster_dir is not None  # ClusterSettings.__post_init__ sets it
+    settings = configuration.load_settings(cluster_dir)
     if args.action == 'status':
       current = cluster.status(settings)
       print(cluster.describe(settings, current))
       return 0 if current.healthy and not current.pool_problems else 1
-    names: List[str] = args.services or None
+    names: Optional[List[str]] = args.services or None
     unknown = set(names or ()) - set(services.service_names(settings))
     if unknown:
       print(f'flink-local: no service named {", ".join(sorted(unknown))}',

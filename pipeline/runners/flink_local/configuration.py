@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 import socket
-from typing import Optional
+from typing import Any, Dict, Optional
 
 import yaml
 
@@ -40,7 +40,7 @@ def flink_config(settings: ClusterSettings, base: dict,
     taskmanager: Index of a TaskManager, or None for the JobManager.
   """
   tmp = settings.path('tmp')
-  ours = {
+  ours: Dict[str, Any] = {
       'jobmanager': {
           'bind-host': 'localhost',
           'rpc': {'address': 'localhost', 'port': settings.rpc_port},

@@ -112,7 +112,9 @@ def _extract_sdist_deps(sdist: str, version: str, target: str) -> None:
         continue
       dest = os.path.join(target, relative)
       os.makedirs(os.path.dirname(dest), exist_ok=True)
-      with tar.extractfile(member) as src, open(dest, 'wb') as out:
+      src = tar.extractfile(member)
+      assert src is not None  # None only for members that are not files
+      with src, open(dest, 'wb') as out:
         shutil.copyfileobj(src, out)
 
 

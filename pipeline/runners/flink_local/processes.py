@@ -58,8 +58,9 @@ def start_ticks(pid: int) -> Optional[int]:
 def is_alive(record: Record) -> bool:
   """Whether the recorded process still runs (a zombie does not)."""
   fields = _stat(record.pid)
-  return bool(fields) and fields[0] != 'Z' and int(
-      fields[19]) == record.start_ticks
+  if not fields:
+    return False
+  return fields[0] != 'Z' and int(fields[19]) == record.start_ticks
 
 
 def _record_path(folder: str, name: str) -> str:

@@ -117,6 +117,7 @@ class ClusterSettings:
 
   def path(self, *parts: str) -> str:
     """A path in the cluster folder."""
+    assert self.cluster_dir is not None  # __post_init__ sets it
     return os.path.join(self.cluster_dir, *parts)
 
   @property

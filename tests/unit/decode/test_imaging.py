@@ -107,28 +107,6 @@ def test_small_jpeg_is_not_reduced():
   assert imaging.open_reduced(data, CONFIG).size == (300, 260)
 
 
-def test_draft_scale_is_the_factor_pillow_decodes_at():
-  # The GPU path routes by draft_scale from the header alone: it must be
-  # the factor open_reduced's draft gives, for both resize policies.
-  blank = Image.new('RGB', (1, 1))
-  seen = set()
-  for config in (CONFIG, imaging.DecodeConfig(resize='squash')):
-    # The first three are scaled up by the resize (smaller than 256 or
-    # 224 a side): decoded at full size.
-    for width, height in [(100, 80), (200, 150), (1, 1), (300, 260),
-                          (511, 700), (512, 512), (600, 1200),
-                          (1024, 1023), (1024, 1024), (2048, 1536),
-                          (4000, 3000), (3000, 800), (8000, 300)]:
-      image = Image.open(io.BytesIO(
-          image_zoo.encode(blank.resize((width, height)), 'JPEG')))
-      image.draft(None, imaging._draft_size(width, height, config))  # pylint: disable=protected-access
-      scale = imaging.draft_scale(width, height, config)
-      assert image.size == ((width + scale - 1) // scale,
-                            (height + scale - 1) // scale), (width, height)
-      seen.add(scale)
-  assert seen == {1, 2, 4, 8}
-
-
 def test_center_crop_matches_resize_then_crop():
   image = image_zoo.photo('coffee')  # 600x400
   data = image_zoo.encode(image, 'PNG')

@@ -112,8 +112,7 @@ def test_each_process_takes_its_gpus_share_of_memory_and_the_machines_cores(
   of JAX's pool), and eight share the host's cores."""
   for name in ('XLA_PYTHON_CLIENT_MEM_FRACTION',
                'FEATURIZE_JAX_MEMORY_FRACTION_DEFAULTED',
-               backend.GPU_PROCESSES_ENV, backend.WORKER_PROCESSES_ENV,
-               backend.CPU_DECODE_THREADS_ENV):
+               backend.GPU_PROCESSES_ENV, backend.WORKER_PROCESSES_ENV):
     monkeypatch.delenv(name, raising=False)
   sharing.share_gpus(8, per_gpu=placement.processes_per_gpu(8, 2))
   assert backend.gpu_processes() == 4 and backend.worker_processes() == 8

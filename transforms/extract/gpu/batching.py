@@ -111,7 +111,8 @@ class RoutedBatcher:
     decoded = self._decoded[:self._batch_size]
     self._decoded = self._decoded[len(decoded):]
     room = self._batch_size - len(decoded)
-    device, total, pixels = [], 0, 0
+    device: List[Tuple[Any, Any]] = []
+    total, pixels = 0, 0
     for image, screen in self._device[:room]:
       size = decoded_size(screen)
       if device and (total + len(image.data) > self._max_bytes or

@@ -123,7 +123,7 @@ class PillowStandIn:
 
   def decode(self, datas: Sequence[bytes]) -> List[Optional[np.ndarray]]:
     from PIL import Image  # pylint: disable=import-outside-toplevel
-    out = []
+    out: List[Optional[np.ndarray]] = []
     for data in datas:
       try:
         with Image.open(io.BytesIO(data), formats=['JPEG']) as image:

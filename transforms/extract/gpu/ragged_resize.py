@@ -79,7 +79,7 @@ non-contiguous views) and numpy rows from the CPU path (``(S, S, 3)``)::
 import functools
 import math
 import threading
-from typing import List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -242,7 +242,8 @@ class Packed(NamedTuple):
   batch_size: int
   capacity: Capacity
   end: int
-  count: int
+  # Shadows tuple.count; renaming the field would change the public type.
+  count: int  # type: ignore[assignment]
 
   @property
   def flat_size(self) -> int:
@@ -843,7 +844,7 @@ class RaggedResize:
       flat = jnp.pad(jnp.asarray(flat), (0, packed.flat_size - length))
     return resize(flat, packed.tables, packed.batch_size)
 
-  def resize_arrays(self, images: Sequence[Tuple[object, int, str]],
+  def resize_arrays(self, images: Sequence[Tuple[Any, int, str]],
                     resized: Optional[Sequence[bool]] = None):
     """Resizes arrays (numpy or JAX): builds the flat buffer, packs, runs.
 

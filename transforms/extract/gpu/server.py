@@ -7,8 +7,8 @@ proxy. The worker processes read, route, run the CPU decoder and write,
 in parallel on the machine's cores; the server process only decodes with
 nvJPEG, resizes and runs VGG16, in one CUDA context per GPU. Two things
 follow: no worker's busy Python thread holds the GIL that nvJPEG's
-decode needs (``runtime.SWITCH_INTERVAL_S`` says what that costs), and
-the GPUs are not time-sliced between processes' contexts.
+decode needs (``settings.GpuSettings.switch_interval_s`` says what that
+costs), and the GPUs are not time-sliced between processes' contexts.
 
 What crosses the process boundary, pickled, is a ``batching.Batch`` (the
 encoded device images and the CPU decoder's model-sized rows) and a
@@ -37,7 +37,8 @@ class DeviceServer:
     started = time.perf_counter()
     self._runtime = runtime.load_runtime(model_config, decode_config)
     self._decode_config = decode_config
-    self._load_millis = int((time.perf_counter() - started) * 1e3)
+    self._load_millis: Optional[int] = int(
+        (time.perf_counter() - started) * 1e3)
     self._lock = threading.Lock()
 
   def take_load_millis(self) -> Optional[int]:

@@ -2,7 +2,6 @@
 both decoders, and the GPU path's fallback to the CPU decoder, without a
 model or a GPU."""
 import threading
-import time
 from concurrent import futures
 
 import numpy as np
@@ -146,44 +145,34 @@ def test_routing_sends_only_baseline_jpegs_to_the_device():
     assert route.category in routing.CATEGORIES
 
 
-def test_large_jpegs_go_to_the_cpu_only_while_it_has_room():
-  large = image_zoo.big_jpeg((1600, 1200))  # drafted at 1/2 on the CPU
-  small = image_zoo.jpeg(size=(500, 375))  # not drafted
+def test_baseline_jpegs_of_any_size_go_to_the_device():
+  large = image_zoo.big_jpeg((1600, 1200))
+  small = image_zoo.jpeg(size=(500, 375))
   progressive = image_zoo.encode(image_zoo.photo().resize((1600, 1200)),
                                  'JPEG', quality=90, progressive=True)
   assert routing.route(large, CONFIG).category == routing.DEVICE
-  route = routing.route(large, CONFIG, cpu_has_room=True)
-  assert (route.category, route.on_device) == (routing.LARGE_DRAFT, False)
-  assert route.category in routing.CATEGORIES
-  assert routing.route(small, CONFIG, cpu_has_room=True).on_device
-  assert routing.route(small, CONFIG, cpu_has_room=True,
-                       min_draft_scale=1).category == routing.LARGE_DRAFT
-  assert routing.route(progressive, CONFIG,
-                       cpu_has_room=True).category == 'progressive'
-  # Smaller than the model's input: scaled up, never drafted (ImageNet
-  # has many such thumbnails; the route must not raise on them).
+  assert routing.route(small, CONFIG).on_device
+  assert routing.route(progressive, CONFIG).category == 'progressive'
+  # Smaller than the model's input: scaled up (ImageNet has many such
+  # thumbnails; the route must not raise on them).
   for size in [(100, 75), (1, 1), (240, 180)]:
     tiny = image_zoo.jpeg(size=size)
-    assert routing.route(tiny, CONFIG, cpu_has_room=True).on_device, size
-    assert routing.route(tiny, CONFIG, cpu_has_room=True,
-                         min_draft_scale=1).category == routing.LARGE_DRAFT
+    assert routing.route(tiny, CONFIG).on_device, size
 
 
-def test_cpu_decoders_count_the_decodes_they_hold():
+def test_cpu_decoders_run_on_their_own_threads():
   from transforms.extract.gpu import runtime  # pylint: disable=import-outside-toplevel
-  cpu = runtime.CpuDecoders(1)
-  gate = threading.Event()
-  try:
-    held = [cpu.submit(gate.wait, 5) for _ in range(
-        runtime.CpuDecoders.ROOM_PER_THREAD)]
-    assert cpu.held == 2 and not cpu.has_room()
-  finally:
-    gate.set()
-  futures.wait(held)
-  deadline = time.monotonic() + 5
-  while cpu.held and time.monotonic() < deadline:
-    pass  # the done callbacks run just after the futures resolve
-  assert cpu.held == 0 and cpu.has_room()
+  cpu = runtime.CpuDecoders(2)
+  # Two decodes at once: each waits for the other to have started.
+  started = [threading.Event(), threading.Event()]
+
+  def wait_for(mine, other):
+    mine.set()
+    return other.wait(5)
+
+  both = [cpu.submit(wait_for, started[0], started[1]),
+          cpu.submit(wait_for, started[1], started[0])]
+  assert [f.result(timeout=10) for f in both] == [True, True]
   assert cpu.submit(sum, [1, 2]).result() == 3
   cpu.shutdown()
 
@@ -233,16 +222,6 @@ def test_a_failed_batch_is_an_error_line_for_each_image():
       ('photo-0', 'inference', 'ConnectionError', 'server gone'),
       ('photo-1', 'inference', 'ConnectionError', 'server gone'),
       ('cmyk', 'inference', 'ConnectionError', 'server gone')]
-
-
-def test_the_cuda_schedule_seam_refuses_unknown_names_and_needs_a_driver():
-  import ctypes.util
-  import pytest
-  from transforms.extract.gpu import runtime
-  with pytest.raises(ValueError, match='blocking'):
-    runtime.set_cuda_schedule('sometimes')
-  if ctypes.util.find_library('cuda') is None:  # this machine: no driver
-    assert runtime.set_cuda_schedule('blocking') is False
 
 
 def test_thread_names_show_in_the_system_but_not_for_the_main_thread():
