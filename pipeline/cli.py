@@ -14,7 +14,7 @@ import sys
 import traceback
 from typing import Optional, Sequence
 
-from pipeline import console, demo, job_metrics, options
+from pipeline import console, demo, job_metrics, options, topology
 from pipeline.inspection import inspect_output
 from pipeline.refresh import commands as refresh_commands
 from pipeline.refresh import refresh_job
@@ -129,22 +129,24 @@ def _launch(command: str, rest: Sequence[str],
             parser: argparse.ArgumentParser) -> int:
   """Runs ``featurize run``, ``demo`` or ``refresh``; returns the exit
   status. Flags the parser does not know go to Beam."""
-  rest = list(rest)
-  flags = parser.parse_known_args(rest)[0]
+  flags = None
   try:
+    flags, beam_flags = options.parse_flags(
+        rest, parser, 'refresh' if command == 'refresh' else 'run')
     if command == 'demo':  # local: the model runs in this process
       console.quiet_start(flags.verbose, model_here=True,
                           device=flags.device)
-      rest = demo.prepare_demo_args(rest, parser)
-    parsed = options.parse_run_args(rest, parser)
-    line = console.precision_line(
-        parsed.job.model, options.precision_given(rest, parser))
+      demo.fill_in(flags)
+    command_line = options.command_of(flags, beam_flags)
+    parsed = command_line.run
+    line = console.precision_line(parsed.job.model,
+                                  command_line.precision_given)
     if line:
       print(line, flush=True)
     if parsed.job.memory_plan is not None:
       print(f'featurize: {parsed.job.memory_plan.line()}', flush=True)
     console.quiet_start(flags.verbose,
-                        model_here=options.runs_locally(parsed.beam_args),
+                        model_here=topology.runs_locally(parsed.beam_args),
                         device=parsed.job.model.device)
     if command == 'refresh':
       refresh_job.refresh(parsed.job, parsed.beam_args,
@@ -161,9 +163,11 @@ def _launch(command: str, rest: Sequence[str],
         show_progress=not flags.quiet)
   except Exception as e:  # pylint: disable=broad-except
     status = console.exit_status(e)  # re-raises what it does not know
-    if flags.verbose:
+    # (A run config that cannot be read fails before the flags exist.)
+    verbose = flags.verbose if flags is not None else '--verbose' in rest
+    if verbose:
       traceback.print_exc()
-    print(console.failure_message(e, flags.verbose), file=sys.stderr)
+    print(console.failure_message(e, verbose), file=sys.stderr)
     return status
   _print_summary(summary)
   return console.EXIT_OK

@@ -9,7 +9,7 @@ import datetime
 import io
 import os
 import tarfile
-from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence
+from typing import Dict, Iterable, List, NamedTuple, Optional
 
 from PIL import Image
 
@@ -121,17 +121,15 @@ def write_demo_dataset(root: str) -> List[str]:
   return written
 
 
-def prepare_demo_args(argv: Sequence[str],
-                      parser: argparse.ArgumentParser) -> List[str]:
-  """Writes the demo dataset when needed; fills in --input and --output."""
-  args, _ = parser.parse_known_args(argv)
-  argv = list(argv)
-  if args.input is None:
+def fill_in(flags: argparse.Namespace) -> None:
+  """Gives ``featurize demo``'s parsed flags their defaults: the demo
+  dataset as ``input`` (written the first time) and a new folder as
+  ``output``, where the command line names none."""
+  if flags.input is None:
     root = os.path.join(DEMO_DIR, 'input')
     if not os.path.isdir(root):
       write_demo_dataset(root)
-    argv += ['--input', os.path.join(root, '**')]
-  if args.output is None:
+    flags.input = os.path.join(root, '**')
+  if flags.output is None:
     stamp = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
-    argv += ['--output', os.path.join(DEMO_DIR, f'run-{stamp}')]
-  return argv
+    flags.output = os.path.join(DEMO_DIR, f'run-{stamp}')

@@ -32,7 +32,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 
 from pipeline import progress_line
 from pipeline.config import JobConfig
-from pipeline.options import local_workers, runs_locally
+from pipeline.topology import local_workers, runs_locally
 from pipeline.runners.local_gpu import sharing
 from transforms.coordination import output_lock
 from transforms.write.output_files import RunRefused, TooManyErrors

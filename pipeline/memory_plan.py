@@ -38,7 +38,7 @@ The plan is printed in the run's first lines, recorded in the manifest
 ``featurize inspect``.
 
 Where the workers run (``Workers``, from the runner's options:
-``options.runner_workers``):
+``topology.runner_workers``):
 
 * locally, ``auto`` is this machine's memory (or its cgroup's limit)
   over the worker processes the DirectRunner starts;

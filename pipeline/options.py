@@ -13,7 +13,7 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import yaml
 
-from pipeline import memory_plan
+from pipeline import memory_plan, topology
 from pipeline.config import JobConfig
 from transforms.coordination import output_lock as lock
 from transforms.decode import imaging
@@ -27,18 +27,19 @@ DEFAULT_RUNNER = 'FnApiRunner'
 
 def add_job_arguments(parser: argparse.ArgumentParser,
                       require_io: bool = True,
-                      output_flag: str = '--output') -> None:
-  """Adds the job flags of ``featurize run`` to ``parser``.
+                      output_flag: str = '--output') -> List[argparse.Action]:
+  """Adds the job flags of ``featurize run`` to ``parser``; returns them.
 
   Each ``--hyphenated-flag`` also answers to ``--hyphenated_flag``: Beam's
   own options are spelled with underscores, and so are Flex Template
   parameters. ``featurize refresh`` names its output ``--dataset``.
   """
+  added = []
 
   def add(name, *more, **kwargs):
     spelled = '--' + name[2:].replace('-', '_')
     names = (name, spelled) if spelled != name else (name,)
-    parser.add_argument(*names, *more, **kwargs)
+    added.append(parser.add_argument(*names, *more, **kwargs))
 
   add('--input', required=require_io, metavar='PATTERN',
       help='Shard or file pattern, local or gs://.')
@@ -117,6 +118,7 @@ def add_job_arguments(parser: argparse.ArgumentParser,
       help='Runner settings (Beam pipeline options), e.g. '
       'run_configs/local.yaml, with job-flag defaults for that runner '
       'under "featurize:".')
+  return added
 
 
 class _NamesOf:
@@ -257,30 +259,36 @@ def run_parser() -> argparse.ArgumentParser:
   return parser
 
 
-def add_lock_arguments(parser: argparse.ArgumentParser) -> None:
+def add_lock_arguments(
+    parser: argparse.ArgumentParser) -> List[argparse.Action]:
   """Adds the flags of the output's lock
-  (``transforms/coordination/output_lock.py``)."""
-  parser.add_argument(
-      '--lock-timeout', '--lock_timeout', type=float,
-      default=lock.DEFAULT_TIMEOUT_S / 3600, metavar='HOURS',
-      help='Take over the output\'s lock from a job older than this many '
-      f'hours (default {lock.DEFAULT_TIMEOUT_S / 3600:g}): one that was '
-      'killed. A local job\'s lock goes as soon as its process is gone.')
-  parser.add_argument(
-      '--break-lock', '--break_lock', action='store_true',
-      help='Take over the output\'s lock now (its job is dead).')
+  (``transforms/coordination/output_lock.py``); returns them."""
+  return [
+      parser.add_argument(
+          '--lock-timeout', '--lock_timeout', type=float,
+          default=lock.DEFAULT_TIMEOUT_S / 3600, metavar='HOURS',
+          help='Take over the output\'s lock from a job older than this '
+          f'many hours (default {lock.DEFAULT_TIMEOUT_S / 3600:g}): one '
+          'that was killed. A local job\'s lock goes as soon as its '
+          'process is gone.'),
+      parser.add_argument(
+          '--break-lock', '--break_lock', action='store_true',
+          help='Take over the output\'s lock now (its job is dead).')]
 
 
-def add_refresh_arguments(parser: argparse.ArgumentParser) -> None:
-  """Adds the flags of ``featurize refresh`` beyond the job flags."""
-  parser.add_argument(
+def add_refresh_arguments(
+    parser: argparse.ArgumentParser) -> List[argparse.Action]:
+  """Adds the flags of ``featurize refresh`` beyond the job flags;
+  returns them."""
+  plan_only = parser.add_argument(
       '--plan-only', '--plan_only', action='store_true',
       help='Print what the refresh would reuse, read and drop, and stop.')
-  add_lock_arguments(parser)
-  parser.add_argument(
+  locking = add_lock_arguments(parser)
+  keep = parser.add_argument(
       '--keep', type=int, metavar='N',
       help='Keep the newest N versions; delete the files no kept version '
       'lists.')
+  return [plan_only, *locking, keep]
 
 
 def refresh_parser() -> argparse.ArgumentParser:
@@ -291,36 +299,20 @@ def refresh_parser() -> argparse.ArgumentParser:
   return parser
 
 
-# Runners that run the whole job inside the launcher's process tree.
-LOCAL_RUNNERS = ('FnApiRunner', 'DirectRunner', 'BundleBasedDirectRunner',
-                 'SwitchingDirectRunner')
+def job_actions(job: str = 'run') -> List[argparse.Action]:
+  """The flags of ``featurize run`` (or ``refresh``), in order: for the
+  Flex Templates' parameters and the run configs' checks."""
+  parser = argparse.ArgumentParser(add_help=False)
+  if job == 'refresh':
+    return (add_job_arguments(parser, output_flag='--dataset') +
+            add_refresh_arguments(parser))
+  return add_job_arguments(parser) + add_lock_arguments(parser)
 
 
-def runs_locally(beam_args: Sequence[str]) -> bool:
-  """Whether the job runs in this process tree (so that it ends when
-  this process is killed)."""
-  from apache_beam.options.pipeline_options import (PipelineOptions,
-                                                    StandardOptions)
-  runner = PipelineOptions(list(beam_args)).view_as(StandardOptions).runner
-  return (runner or 'DirectRunner').rsplit('.', 1)[-1] in LOCAL_RUNNERS
-
-
-def local_workers(options) -> Tuple[int, int]:
-  """``(processes, threads per process)`` that a local runner starts, from
-  Beam's DirectRunner options (a ``PipelineOptions``): several processes
-  with ``--direct_running_mode=multi_processing``, several threads of one
-  with ``multi_threading``, one of each otherwise."""
-  from apache_beam.options.pipeline_options import DirectOptions
-  direct = options.view_as(DirectOptions)
-  workers = direct.direct_num_workers
-  if workers == 0:  # Beam's 'one per core'
-    workers = os.cpu_count() or 1
-  workers = max(1, workers)
-  if direct.direct_running_mode == 'multi_processing':
-    return workers, 1
-  if direct.direct_running_mode == 'multi_threading':
-    return 1, workers
-  return 1, 1
+def job_flag_names(job: str = 'run') -> List[str]:
+  """The flags of ``featurize run`` (or ``refresh``) by their first
+  spelling, without the dashes: what a run config may name."""
+  return [a.option_strings[0][2:] for a in job_actions(job)]
 
 
 def names_runner(flags: Sequence[str]) -> bool:
@@ -328,31 +320,84 @@ def names_runner(flags: Sequence[str]) -> bool:
   return any(f == '--runner' or f.startswith('--runner=') for f in flags)
 
 
-def parse_run_args(
-    argv: Optional[Sequence[str]],
-    parser: Optional[argparse.ArgumentParser] = None) -> ParsedRun:
-  """Parses ``featurize run`` arguments.
+class ParsedCommand(NamedTuple):
+  """A launching command's arguments, parsed once.
 
-  The run config's job defaults are parsed ahead of the command line, so
-  they meet the same checks (choices, types) and the command line wins.
+  Attributes:
+    run: The job, its Beam flags and whether to wait.
+    flags: Every flag of the command (the console's, the lock's, the
+      refresh's), as argparse gives them.
+    precision_given: Whether ``--precision`` was set, on the command line
+      or in the run config, rather than left to the device's default.
+  """
+  run: ParsedRun
+  flags: argparse.Namespace
+  precision_given: bool
+
+
+def parse_flags(argv: Optional[Sequence[str]],
+                parser: Optional[argparse.ArgumentParser] = None,
+                job: str = 'run') -> Tuple[argparse.Namespace, List[str]]:
+  """Parses a launching command's flags, the run config's job defaults
+  in front of the command line's (so that they meet the same checks and
+  the command line wins); returns them and the Beam flags: the run
+  config's, then those the parser does not know, in order.
+
+  Args:
+    argv: The command's arguments.
+    parser: The command's parser (default ``featurize run``'s).
+    job: ``run`` or ``refresh``: the job flags a run config may set.
   """
   parser = parser or run_parser()
   argv = list(argv or [])
-  args, _ = parser.parse_known_args(argv)
-  job_flags = [a.option_strings[0][2:] for a in parser._actions
-               if a.option_strings and a.option_strings[0].startswith('--')]
-  file_flags, file_job_args = (read_run_config(args.config, job_flags)
-                               if args.config else ([], []))
+  # Only --config first: the file's job defaults go before the rest.
+  config = _config_parser().parse_known_args(argv)[0].config
+  file_flags, file_job_args = (read_run_config(config, job_flag_names(job))
+                               if config else ([], []))
   args, beam_args = parser.parse_known_args(file_job_args + argv)
   beam_flags = file_flags + list(beam_args)
   if not names_runner(beam_flags):
     # Beam's default, the DirectRunner, first tries to download the Prism
     # runner; its batch engine, FnApiRunner, runs here without it.
     beam_flags.insert(0, f'--runner={DEFAULT_RUNNER}')
+  return args, beam_flags
+
+
+def _config_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(add_help=False)
+  parser.add_argument('--config')
+  return parser
+
+
+def command_of(args: argparse.Namespace,
+               beam_flags: List[str]) -> ParsedCommand:
+  """The job that parsed flags describe, ``--memory-budget``'s plan
+  applied (``planned``).
+
+  Raises:
+    ValueError: the flags cannot make a job (the budget cannot hold it,
+      bad GPU settings...).
+  """
   job = job_config_from_args(args)
   if args.memory_budget:
     job, beam_flags = planned(job, args, beam_flags)
-  return ParsedRun(job, beam_flags, args.wait)
+  return ParsedCommand(ParsedRun(job, beam_flags, args.wait), args,
+                       args.precision is not None)
+
+
+def parse_command(argv: Optional[Sequence[str]],
+                  parser: Optional[argparse.ArgumentParser] = None,
+                  job: str = 'run') -> ParsedCommand:
+  """Parses a launching command (``parse_flags``, ``command_of``)."""
+  return command_of(*parse_flags(argv, parser, job))
+
+
+def parse_run_args(
+    argv: Optional[Sequence[str]],
+    parser: Optional[argparse.ArgumentParser] = None) -> ParsedRun:
+  """Parses ``featurize run`` arguments into the job and its Beam flags
+  (``parse_command``'s ``run``)."""
+  return parse_command(argv, parser).run
 
 
 def planned(job: JobConfig, args: argparse.Namespace,
@@ -364,7 +409,7 @@ def planned(job: JobConfig, args: argparse.Namespace,
     ValueError: the budget cannot hold the run, or the runner's options do
       not say where its workers live.
   """
-  workers = runner_workers(beam_flags)
+  workers = topology.runner_workers(beam_flags)
   layout = memory_plan.plan_layout(
       args.memory_budget, workers, job.model, job.decode,
       batch_given=args.batch_size is not None,
@@ -379,132 +424,3 @@ def planned(job: JobConfig, args: argparse.Namespace,
       memory_plan=plan)
   # Later flags win in Beam's parser.
   return job, list(beam_flags) + list(layout.beam_flags)
-
-
-# Worker threads an SDK process of Dataflow's gets from --memory-budget
-# when number_of_worker_harness_threads is not set: with an SDK process
-# per vCPU, one thread computes a batch while a second reads and decodes
-# the next; more only hold more batches (run_configs/dataflow.yaml sets 2).
-DATAFLOW_MOST_THREADS = 2
-
-
-def runner_workers(beam_flags: Sequence[str],
-                   taskmanager_slots=None) -> 'memory_plan.Workers':
-  """Where the runner of ``beam_flags`` puts its worker processes, for
-  ``--memory-budget`` (``memory_plan`` says how each runner counts).
-
-  Args:
-    beam_flags: The run's Beam options.
-    taskmanager_slots: Reads a Flink cluster's slots per TaskManager from
-      its REST address (a seam for tests; ``flink_taskmanager_slots``).
-
-  Raises:
-    ValueError: options that leave the workers' threads unknown, or a
-      runner the planner does not know.
-  """
-  from apache_beam.options.pipeline_options import (DebugOptions,
-                                                    DirectOptions,
-                                                    FlinkRunnerOptions,
-                                                    PipelineOptions,
-                                                    PortableOptions,
-                                                    StandardOptions,
-                                                    WorkerOptions)
-  options = PipelineOptions(list(beam_flags))
-  runner = (options.view_as(StandardOptions).runner or
-            'DirectRunner').rsplit('.', 1)[-1]
-  if runner in LOCAL_RUNNERS:
-    processes, threads = local_workers(options)
-    direct = options.view_as(DirectOptions)
-    # direct_num_workers 0 is Beam's "one per core": the planner picks
-    # how many of those fit.
-    most = (os.cpu_count() or 1) if direct.direct_num_workers == 0 else 0
-    mode = direct.direct_running_mode
-    return memory_plan.Workers(
-        'this machine', processes, threads, memory_plan.machine_memory(),
-        processes_flag=('direct_num_workers'
-                        if mode == 'multi_processing' else ''),
-        threads_flag=('direct_num_workers'
-                      if mode == 'multi_threading' else ''),
-        most_processes=most if mode == 'multi_processing' else 0,
-        most_threads=most if mode == 'multi_threading' else 0)
-  if runner in ('DataflowRunner', 'TestDataflowRunner'):
-    debug = options.view_as(DebugOptions)
-    threads = debug.number_of_worker_harness_threads
-    machine = options.view_as(WorkerOptions).machine_type
-    if not machine:
-      raise ValueError('--memory-budget on Dataflow: set machine_type, whose '
-                       'memory the plan divides')
-    vcpus, memory = memory_plan.machine_type_size(machine)
-    # Dataflow starts an SDK process per vCPU, or one per VM with this
-    # experiment.
-    one = debug.lookup_experiment('no_use_multiple_sdk_containers')
-    return memory_plan.Workers(
-        f'Dataflow {machine}', 1 if one else vcpus, threads or 1, memory,
-        memory_plan.DATAFLOW_RESERVED_BYTES,
-        threads_flag='number_of_worker_harness_threads',
-        most_threads=0 if threads else DATAFLOW_MOST_THREADS)
-  if runner in ('PortableRunner', 'FlinkRunner'):
-    processes = int(options.view_as(PortableOptions).sdk_worker_parallelism
-                    or 0)
-    if not processes:
-      raise ValueError('--memory-budget on Flink: set sdk_worker_parallelism '
-                       '(SDK worker processes per TaskManager)')
-    rest = options.view_as(FlinkRunnerOptions).flink_master
-    if not rest or rest == '[auto]':
-      raise ValueError('--memory-budget on Flink: set flink_master to the '
-                       'cluster\'s REST address (host:8081), where the '
-                       'TaskManagers\' slots are read')
-    slots = (taskmanager_slots or flink_taskmanager_slots)(rest)
-    threads = max(1, -(-slots // processes))
-    return memory_plan.Workers(
-        f'Flink at {rest}, {slots} slot(s) a TaskManager', processes, threads,
-        processes_flag='sdk_worker_parallelism',
-        why_unknown='on Flink the launcher cannot see the worker pool\'s '
-        'memory limit')
-  raise ValueError(f'--memory-budget plans local, Dataflow and Flink runs, '
-                   f'not {runner}')
-
-
-def flink_taskmanager_slots(rest: str, timeout_s: float = 10) -> int:
-  """The most task slots of any TaskManager of the Flink cluster whose REST
-  API is at ``rest`` (``host:port`` or a URL): Flink's ``/taskmanagers``.
-
-  Raises:
-    ValueError: the API cannot be reached or lists no TaskManager.
-  """
-  # pylint: disable-next=import-outside-toplevel
-  from pipeline.runners.flink_local import cluster
-  url = rest if '://' in rest else f'http://{rest}'
-  try:
-    answer = cluster.rest_at(url, '/taskmanagers', timeout=timeout_s)
-  except ValueError as e:  # not JSON
-    answer, why = None, str(e)
-  else:
-    why = 'no answer'
-  if answer is None:
-    raise ValueError(f'--memory-budget on Flink: cannot read the '
-                     f'TaskManagers from {url}/taskmanagers ({why})')
-  listed = answer.get('taskmanagers') or []
-  slots = [int(t.get('slotsNumber') or 0) for t in listed]
-  if not slots or max(slots) < 1:
-    raise ValueError(f'--memory-budget on Flink: {url} lists no TaskManager '
-                     'with slots yet')
-  return max(slots)
-
-
-def precision_given(argv: Optional[Sequence[str]],
-                    parser: Optional[argparse.ArgumentParser] = None) -> bool:
-  """Whether ``--precision`` is set, on the command line or in the run
-  config's job defaults, rather than left to the device's default."""
-  parser = parser or run_parser()
-  argv = list(argv or [])
-  args, _ = parser.parse_known_args(argv)
-  if args.precision is not None:
-    return True
-  if not args.config:
-    return False
-  job_flags = [a.option_strings[0][2:] for a in parser._actions
-               if a.option_strings and a.option_strings[0].startswith('--')]
-  _, file_job_args = read_run_config(args.config, job_flags)
-  return any(a == '--precision' or a.startswith('--precision=')
-             for a in file_job_args)

@@ -13,7 +13,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipeline import job_metrics, launch
 from pipeline.build import build_pipeline
 from pipeline.config import JobConfig
-from pipeline.options import local_workers
+from pipeline.topology import local_workers
 from transforms.coordination import output_lock
 from transforms.extract import vgg16
 from transforms.write.output_files import (MANIFEST_FILE, SUCCESS_FILE,

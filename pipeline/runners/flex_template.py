@@ -15,7 +15,7 @@ import argparse
 import json
 import re
 import sys
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 # Job flags that are no template parameters: a run config is a file of the
 # launching machine; a template launch never waits.
@@ -30,11 +30,6 @@ DESCRIPTIONS = {
                'changed shards are read, and a new version is published '
                'atomically.',
 }
-
-
-def _parsers() -> Dict[str, Callable[[], argparse.ArgumentParser]]:
-  from pipeline import options
-  return {'run': options.run_parser, 'refresh': options.refresh_parser}
 
 
 def job_of(argv: Sequence[str]) -> str:
@@ -53,8 +48,9 @@ def parameter_name(action: argparse.Action) -> str:
 def _parameters(job: str = 'run') -> List[argparse.Action]:
   """The flags of ``featurize JOB`` that are template parameters, in
   order."""
-  return [a for a in _parsers()[job]()._actions
-          if a.option_strings and a.dest not in NOT_PARAMETERS]
+  from pipeline import options
+  return [a for a in options.job_actions(job)
+          if a.dest not in NOT_PARAMETERS]
 
 
 def template_args(argv: Sequence[str]) -> List[str]:

@@ -195,12 +195,14 @@ def test_precision_defaults_to_bfloat16_on_gpu_and_the_run_says_so(tmp_path):
   gpu = options.parse_run_args(base + ['--device', 'gpu']).job.model
   assert gpu.precision == 'bfloat16'
   assert options.parse_run_args(base).job.model.precision == 'float32'
-  assert not options.precision_given(base + ['--device', 'gpu'])
+  assert not options.parse_command(
+      base + ['--device', 'gpu']).precision_given
   assert 'the gpu default' in console.precision_line(gpu, False)
   chosen = options.parse_run_args(
       base + ['--device', 'gpu', '--precision', 'float32']).job.model
   assert chosen.precision == 'float32'
-  assert options.precision_given(base + ['--precision', 'float32'])
+  assert options.parse_command(
+      base + ['--precision', 'float32']).precision_given
   assert 'true float32 (--precision float32' in console.precision_line(
       chosen, True)
   # A run config's job defaults count as chosen.
@@ -208,7 +210,7 @@ def test_precision_defaults_to_bfloat16_on_gpu_and_the_run_says_so(tmp_path):
   config.write_text('runner: FnApiRunner\nfeaturize:\n  precision: float32\n')
   argv = base + ['--device', 'gpu', '--config', str(config)]
   assert options.parse_run_args(argv).job.model.precision == 'float32'
-  assert options.precision_given(argv)
+  assert options.parse_command(argv).precision_given
   assert console.precision_line(
       options.parse_run_args(base).job.model, False) is None  # cpu
 

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from pipeline import cli, demo, memory_plan, options
+from pipeline import cli, demo, memory_plan, options, topology
 from pipeline.memory_plan import (DECODE_BYTES_PER_PIXEL, GIB, MARGIN, MIB,
                                   RUNTIME_BYTES, BudgetError)
 from tests.support import datasets
@@ -64,7 +64,7 @@ def test_auto_reads_the_cgroup_limit_else_the_machines_memory():
     (['--direct_num_workers=2'], (1, 1))])
 def test_local_workers_follow_the_direct_runners_flags(flags, workers):
   from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=import-outside-toplevel
-  assert options.local_workers(PipelineOptions(flags)) == workers
+  assert topology.local_workers(PipelineOptions(flags)) == workers
 
 
 def test_a_roomy_budget_keeps_the_defaults():
@@ -240,7 +240,7 @@ def test_flink_reads_a_taskmanagers_slots_and_wants_a_size():
     asked.append(rest)
     return 2
 
-  workers = options.runner_workers(flink, taskmanager_slots=slots)
+  workers = topology.runner_workers(flink, taskmanager_slots=slots)
   assert asked == ['flink:8081']
   assert (workers.processes, workers.threads, workers.memory) == (1, 2, None)
   budget, source = memory_plan.budget_of('3GiB', workers)
@@ -248,9 +248,9 @@ def test_flink_reads_a_taskmanagers_slots_and_wants_a_size():
   with pytest.raises(ValueError, match='worker pool'):
     memory_plan.budget_of('auto', workers)
   with pytest.raises(ValueError, match='flink_master'):
-    options.runner_workers(flink[:-1], taskmanager_slots=slots)
+    topology.runner_workers(flink[:-1], taskmanager_slots=slots)
   with pytest.raises(ValueError, match='cannot read the TaskManagers'):
-    options.flink_taskmanager_slots('127.0.0.1:9', timeout_s=2)
+    topology.flink_taskmanager_slots('127.0.0.1:9', timeout_s=2)
 
 
 def _local(processes, memory_gib, **open_counts):
@@ -306,7 +306,7 @@ def test_dataflow_without_harness_threads_gets_them_planned():
   parsed = _parse('--memory-budget', 'auto', '--runner=DataflowRunner',
                   '--machine_type=n2-standard-4')
   plan = parsed.job.memory_plan
-  assert plan.threads == options.DATAFLOW_MOST_THREADS == 2
+  assert plan.threads == topology.DATAFLOW_MOST_THREADS == 2
   assert parsed.beam_args[-1] == '--number_of_worker_harness_threads=2'
   # A small machine gets one thread a process.
   small = _parse('--memory-budget', 'auto', '--runner=DataflowRunner',
@@ -321,5 +321,5 @@ def test_a_local_run_with_one_process_per_core_is_planned_from_the_flags():
   assert parsed.job.memory_plan.processes == cores
   assert parsed.beam_args[-1] == f'--direct_num_workers={cores}'
   from apache_beam.options.pipeline_options import PipelineOptions
-  assert options.local_workers(PipelineOptions(parsed.beam_args)) == (
+  assert topology.local_workers(PipelineOptions(parsed.beam_args)) == (
       cores, 1)
