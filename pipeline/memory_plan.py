@@ -69,7 +69,7 @@ count that cannot fit is refused with the count that would.
 import dataclasses
 import math
 import re
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 from transforms.decode import imaging
 from transforms.extract import vgg16
@@ -339,35 +339,8 @@ def plan(budget: int, source: str, model: vgg16.ModelConfig,
   least = threads * max(smallest_batch * per_image,
                         smallest_pixels * DECODE_BYTES_PER_PIXEL)
   if room < least:
-    needed = math.ceil((runtime + weights + least) / (1 - MARGIN))
-    given = []
-    if batch_given:
-      given.append(f'--batch-size {model.batch_size}')
-    if pixels_given:
-      given.append(f'--max-pixels {decode.max_pixels:,}')
-    bare = threads * max(per_image,
-                         MIN_PLANNED_PIXELS * DECODE_BYTES_PER_PIXEL)
-    if given and room >= bare:
-      # The budget holds a worker, not with the flags given: say what fits.
-      pixels = decode.max_pixels if pixels_given else MIN_PLANNED_PIXELS
-      fits = []
-      if batch_given and pixels * DECODE_BYTES_PER_PIXEL * threads <= room:
-        fits.append(f'--batch-size {room // (threads * per_image)}')
-      if pixels_given and (wanted_batch if batch_given else 1) * (
-          per_image * threads) <= room:
-        most = room // (threads * DECODE_BYTES_PER_PIXEL)
-        fits.append(f'--max-pixels {most:,}')
-      raise BudgetError(
-          f'--memory-budget of {_gib(budget)} GiB ({source}) cannot hold '
-          f'{" and ".join(given)}: {" or ".join(fits) or "neither"} would '
-          f'fit, or a budget of {_gib(needed)} GiB')
-    raise BudgetError(
-        f'--memory-budget of {_gib(budget)} GiB ({source}) cannot hold a '
-        f'worker: the runtime ({_gib(runtime)} GiB), the weights '
-        f'({_gib(weights)} GiB), {threads} thread(s) of a batch of '
-        f'{smallest_batch} at {per_image / 1e6:.0f} MB an image and a '
-        f'{smallest_pixels / 1e6:.0f}-megapixel decode need '
-        f'{_gib(needed)} GiB at least')
+    raise _too_small(budget, source, model, decode, threads, batch_given,
+                     pixels_given, weights, least)
   # A thread holds its batch or its decode: each may take the thread's
   # whole room. The batch up to the device's default, then the largest
   # decode that fits.
@@ -382,6 +355,49 @@ def plan(budget: int, source: str, model: vgg16.ModelConfig,
                     threads=threads, max_pixels=max_pixels,
                     runtime=runtime, weights=weights, per_image=per_image,
                     decode=threads * max_pixels * DECODE_BYTES_PER_PIXEL)
+
+
+def _too_small(budget: int, source: str, model: vgg16.ModelConfig,
+               decode: imaging.DecodeConfig, threads: int, batch_given: bool,
+               pixels_given: bool, weights: int, least: int) -> BudgetError:
+  """Why ``budget`` cannot hold a worker of ``threads`` threads that needs
+  ``least`` bytes beside the runtime and ``weights``: the flags given that
+  do not fit and what would, or the smallest budget that works."""
+  runtime = RUNTIME_BYTES
+  per_image = per_image_bytes(model)
+  room = int(budget * (1 - MARGIN)) - runtime - weights
+  needed = math.ceil((runtime + weights + least) / (1 - MARGIN))
+  given = []
+  if batch_given:
+    given.append(f'--batch-size {model.batch_size}')
+  if pixels_given:
+    given.append(f'--max-pixels {decode.max_pixels:,}')
+  bare = threads * max(per_image, MIN_PLANNED_PIXELS * DECODE_BYTES_PER_PIXEL)
+  if given and room >= bare:
+    # The budget holds a worker, not with the flags given: say what fits.
+    pixels = decode.max_pixels if pixels_given else MIN_PLANNED_PIXELS
+    fits = []
+    if batch_given and pixels * DECODE_BYTES_PER_PIXEL * threads <= room:
+      fits.append(f'--batch-size {room // (threads * per_image)}')
+    wanted_batch = vgg16.effective_batch_size(model)
+    if pixels_given and (wanted_batch if batch_given else 1) * (
+        per_image * threads) <= room:
+      most = room // (threads * DECODE_BYTES_PER_PIXEL)
+      fits.append(f'--max-pixels {most:,}')
+    return BudgetError(
+        f'--memory-budget of {_gib(budget)} GiB ({source}) cannot hold '
+        f'{" and ".join(given)}: {" or ".join(fits) or "neither"} would '
+        f'fit, or a budget of {_gib(needed)} GiB')
+  smallest_batch = vgg16.effective_batch_size(model) if batch_given else 1
+  smallest_pixels = (decode.max_pixels if pixels_given else
+                     min(decode.max_pixels, MIN_PLANNED_PIXELS))
+  return BudgetError(
+      f'--memory-budget of {_gib(budget)} GiB ({source}) cannot hold a '
+      f'worker: the runtime ({_gib(runtime)} GiB), the weights '
+      f'({_gib(weights)} GiB), {threads} thread(s) of a batch of '
+      f'{smallest_batch} at {per_image / 1e6:.0f} MB an image and a '
+      f'{smallest_pixels / 1e6:.0f}-megapixel decode need '
+      f'{_gib(needed)} GiB at least')
 
 
 class Layout(NamedTuple):
@@ -400,6 +416,23 @@ class Layout(NamedTuple):
 
 def _counts(given: int, most: int) -> List[int]:
   return list(range(most, 0, -1)) if most else [given]
+
+
+def _open_layouts(text: str, workers: Workers, model: vgg16.ModelConfig,
+                  large_model_given: bool
+                  ) -> Iterator[Tuple[int, int, bool]]:
+  """``(processes, threads, large_model)`` of every layout the run leaves
+  open (``plan_layout``)."""
+  shared_choices = [model.large_model]
+  if (not large_model_given and model.device == 'cpu' and
+      is_auto(text) and workers.memory is not None):
+    shared_choices = [False, True]
+  for processes in _counts(workers.processes, workers.most_processes):
+    for threads in _counts(workers.threads, workers.most_threads):
+      for shared in shared_choices:
+        if shared and processes < 2 and shared != model.large_model:
+          continue  # a model process for one worker saves nothing
+        yield processes, threads, shared
 
 
 def plan_layout(text: str, workers: Workers, model: vgg16.ModelConfig,
@@ -428,32 +461,27 @@ def plan_layout(text: str, workers: Workers, model: vgg16.ModelConfig,
       count does not fit (the message says which count would).
   """
   wanted_batch = vgg16.effective_batch_size(model)
-  shared_choices = [model.large_model]
-  if (not large_model_given and model.device == 'cpu' and
-      is_auto(text) and workers.memory is not None):
-    shared_choices = [False, True]
   best, best_key, errors = None, None, {}
-  for processes in _counts(workers.processes, workers.most_processes):
-    for threads in _counts(workers.threads, workers.most_threads):
-      for shared in shared_choices:
-        if shared and processes < 2 and shared != model.large_model:
-          continue  # a model process for one worker saves nothing
-        layout = dataclasses.replace(workers, processes=processes,
-                                     threads=threads)
-        candidate = dataclasses.replace(model, large_model=shared)
-        try:
-          budget, source = budget_of(text, layout, candidate)
-          planned = plan(budget, source, candidate, decode, threads,
-                         batch_given=batch_given, pixels_given=pixels_given)
-        except BudgetError as e:
-          errors[processes, threads, shared] = e
-          continue
-        full = planned.batch_size >= wanted_batch
-        key = (full, processes * threads if full else planned.batch_size,
-               planned.batch_size, planned.max_pixels, not shared)
-        if best_key is None or key > best_key:
-          best_key = key
-          best = (planned, shared, processes, threads)
+  for processes, threads, shared in _open_layouts(text, workers, model,
+                                                  large_model_given):
+    layout = dataclasses.replace(workers, processes=processes,
+                                 threads=threads)
+    candidate = dataclasses.replace(model, large_model=shared)
+    try:
+      budget, source = budget_of(text, layout, candidate)
+      planned = plan(budget, source, candidate, decode, threads,
+                     batch_given=batch_given, pixels_given=pixels_given)
+    except BudgetError as e:
+      errors[processes, threads, shared] = e
+      continue
+    # Workers that all hold a full batch, the most of them; else the
+    # largest batch. Then the larger decode bound, then no shared model.
+    full = planned.batch_size >= wanted_batch
+    key = (full, processes * threads if full else planned.batch_size,
+           planned.batch_size, planned.max_pixels, not shared)
+    if best_key is None or key > best_key:
+      best_key = key
+      best = (planned, shared, processes, threads)
   if best is None:
     # The smallest layout's error, with the model as the run has it: its
     # message names the smallest budget that works.

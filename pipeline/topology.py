@@ -7,7 +7,7 @@ line) and how many processes a local runner starts (``local_workers``);
 (``runner_workers``: ``memory_plan`` divides the memory by it).
 """
 import os
-from typing import Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 from pipeline import memory_plan
 
@@ -52,7 +52,8 @@ DATAFLOW_MOST_THREADS = 2
 
 
 def runner_workers(beam_flags: Sequence[str],
-                   taskmanager_slots=None) -> 'memory_plan.Workers':
+                   taskmanager_slots: Optional[Callable[[str], int]] = None
+                   ) -> memory_plan.Workers:
   """Where the runner of ``beam_flags`` puts its worker processes, for
   ``--memory-budget`` (``memory_plan`` says how each runner counts).
 
@@ -65,67 +66,83 @@ def runner_workers(beam_flags: Sequence[str],
     ValueError: options that leave the workers' threads unknown, or a
       runner the planner does not know.
   """
-  from apache_beam.options.pipeline_options import (DebugOptions,
-                                                    DirectOptions,
-                                                    FlinkRunnerOptions,
-                                                    PipelineOptions,
-                                                    PortableOptions,
-                                                    StandardOptions,
-                                                    WorkerOptions)
+  from apache_beam.options.pipeline_options import (PipelineOptions,
+                                                    StandardOptions)
   options = PipelineOptions(list(beam_flags))
   runner = (options.view_as(StandardOptions).runner or
             'DirectRunner').rsplit('.', 1)[-1]
   if runner in LOCAL_RUNNERS:
-    processes, threads = local_workers(options)
-    direct = options.view_as(DirectOptions)
-    # direct_num_workers 0 is Beam's "one per core": the planner picks
-    # how many of those fit.
-    most = (os.cpu_count() or 1) if direct.direct_num_workers == 0 else 0
-    mode = direct.direct_running_mode
-    return memory_plan.Workers(
-        'this machine', processes, threads, memory_plan.machine_memory(),
-        processes_flag=('direct_num_workers'
-                        if mode == 'multi_processing' else ''),
-        threads_flag=('direct_num_workers'
-                      if mode == 'multi_threading' else ''),
-        most_processes=most if mode == 'multi_processing' else 0,
-        most_threads=most if mode == 'multi_threading' else 0)
+    return _local(options)
   if runner in ('DataflowRunner', 'TestDataflowRunner'):
-    debug = options.view_as(DebugOptions)
-    threads = debug.number_of_worker_harness_threads
-    machine = options.view_as(WorkerOptions).machine_type
-    if not machine:
-      raise ValueError('--memory-budget on Dataflow: set machine_type, whose '
-                       'memory the plan divides')
-    vcpus, memory = memory_plan.machine_type_size(machine)
-    # Dataflow starts an SDK process per vCPU, or one per VM with this
-    # experiment.
-    one = debug.lookup_experiment('no_use_multiple_sdk_containers')
-    return memory_plan.Workers(
-        f'Dataflow {machine}', 1 if one else vcpus, threads or 1, memory,
-        memory_plan.DATAFLOW_RESERVED_BYTES,
-        threads_flag='number_of_worker_harness_threads',
-        most_threads=0 if threads else DATAFLOW_MOST_THREADS)
+    return _dataflow(options)
   if runner in ('PortableRunner', 'FlinkRunner'):
-    processes = int(options.view_as(PortableOptions).sdk_worker_parallelism
-                    or 0)
-    if not processes:
-      raise ValueError('--memory-budget on Flink: set sdk_worker_parallelism '
-                       '(SDK worker processes per TaskManager)')
-    rest = options.view_as(FlinkRunnerOptions).flink_master
-    if not rest or rest == '[auto]':
-      raise ValueError('--memory-budget on Flink: set flink_master to the '
-                       'cluster\'s REST address (host:8081), where the '
-                       'TaskManagers\' slots are read')
-    slots = (taskmanager_slots or flink_taskmanager_slots)(rest)
-    threads = max(1, -(-slots // processes))
-    return memory_plan.Workers(
-        f'Flink at {rest}, {slots} slot(s) a TaskManager', processes, threads,
-        processes_flag='sdk_worker_parallelism',
-        why_unknown='on Flink the launcher cannot see the worker pool\'s '
-        'memory limit')
+    return _flink(options, taskmanager_slots or flink_taskmanager_slots)
   raise ValueError(f'--memory-budget plans local, Dataflow and Flink runs, '
                    f'not {runner}')
+
+
+def _local(options) -> memory_plan.Workers:
+  """This machine's: processes or threads of the local runner."""
+  from apache_beam.options.pipeline_options import DirectOptions
+  processes, threads = local_workers(options)
+  direct = options.view_as(DirectOptions)
+  # direct_num_workers 0 is Beam's "one per core": the planner picks how
+  # many of those fit.
+  most = (os.cpu_count() or 1) if direct.direct_num_workers == 0 else 0
+  mode = direct.direct_running_mode
+  return memory_plan.Workers(
+      'this machine', processes, threads, memory_plan.machine_memory(),
+      processes_flag=('direct_num_workers'
+                      if mode == 'multi_processing' else ''),
+      threads_flag=('direct_num_workers'
+                    if mode == 'multi_threading' else ''),
+      most_processes=most if mode == 'multi_processing' else 0,
+      most_threads=most if mode == 'multi_threading' else 0)
+
+
+def _dataflow(options) -> memory_plan.Workers:
+  """A Dataflow VM's: an SDK process per vCPU, its harness threads."""
+  from apache_beam.options.pipeline_options import (DebugOptions,
+                                                    WorkerOptions)
+  debug = options.view_as(DebugOptions)
+  threads = debug.number_of_worker_harness_threads
+  machine = options.view_as(WorkerOptions).machine_type
+  if not machine:
+    raise ValueError('--memory-budget on Dataflow: set machine_type, whose '
+                     'memory the plan divides')
+  vcpus, memory = memory_plan.machine_type_size(machine)
+  # Dataflow starts an SDK process per vCPU, or one per VM with this
+  # experiment.
+  one = debug.lookup_experiment('no_use_multiple_sdk_containers')
+  return memory_plan.Workers(
+      f'Dataflow {machine}', 1 if one else vcpus, threads or 1, memory,
+      memory_plan.DATAFLOW_RESERVED_BYTES,
+      threads_flag='number_of_worker_harness_threads',
+      most_threads=0 if threads else DATAFLOW_MOST_THREADS)
+
+
+def _flink(options, taskmanager_slots: Callable[[str], int]
+           ) -> memory_plan.Workers:
+  """A Flink TaskManager's: its SDK worker processes, its slots' threads."""
+  from apache_beam.options.pipeline_options import (FlinkRunnerOptions,
+                                                    PortableOptions)
+  processes = int(options.view_as(PortableOptions).sdk_worker_parallelism
+                  or 0)
+  if not processes:
+    raise ValueError('--memory-budget on Flink: set sdk_worker_parallelism '
+                     '(SDK worker processes per TaskManager)')
+  rest = options.view_as(FlinkRunnerOptions).flink_master
+  if not rest or rest == '[auto]':
+    raise ValueError('--memory-budget on Flink: set flink_master to the '
+                     'cluster\'s REST address (host:8081), where the '
+                     'TaskManagers\' slots are read')
+  slots = taskmanager_slots(rest)
+  threads = max(1, -(-slots // processes))
+  return memory_plan.Workers(
+      f'Flink at {rest}, {slots} slot(s) a TaskManager', processes, threads,
+      processes_flag='sdk_worker_parallelism',
+      why_unknown='on Flink the launcher cannot see the worker pool\'s '
+      'memory limit')
 
 
 def flink_taskmanager_slots(rest: str, timeout_s: float = 10) -> int:

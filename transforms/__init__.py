@@ -1,14 +1,17 @@
 """featurize's Beam transforms, by stage, and the pure functions they
 call.
 
-Images flow read -> decode -> extract -> write (``pipeline/build.py``
-chains them):
+Images flow read -> extract -> write -> publish (``pipeline/build.py``
+chains them; docs/architecture.md draws it):
 
 * ``records``: the typed elements that pass between the stages.
 * ``read``: shards (TFRecord, WebDataset, plain files) to encoded images.
-* ``decode``: encoded images to model-sized pixels (the CPU path).
-* ``extract``: pixels, or on GPUs the encoded images, to VGG16 features.
-* ``write``: features and error lines to files, then published.
+* ``extract``: encoded images to VGG16 features, on either device; on
+  the CPU path it decodes first with ``decode``.
+* ``decode``: encoded images to model-sized pixels (the one decode rule,
+  which the GPU path's CPU decoder uses too).
+* ``write``: features and error lines to files per bundle; its last step
+  publishes them (names, manifest, ``_SUCCESS``).
 * ``coordination``: the output's lock, the workers' progress counts and
   the fault tests' pause points.
 """

@@ -1,4 +1,5 @@
-"""What a refresh does with each input shard. No I/O here.
+"""What a refresh does with each input shard, and what it stages for
+its last step. No I/O here.
 
 Against the dataset's latest version, each shard matched now is:
 
@@ -10,7 +11,11 @@ Against the dataset's latest version, each shard matched now is:
 and each shard of the latest version that no longer matches is
 **removed**: it drops out of the new version.
 """
+import dataclasses
+import json
 from typing import Dict, List, NamedTuple, Optional
+
+from pipeline.refresh import versions
 
 
 class Plan(NamedTuple):
@@ -78,3 +83,49 @@ def make_plan(listing: Dict[str, str], model_fingerprint: str,
   removed = sorted(set(previous) - set(listing))
   return Plan(model_fingerprint, latest['version'] if latest else None,
               reused, new, changed, removed)
+
+
+@dataclasses.dataclass(frozen=True)
+class StagedPlan:
+  """What a refresh leaves its last step (``plan.json`` in its staging
+  folder): written by the launcher (``refresh_job``), read by the publish
+  step (``publish_version``), perhaps on another machine.
+
+  Attributes:
+    version: The version this refresh publishes.
+    refresh: The refresh's id, the dataset lock's holder.
+    parent: The latest version it builds on, or None for the first.
+    parent_pointer: ``LATEST`` as read when planning (the pointer is
+      replaced only if it is still that), or None for the first version.
+    model_fingerprint: Of the features this refresh makes.
+    input_pattern: The ``--input`` pattern.
+    describe: The job's description (``pipeline.config.describe``).
+    max_error_fraction: Largest share of the images read that may fail.
+    reused: Entries of the parent's manifest kept as they are.
+    to_process: Path -> shard fingerprint of every shard it reads.
+    keep: Keep the newest N versions after publishing (None: all).
+  """
+  version: str
+  refresh: str
+  parent: Optional[str]
+  parent_pointer: Optional[versions.Pointer]
+  model_fingerprint: str
+  input_pattern: str
+  describe: dict
+  max_error_fraction: float
+  reused: List[dict]
+  to_process: Dict[str, str]
+  keep: Optional[int] = None
+
+  def to_json(self) -> str:
+    fields = dataclasses.asdict(self)
+    fields['parent_pointer'] = (list(self.parent_pointer)
+                                if self.parent_pointer else None)
+    return json.dumps(fields)
+
+  @classmethod
+  def from_json(cls, text: str) -> 'StagedPlan':
+    fields = json.loads(text)
+    pointer = fields.get('parent_pointer')
+    fields['parent_pointer'] = versions.Pointer(*pointer) if pointer else None
+    return cls(**fields)

@@ -17,7 +17,6 @@ A refresh killed before step 4 leaves the latest version as it was.
 import collections
 import datetime
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -27,6 +26,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.refresh import versions
+from pipeline.refresh.plan import StagedPlan
 from transforms.coordination import fault_points, output_lock as lock
 from transforms.records import ShardRead, ShardWritten
 from transforms.write.output_files import (ERRORS_KIND, FEATURES_KIND,
@@ -112,81 +112,116 @@ def publish_version(root: str, staging: str, read_counts: List[ShardRead],
     versions.PointerMoved: another refresh published first.
   """
   with FileSystems.open(versions.path(staging, PLAN_FILE)) as f:
-    plan = json.load(f)
-  version = plan['version']
-  by_source: Dict[str, Dict[str, List[ShardWritten]]] = (
-      collections.defaultdict(lambda: {FEATURES_KIND: [], ERRORS_KIND: []}))
+    plan = StagedPlan.from_json(f.read().decode())
+  by_source = _files_by_source(feature_files, error_files)
+  entries = _processed_shards(plan, read_counts, by_source)
+  _check_error_share(root, plan, entries, by_source)
+  for entry in entries:
+    folder = shard_folder(plan.version, entry['path'])
+    for kind in (FEATURES_KIND, ERRORS_KIND):
+      entry['files'][kind] = _move(root, folder, kind,
+                                   by_source[entry['path']][kind])
+  manifest = _version_manifest(plan, entries)
+  versions.write_manifest(root, manifest)
+  fault_points.pause('before_pointer')
+  versions.swap_pointer(root, plan.version, plan.parent_pointer)
+  delete_tree(staging)
+  if plan.keep:
+    versions.prune(root, plan.keep)
+  lock.release(root, plan.refresh)
+  return manifest
+
+
+_BySource = Dict[str, Dict[str, List[ShardWritten]]]
+
+
+def _files_by_source(feature_files: Iterable[ShardWritten],
+                     error_files: Iterable[ShardWritten]) -> _BySource:
+  """Source shard -> kind -> the files written of it."""
+  by_source: _BySource = collections.defaultdict(
+      lambda: {FEATURES_KIND: [], ERRORS_KIND: []})
   for written in list(feature_files) + list(error_files):
     if written.source is None:  # a refresh's writer keeps shards apart
       raise RuntimeError(f'{written.temp_path}: no source shard')
     by_source[written.source][written.kind].append(written)
+  return by_source
+
+
+def _processed_shards(plan: StagedPlan, read_counts: List[ShardRead],
+                      by_source: _BySource) -> List[dict]:
+  """The manifest entries of the shards this refresh read (their files
+  not yet moved), each checked: every image read is one feature record
+  or one error line.
+
+  Raises:
+    RuntimeError: a shard planned was not read, one read was not
+      planned, or images were lost (a bug, never bad input).
+  """
   images = {c.source: c.images for c in read_counts}
-  missing = set(plan['to_process']) - set(images)
+  missing = set(plan.to_process) - set(images)
   if missing or set(by_source) - set(images):
     raise RuntimeError(f'shards planned but not read: {sorted(missing)}; '
                        'records of shards not planned: '
                        f'{sorted(set(by_source) - set(images))}')
   entries = []
-  for source in sorted(plan['to_process']):
+  for source in sorted(plan.to_process):
     files = by_source[source]
     counts = {kind: sum(w.records for w in files[kind])
               for kind in (FEATURES_KIND, ERRORS_KIND)}
     check_nothing_lost(images[source], counts[FEATURES_KIND],
                        counts[ERRORS_KIND], where=f'{source}: ')
     entries.append({'path': source,
-                    'fingerprint': plan['to_process'][source],
-                    'model_fingerprint': plan['model_fingerprint'],
-                    'version': version, 'images': images[source],
+                    'fingerprint': plan.to_process[source],
+                    'model_fingerprint': plan.model_fingerprint,
+                    'version': plan.version, 'images': images[source],
                     'features': counts[FEATURES_KIND],
                     'errors': counts[ERRORS_KIND],
                     'files': {}})
-  processed = sum(images.values())
+  return entries
+
+
+def _check_error_share(root: str, plan: StagedPlan, entries: List[dict],
+                       by_source: _BySource) -> None:
+  """Raises ``TooManyErrors`` where more of the images read failed than
+  the plan allows, after keeping their error lines where the message
+  says (``keep_failed_errors``)."""
+  processed = sum(e['images'] for e in entries)
   failed = sum(e['errors'] for e in entries)
-  config = OutputConfig(root, plan['max_error_fraction'])
-  if processed and error_share_problem(processed, failed, config):
-    kept = keep_failed_errors(
-        root, version, plan['refresh'],
-        {source: by_source[source][ERRORS_KIND]
-         for source in plan['to_process']})
-    problem = error_share_problem(
-        processed, failed, config,
-        error_lines=f'{kept}/*/{ERRORS_KIND}-*.jsonl (kept until another '
-        'refresh fails so)')
-    raise TooManyErrors(f'refresh {version}: {problem}')
-  for entry in entries:
-    folder = shard_folder(version, entry['path'])
-    for kind in (FEATURES_KIND, ERRORS_KIND):
-      entry['files'][kind] = _move(root, folder, kind,
-                                   by_source[entry['path']][kind])
-  shards = sorted(plan['reused'] + entries, key=lambda e: e['path'])
-  manifest = {
-      'version': version,
-      'parent': plan['parent'],
+  config = OutputConfig(root, plan.max_error_fraction)
+  if not processed or not error_share_problem(processed, failed, config):
+    return
+  kept = keep_failed_errors(
+      root, plan.version, plan.refresh,
+      {source: by_source[source][ERRORS_KIND] for source in plan.to_process})
+  problem = error_share_problem(
+      processed, failed, config,
+      error_lines=f'{kept}/*/{ERRORS_KIND}-*.jsonl (kept until another '
+      'refresh fails so)')
+  raise TooManyErrors(f'refresh {plan.version}: {problem}')
+
+
+def _version_manifest(plan: StagedPlan, entries: List[dict]) -> dict:
+  """The new version's manifest: the reused shards' entries as they
+  were, the processed shards' new ones, and the counts."""
+  shards = sorted(plan.reused + entries, key=lambda e: e['path'])
+  return {
+      'version': plan.version,
+      'parent': plan.parent,
       'created_at': datetime.datetime.now(
           datetime.timezone.utc).isoformat(timespec='seconds'),
-      'model_fingerprint': plan['model_fingerprint'],
-      'input_pattern': plan['input_pattern'],
-      'describe': plan['describe'],
+      'model_fingerprint': plan.model_fingerprint,
+      'input_pattern': plan.input_pattern,
+      'describe': plan.describe,
       'counts': {
           'shards': len(shards),
           'images_in': sum(e['images'] for e in shards),
           'features': sum(e['features'] for e in shards),
           'errors': sum(e['errors'] for e in shards),
           'shards_processed': len(entries),
-          'images_processed': processed,
+          'images_processed': sum(e['images'] for e in entries),
       },
       'shards': shards,
   }
-  versions.write_manifest(root, manifest)
-  fault_points.pause('before_pointer')
-  parent = plan['parent_pointer']
-  versions.swap_pointer(root, version,
-                        versions.Pointer(*parent) if parent else None)
-  delete_tree(staging)
-  if plan.get('keep'):
-    versions.prune(root, plan['keep'])
-  lock.release(root, plan['refresh'])
-  return manifest
 
 
 def delete_tree(folder: str) -> None:

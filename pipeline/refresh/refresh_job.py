@@ -8,7 +8,6 @@ the version (``publish``); when no shard needs reading (shards were only
 removed), the launcher publishes it itself.
 """
 import dataclasses
-import json
 from typing import Callable, NamedTuple, Optional, Sequence
 
 import apache_beam as beam
@@ -18,7 +17,7 @@ from pipeline import job_metrics, launch, run
 from pipeline.build import extract_all
 from pipeline.config import JobConfig, describe
 from pipeline.refresh import fingerprints, publish_version as publish, versions
-from pipeline.refresh.plan import Plan, make_plan
+from pipeline.refresh.plan import Plan, StagedPlan, make_plan
 from transforms.coordination import output_lock as lock
 from transforms.write.outputs import WriteAndPublish
 
@@ -100,24 +99,19 @@ def refresh(job: JobConfig, beam_args: Sequence[str], plan_only: bool = False,
         log(f'featurize: {root} is up to date (version {plan.parent})')
       launcher.release_lock()
       return RefreshResult(plan, latest, False)
-    version = versions.next_version(plan.parent)
+    staged = StagedPlan(
+        version=versions.next_version(plan.parent), refresh=launcher.holder,
+        parent=plan.parent, parent_pointer=pointer,
+        model_fingerprint=plan.model_fingerprint,
+        input_pattern=job.read.pattern, describe=describe(job),
+        max_error_fraction=job.output.max_error_fraction,
+        reused=plan.reused, to_process=plan.to_process, keep=keep)
+    version = staged.version
     staging = versions.path(root, versions.STAGING, version)
-    _write(versions.path(staging, publish.PLAN_FILE), json.dumps({
-        'version': version, 'refresh': launcher.holder,
-        'parent': plan.parent,
-        'parent_pointer': list(pointer) if pointer else None,
-        'model_fingerprint': plan.model_fingerprint,
-        'input_pattern': job.read.pattern, 'describe': describe(job),
-        'max_error_fraction': job.output.max_error_fraction,
-        'reused': plan.reused, 'to_process': plan.to_process, 'keep': keep,
-    }).encode())
+    job = _stage(job, staged, staging)
     if not plan.to_process:
       manifest = publish.publish_version(root, staging, [], [], [])
       return _published(plan, manifest, root, version, log)
-    shard_list = versions.path(staging, publish.SHARD_LIST)
-    _write(shard_list, ''.join(f'{p}\n' for p in plan.to_process).encode())
-    job = dataclasses.replace(job, read=dataclasses.replace(
-        job.read, shard_list=shard_list))
     finished = launcher.run(
         lambda pipeline: build_refresh(pipeline, job, root, staging),
         len(plan.to_process))
@@ -128,6 +122,19 @@ def refresh(job: JobConfig, beam_args: Sequence[str], plan_only: bool = False,
   metrics = job_metrics.from_result(finished.result)
   return _published(plan, versions.read_manifest(root, version), root,
                     version, log, metrics.images_read if metrics else 0)
+
+
+def _stage(job: JobConfig, staged: StagedPlan, staging: str) -> JobConfig:
+  """Writes the plan for the last step and the list of shards to read
+  into the staging folder; returns the job reading only those."""
+  _write(versions.path(staging, publish.PLAN_FILE),
+         staged.to_json().encode())
+  if not staged.to_process:
+    return job
+  shard_list = versions.path(staging, publish.SHARD_LIST)
+  _write(shard_list, ''.join(f'{p}\n' for p in staged.to_process).encode())
+  return dataclasses.replace(job, read=dataclasses.replace(
+      job.read, shard_list=shard_list))
 
 
 def _published(plan: Plan, manifest: dict, root: str, version: str,

@@ -245,13 +245,10 @@ def _decode_plain_png(data: bytes) -> Optional[Image.Image]:
   """A plain PNG (``plain_png_mode``) decoded by libspng, or None for
   Pillow to decode: the image is not plain, or libspng refused it.
 
-  Why not Pillow for these: on the GPU benchmark's PNGs libspng decodes
-  in about half Pillow's time (a 13.7-megapixel photo: 192 against 411
-  ms), decode and resize together in 0.74-0.78 of it, and on the GPU path
-  PNG is the costliest image the CPU decodes
-  (benchmarks/results/gpu/RESULTS.md, "What is left"). The pixels are the
-  same: PNG is lossless, and only images whose pixels are their data alone
-  come here.
+  Why not Pillow for these: libspng decodes a PNG in about half Pillow's
+  time, and on the GPU path PNG is the costliest image the CPU decodes
+  (docs/PERFORMANCE.md). The pixels are the same: PNG is lossless, and
+  only images whose pixels are their data alone come here.
   """
   mode = plain_png_mode(data)
   if mode is None:

@@ -99,12 +99,12 @@ def _jax_environment() -> None:
     # Ours, not the user's: share_gpus may replace it.
     os.environ[MEMORY_FRACTION_DEFAULTED_ENV] = '1'
   if not on_cpu_stand_in():
-    # Several worker processes start at once and each compiled VGG16 with
-    # cuDNN's autotuning on 16 shared cores: their first batches came up
-    # to 18 s apart (RESULTS.md run 13), and a process that started late
-    # still had its fixed share of the input to do. With the cache, a
-    # process that starts after another compiled the model, and every
-    # later run (a scheduled refresh), loads the program instead.
+    # Several worker processes start at once, and each would compile
+    # VGG16 with cuDNN's autotuning on shared cores, so that their first
+    # batches start seconds apart while each has a fixed share of the
+    # input to do. With the cache, a process that starts after another
+    # compiled the model, and every later run (a scheduled refresh),
+    # loads the program instead.
     if COMPILATION_CACHE_ENV not in os.environ:
       folder = compilation_cache_dir()
       try:

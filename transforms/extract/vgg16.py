@@ -37,11 +37,11 @@ PRECISIONS = ('float32', 'bfloat16')
 # low; a GPU needs a few hundred images a call to be busy (docs/gpu.md).
 DEFAULT_BATCH_SIZE = {'cpu': 16, 'gpu': 256}
 DEFAULT_MAX_BATCH_BYTES = {'cpu': 1 << 30, 'gpu': 8 << 30}
-# Precision defaults per device. On a GPU, true float32 runs VGG16 at a
-# tenth of bfloat16's speed (1,787 against 17,151 images/s on an H200) for
-# features within cosine 0.99997 of float32's, so gpu takes bfloat16 unless
-# told otherwise; on CPUs float32 stays the default (bfloat16 pays only
-# where the CPU has AMX or avx512_bf16). The manifest and a refresh's
+# Precision defaults per device. On a GPU, true float32 runs VGG16 at
+# about a tenth of bfloat16's speed for features within cosine 0.9999 of
+# float32's (docs/gpu.md), so gpu takes bfloat16 unless told otherwise; on
+# CPUs float32 stays the default (bfloat16 pays only where the CPU has AMX
+# or avx512_bf16). The manifest and a refresh's
 # fingerprint record the precision, so a dataset never mixes the two.
 DEFAULT_PRECISION = {'cpu': 'float32', 'gpu': 'bfloat16'}
 

@@ -1,8 +1,8 @@
 """Pure readers: one shard stream in, one ``ImageRecord`` or ``ErrorRecord``
 per image out, streamed (never a whole shard in memory).
 
-Tested without Beam. The Beam side (``read.py``) only opens the stream and
-routes the results.
+Tested without Beam. The Beam side (``image_shards.py``) only opens the
+stream and routes the results.
 """
 import posixpath
 import tarfile

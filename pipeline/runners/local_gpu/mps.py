@@ -2,26 +2,21 @@
 
 Without MPS, a GPU runs one process's work at a time, switching between
 the processes' contexts in time slices: the nvJPEG decode of one worker
-process and the model of another never run at once. On an H200 the model
-fell from 16,789 to 9,459 images/s beside nvJPEG decoding in 8 other
-processes; with MPS it kept 16,273 while they decoded 14,392
-(``benchmarks/gpu/components.py --beside-model 8:1``, RESULTS.md run 16).
-MPS runs all the processes' kernels on the GPU together, through one
-server, so a local run with several worker processes starts NVIDIA's
-control daemon for itself (``sharing``) unless one already serves the
-machine. Dataflow's ``use_nvidia_mps`` service option does the same on
-its workers.
+process and the model of another never run at once, and the model runs
+at about half its speed beside decoding processes. MPS runs all the
+processes' kernels on the GPU together, through one server, so a local
+run with several worker processes starts NVIDIA's control daemon for
+itself (``sharing``) unless one already serves the machine. Dataflow's
+``use_nvidia_mps`` service option does the same on its workers.
 
 Under MPS, each worker process's kernels may also be held to a share of
 the GPU's multiprocessors (NVIDIA's ``CUDA_MPS_ACTIVE_THREAD_PERCENTAGE``,
-set in the environment the workers inherit). With 8 processes, each
-limited to half the GPU, nvJPEG's batches waited less behind the other
-processes' model kernels (155-164 ms a batch against 186-218 ms) and
-``imagenet`` ran at 12,774 and 12,663 images/s against 12,320 and 11,762
-unlimited, side by side (RESULTS.md, runs 21 and 22); a quarter was
-slower (11,569). So a run of ``SHARE_FROM`` processes or more sets half
-(``SHARE``) unless the user set the variable; fewer processes were not
-measured and keep the whole GPU each.
+set in the environment the workers inherit). With many processes, half
+the GPU each lets nvJPEG's batches wait less behind the other processes'
+model kernels and was measured faster (a quarter was slower). So a run
+of ``SHARE_FROM`` processes or more sets half (``SHARE``) unless the user
+set the variable; fewer processes were not measured and keep the whole
+GPU each (docs/gpu.md).
 
 NVIDIA's ``nvidia-cuda-mps-control`` is the tool; this module only
 decides whether to start it, points the worker processes at it through

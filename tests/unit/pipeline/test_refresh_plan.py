@@ -76,3 +76,20 @@ def test_versions_are_numbered_after_their_parent():
   assert versions.next_version(None, now) == 'v000001-20261129T001500Z'
   assert versions.next_version('v000041-20261128T001500Z', now) == (
       'v000042-20261129T001500Z')
+
+
+def test_the_staged_plan_reads_back_as_written():
+  from pipeline.refresh.plan import StagedPlan
+  from pipeline.refresh.versions import Pointer
+  staged = StagedPlan(
+      version='v000002-x', refresh='host-1-abc', parent='v000001-x',
+      parent_pointer=Pointer('v000001-x', 17), model_fingerprint='m',
+      input_pattern='in/*.tfrecord', describe={'layer': 'block5_pool'},
+      max_error_fraction=0.1, reused=[{'path': 'in/a', 'images': 3}],
+      to_process={'in/b': 'size=1,mtime=2'}, keep=3)
+  again = StagedPlan.from_json(staged.to_json())
+  assert again == staged
+  assert isinstance(again.parent_pointer, Pointer)
+  first = dataclasses.replace(staged, parent=None, parent_pointer=None,
+                              keep=None)
+  assert StagedPlan.from_json(first.to_json()) == first

@@ -70,7 +70,7 @@ expects for its tag, anywhere in the EXIF, and checking it as Pillow does
 costs some 200 microseconds.
 """
 import struct
-from typing import NamedTuple
+from typing import Callable, Dict, NamedTuple, Optional
 
 
 class JpegScreen(NamedTuple):
@@ -175,8 +175,150 @@ def screen(data: bytes, max_pixels: int) -> JpegScreen:
     return JpegScreen(False, reason=f'screen failed: {type(e).__name__}')
 
 
+class _Header:
+  """What the header segments before the first SOS said, as they are
+  read."""
+  __slots__ = ('frame', 'precision', 'width', 'height', 'components',
+               'ids', 'sampling', 'tables', 'factors_at', 'quant', 'dc',
+               'ac', 'adobe', 'exif', 'exif_stop', 'xmp', 'xmp_stop')
+
+  def __init__(self):
+    self.frame = 0  # the SOF marker, once seen
+    self.precision = self.width = self.height = self.components = 0
+    self.ids = self.sampling = self.tables = b''
+    self.factors_at = 0  # the first component's sampling factors
+    self.quant = self.dc = self.ac = 0  # bit masks of the tables defined
+    self.adobe = -1  # APP14 transform; -1 without an Adobe segment
+    # Start and stop offsets of the EXIF data and of the last XMP text.
+    self.exif = self.exif_stop = self.xmp = self.xmp_stop = 0
+
+
+# Each segment's parser reads data[start:stop] into the header; it returns
+# the screen of an image that goes to the CPU, or None where the image may
+# stay on the device.
+_Parser = Callable[[bytes, int, int, _Header], Optional[JpegScreen]]
+
+
+def _cpu(reason: str) -> JpegScreen:
+  return JpegScreen(False, reason=reason)
+
+
+def _dht(data: bytes, start: int, stop: int,
+         header: _Header) -> Optional[JpegScreen]:
+  """DHT: one or more Huffman tables."""
+  p = start
+  while p < stop:
+    kind = data[p]
+    count = sum(data[p + 1:p + 17])
+    if kind & 0xEC or p + 17 + count > stop:
+      return _cpu('bad DHT segment')
+    if kind & 0x10:
+      header.ac |= 1 << (kind & 3)
+    else:
+      # libjpeg-turbo rejects DC symbols above 15 when the scan starts.
+      if count and max(data[p + 17:p + 17 + count]) > 15:
+        return _cpu('bad DHT segment')
+      header.dc |= 1 << (kind & 3)
+    p += 17 + count
+  return None
+
+
+def _dqt(data: bytes, start: int, stop: int,
+         header: _Header) -> Optional[JpegScreen]:
+  """DQT: one or more quantisation tables, 8- or 16-bit."""
+  p = start
+  while p < stop:
+    kind = data[p]
+    if kind & 0xEC:
+      return _cpu('bad DQT segment')
+    header.quant |= 1 << (kind & 3)
+    p += 129 if kind & 0x10 else 65
+  return None if p == stop else _cpu('bad DQT segment')
+
+
+def _app(data: bytes, start: int, stop: int,
+         header: _Header) -> Optional[JpegScreen]:
+  """APP0-APP15: what Pillow or nvJPEG read of them."""
+  marker = data[start - 3]
+  if marker == 0xE1:
+    if data.startswith(_EXIF, start, stop):
+      if header.exif:  # Pillow would join their data
+        return _cpu('more than one EXIF segment')
+      header.exif, header.exif_stop = start + 6, stop
+    elif data.startswith(_XMP, start, stop):
+      # Pillow keeps the last.
+      header.xmp, header.xmp_stop = start + len(_XMP), stop
+  elif marker == 0xE0:
+    # Pillow fails on a JFIF segment of fewer than 7 bytes, and
+    # libjpeg-turbo ignores one of fewer than 14.
+    if data.startswith(b'JFIF', start, stop) and stop - start < 14:
+      return _cpu('short JFIF segment')
+  elif marker == 0xE2:
+    if data.startswith(_ICC, start, stop):
+      if stop - start < 14:  # Pillow indexes the sequence byte
+        return _cpu('short ICC segment')
+    elif data.startswith(b'MPF\x00', start, stop):
+      return _cpu('multi-picture (MPF) file')
+  elif marker == 0xEE:
+    if data.startswith(b'Adobe', start, stop):
+      if stop - start < 12:
+        return _cpu('short Adobe segment')
+      header.adobe = data[start + 11]
+  elif marker == 0xED:
+    if data.startswith(_PHOTOSHOP, start, stop) and not _photoshop_ok(
+        data, start, stop):
+      return _cpu('Photoshop segment Pillow fails on')
+  return None
+
+
+def _sof(data: bytes, start: int, stop: int,
+         header: _Header) -> Optional[JpegScreen]:
+  """SOF0, SOF1 (baseline, extended) or SOF2 (progressive): the frame."""
+  if header.frame:
+    return _cpu('more than one SOF segment')
+  header.frame = data[start - 3]
+  if stop - start < 6:
+    return _cpu('bad SOF segment')
+  header.precision = data[start]
+  header.height = data[start + 1] << 8 | data[start + 2]
+  header.width = data[start + 3] << 8 | data[start + 4]
+  header.components = data[start + 5]
+  if stop - start != 6 + 3 * header.components:
+    return JpegScreen(False, header.width, header.height, header.components,
+                      'bad SOF segment')
+  specs = data[start + 6:stop]
+  header.ids, header.sampling, header.tables = (specs[0::3], specs[1::3],
+                                                specs[2::3])
+  header.factors_at = start + 7  # the first component's
+  return None
+
+
+def _dri(data: bytes, start: int, stop: int,
+         header: _Header) -> Optional[JpegScreen]:
+  """DRI: a restart interval, two bytes."""
+  del data, header
+  return None if stop - start == 2 else _cpu('bad DRI segment')
+
+
+def _com(data: bytes, start: int, stop: int,
+         header: _Header) -> Optional[JpegScreen]:
+  """COM: a comment, nothing to check."""
+  del data, start, stop, header
+  return None
+
+
+# The segments that may come before the first SOS, by marker; any other
+# sends the image to the CPU (``_CPU_MARKERS`` says why, where it knows).
+_SEGMENTS: Dict[int, _Parser] = {
+    0xC4: _dht, 0xDB: _dqt, 0xC0: _sof, 0xC1: _sof, 0xC2: _sof,
+    0xDD: _dri, 0xFE: _com, **{marker: _app for marker in range(0xE0, 0xF0)}}
+_SOS = 0xDA
+
+
 def _screen(data: bytes, max_pixels: int) -> JpegScreen:
-  """``screen`` without its safety net (the tests call this one)."""
+  """``screen`` without its safety net (the tests call this one): the
+  file's ends, its header segments up to the first SOS (``_SEGMENTS``),
+  then the frame and the first scan they describe."""
   n = len(data)
   if n < 4 or data[0] != 0xFF or data[1] != 0xD8 or data[2] != 0xFF:
     return JpegScreen(False, reason='empty' if not n else 'not a JPEG')
@@ -187,14 +329,7 @@ def _screen(data: bytes, max_pixels: int) -> JpegScreen:
       return JpegScreen(False, reason='no EOI at the end')
   limit = end - 2  # header segments lie before EOI
 
-  frame = 0  # the SOF marker, once seen
-  width = height = components = 0
-  ids = sampling = tables = b''
-  factors_at = 0
-  quant = dc = ac = 0  # bit masks of the tables defined so far
-  adobe = -1  # APP14 transform; -1 without an Adobe segment
-  exif = xmp = 0  # start offsets of the EXIF data and of the last XMP text
-  exif_stop = xmp_stop = 0
+  header = _Header()
   pos = 2
   while True:
     if pos + 4 > limit:
@@ -206,108 +341,39 @@ def _screen(data: bytes, max_pixels: int) -> JpegScreen:
     stop = pos + 2 + (data[pos + 2] << 8 | data[pos + 3])
     if stop < start or stop > limit:
       return JpegScreen(False, reason='segment length out of bounds')
-
-    if marker == 0xC4:  # DHT: one or more tables
-      p = start
-      while p < stop:
-        kind = data[p]
-        count = sum(data[p + 1:p + 17])
-        if kind & 0xEC or p + 17 + count > stop:
-          return JpegScreen(False, reason='bad DHT segment')
-        if kind & 0x10:
-          ac |= 1 << (kind & 3)
-        else:
-          # libjpeg-turbo rejects DC symbols above 15 when the scan starts.
-          if count and max(data[p + 17:p + 17 + count]) > 15:
-            return JpegScreen(False, reason='bad DHT segment')
-          dc |= 1 << (kind & 3)
-        p += 17 + count
-
-    elif marker == 0xDB:  # DQT: one or more tables, 8- or 16-bit
-      p = start
-      while p < stop:
-        kind = data[p]
-        if kind & 0xEC:
-          return JpegScreen(False, reason='bad DQT segment')
-        quant |= 1 << (kind & 3)
-        p += 129 if kind & 0x10 else 65
-      if p != stop:
-        return JpegScreen(False, reason='bad DQT segment')
-
-    elif 0xE0 <= marker <= 0xEF:
-      if marker == 0xE1:
-        if data.startswith(_EXIF, start, stop):
-          if exif:  # Pillow would join their data
-            return JpegScreen(False, reason='more than one EXIF segment')
-          exif, exif_stop = start + 6, stop
-        elif data.startswith(_XMP, start, stop):
-          xmp, xmp_stop = start + len(_XMP), stop  # Pillow keeps the last
-      elif marker == 0xE0:
-        if data.startswith(b'JFIF', start, stop):
-          # Pillow fails on fewer than 7 bytes, and libjpeg-turbo ignores
-          # fewer than 14.
-          if stop - start < 14:
-            return JpegScreen(False, reason='short JFIF segment')
-      elif marker == 0xE2:
-        if data.startswith(_ICC, start, stop):
-          if stop - start < 14:  # Pillow indexes the sequence byte
-            return JpegScreen(False, reason='short ICC segment')
-        elif data.startswith(b'MPF\x00', start, stop):
-          return JpegScreen(False, reason='multi-picture (MPF) file')
-      elif marker == 0xEE:
-        if data.startswith(b'Adobe', start, stop):
-          if stop - start < 12:
-            return JpegScreen(False, reason='short Adobe segment')
-          adobe = data[start + 11]
-      elif marker == 0xED:
-        if data.startswith(_PHOTOSHOP, start, stop) and not _photoshop_ok(
-            data, start, stop):
-          return JpegScreen(False, reason='Photoshop segment Pillow fails on')
-
-    elif marker == 0xC0 or marker == 0xC1 or marker == 0xC2:
-      if frame:
-        return JpegScreen(False, reason='more than one SOF segment')
-      frame = marker
-      if stop - start < 6:
-        return JpegScreen(False, reason='bad SOF segment')
-      precision = data[start]
-      height = data[start + 1] << 8 | data[start + 2]
-      width = data[start + 3] << 8 | data[start + 4]
-      components = data[start + 5]
-      if stop - start != 6 + 3 * components:
-        return JpegScreen(False, width, height, components, 'bad SOF segment')
-      specs = data[start + 6:stop]
-      ids, sampling, tables = specs[0::3], specs[1::3], specs[2::3]
-      factors_at = start + 7  # the first component's
-
-    elif marker == 0xDA:  # SOS: the header ends here
+    if marker == _SOS:  # the header ends here
       break
-
-    elif marker == 0xFE:  # COM
-      pass
-
-    elif marker == 0xDD:  # DRI
-      if stop - start != 2:
-        return JpegScreen(False, reason='bad DRI segment')
-
-    else:
+    parse = _SEGMENTS.get(marker)
+    if parse is None:
       reason = _CPU_MARKERS.get(marker)
       if reason is None:
         reason = f'unexpected marker before SOS: 0xFF{marker:02X}'
-      return JpegScreen(False, width, height, components, reason)
+      return JpegScreen(False, header.width, header.height,
+                        header.components, reason)
+    failed = parse(data, start, stop, header)
+    if failed is not None:
+      return failed
     pos = stop
-
-  # The frame.
-  progressive = frame == 0xC2
-  if not frame:
+  if not header.frame:
     return JpegScreen(False, reason='no SOF segment before SOS')
+  return _screen_frame(data, header, max_pixels, pos, stop, limit, end)
+
+
+def _screen_frame(data: bytes, header: _Header, max_pixels: int, sos: int,
+                  stop: int, limit: int, end: int) -> JpegScreen:
+  """The frame's checks and the first scan's (SOS at ``sos``, its segment
+  ending at ``stop``), then the orientation: the screen of a file whose
+  header segments passed."""
+  width, height = header.width, header.height
+  components, sampling = header.components, header.sampling
+  progressive = header.frame == 0xC2
 
   def cpu(reason, subsampling=''):
     return JpegScreen(False, width, height, components, reason, progressive,
                       subsampling)
 
-  if precision != 8:
-    return cpu(f'not 8-bit samples: {precision}')
+  if header.precision != 8:
+    return cpu(f'not 8-bit samples: {header.precision}')
   if components == 4:
     return cpu('4 components (CMYK or YCCK)')
   if components != 1 and components != 3:
@@ -317,7 +383,7 @@ def _screen(data: bytes, max_pixels: int) -> JpegScreen:
   if width * height > max_pixels:
     return cpu(f'too many pixels: {width}x{height} = {width * height} > '
                f'{max_pixels}')
-  if max(tables) > 3:
+  if max(header.tables) > 3:
     return cpu('bad SOF segment')
   # Only known layouts pass, so invalid factors (0, above 4) fail here too.
   if components == 1:
@@ -329,19 +395,20 @@ def _screen(data: bytes, max_pixels: int) -> JpegScreen:
   if not subsampling:
     return cpu('unusual sampling factors', ','.join(
         f'{s >> 4}x{s & 15}' for s in sampling))
+  ids = header.ids
   if components == 3:
     if ids[0] == ids[1] or ids[0] == ids[2] or ids[1] == ids[2]:
       return cpu('repeated component id', subsampling)
-    if adobe >= 0 and adobe != 1:
-      return cpu(f'Adobe colour transform: {adobe}', subsampling)
+    if header.adobe >= 0 and header.adobe != 1:
+      return cpu(f'Adobe colour transform: {header.adobe}', subsampling)
     if ids == b'RGB':
       return cpu("component ids 'R', 'G', 'B'", subsampling)
-  for table in tables:
-    if not quant >> table & 1:
+  for table in header.tables:
+    if not header.quant >> table & 1:
       return cpu('quantisation table missing', subsampling)
 
   # The first scan.
-  start = pos + 4
+  start = sos + 4
   scan = data[start + 1:stop - 3]
   if len(scan) != 2 * data[start] or not scan:
     return cpu('bad SOS segment', subsampling)
@@ -351,8 +418,8 @@ def _screen(data: bytes, max_pixels: int) -> JpegScreen:
       member not in ids for member in members)):
     return cpu('bad SOS segment', subsampling)
   for selector in scan[1::2]:
-    if not dc >> (selector >> 4) & 1 or (
-        not progressive and not ac >> (selector & 15) & 1):
+    if not header.dc >> (selector >> 4) & 1 or (
+        not progressive and not header.ac >> (selector & 15) & 1):
       return cpu('Huffman table missing', subsampling)
   if progressive:
     if first or last or approx >> 4 or approx > 13:
@@ -363,21 +430,22 @@ def _screen(data: bytes, max_pixels: int) -> JpegScreen:
     return cpu('no entropy-coded data', subsampling)
 
   orientation = 0
-  if exif:
-    orientation = _exif_orientation(data, exif, exif_stop)
+  if header.exif:
+    orientation = _exif_orientation(data, header.exif, header.exif_stop)
     if orientation < 0:
       return cpu('EXIF Pillow may read differently', subsampling)
   if not orientation:
     # Pillow then takes the orientation from XMP; rare enough for the CPU.
-    if xmp and data.find(b'tiff:Orientation', xmp, xmp_stop) >= 0:
+    if header.xmp and data.find(b'tiff:Orientation', header.xmp,
+                                header.xmp_stop) >= 0:
       return cpu('orientation in XMP', subsampling)
     orientation = 1
   elif orientation > 8:
     orientation = 1  # exif_transpose ignores values it does not know
   return JpegScreen(True, width, height, components, '', progressive,
                     subsampling, orientation, end,
-                    factors_at if components == 1 and sampling[0] != 0x11
-                    else 0)
+                    header.factors_at if components == 1 and
+                    sampling[0] != 0x11 else 0)
 
 
 def device_bytes(data: bytes, screen: JpegScreen) -> bytes:

@@ -4,17 +4,16 @@ nvJPEG's hardware engines (the H200 has seven) decode baseline JPEGs in
 batches without using the GPU's multiprocessors. Everything else that
 torchvision hands nvJPEG (progressive JPEGs above all) is decoded one
 image at a time under one global lock, with its Huffman decoding on the
-CPU: about 450 images/s a process at 500x375, slower than libjpeg-turbo
-on a few cores. So ``route`` sends an image to the device only when the
-hardware takes it, and everything else to the CPU path's own decoder
+CPU: slower than libjpeg-turbo on a few cores. So ``route`` sends an
+image to the device only when the hardware takes it, and everything else
+to the CPU path's own decoder
 (``imaging.decode_image``, run by a pool of threads beside the GPU's
 batches), which gives exactly the CPU path's pixels or error line.
 
 Large baseline JPEGs go to the device too, although Pillow's draft mode
 would decode them at 1/2 to 1/8 of their size on the CPU: with the
-worker processes sharing the GPU through MPS, the host's cores ran short
-before the GPU's decoders did, and sending them to the CPU was slower
-(benchmarks/results/gpu/RESULTS.md).
+worker processes sharing the GPU through MPS, the host's cores run short
+before the GPU's decoders do.
 
 Routes are counted by category (``CATEGORIES``) so that a run's summary
 shows the share of images each way.

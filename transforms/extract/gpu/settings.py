@@ -22,9 +22,8 @@ class GpuSettings:
     prepare_threads: Helper threads per DoFn preparing batches in a
       process that runs its own model: one batch's nvJPEG decode, which
       gives up the GIL, overlaps another's resize packing, which holds
-      it, while a third batch runs the model. Two beat one by 9% with 8
-      processes on an H200. (With ``--large-model`` the helper threads
-      only wait on the server: one per batch in flight.)
+      it, while a third batch runs the model. (With ``--large-model`` the
+      helper threads only wait on the server: one per batch in flight.)
     cpu_decode_threads: Threads of a process's CPU decoder (progressive
       JPEGs, other formats, CMYK...); 0: the process's share of the
       machine's cores.
@@ -32,9 +31,8 @@ class GpuSettings:
       decodes on a GPU (``sys.setswitchinterval``; Python's default is
       0.005). nvJPEG's batched decode gives the GIL up and takes it back
       many times a batch, each time waiting for a busy thread to reach
-      its switch: beside one busy thread it decoded 207 images/s at
-      0.005, 5,666 at 0.0001 (12,538 alone), and the busy thread kept
-      97% of its speed.
+      its switch: at Python's default, one busy thread beside it cuts its
+      rate by a factor of about 25, at this one by about 2.
   """
   prepare_threads: int = 2
   cpu_decode_threads: int = 0
