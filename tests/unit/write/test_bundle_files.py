@@ -5,6 +5,8 @@ import collections
 import io
 import json
 import os
+import subprocess
+import sys
 
 import apache_beam as beam
 import numpy as np
@@ -14,6 +16,7 @@ from apache_beam.testing.util import assert_that
 
 from pipeline import job_metrics, read_features
 from pipeline.inspection.summary import ErrorTally
+from tests.support.paths import ROOT
 from transforms.coordination import worker_progress
 from transforms.read import tfrecord_framing
 from transforms.records import ErrorRecord, FeatureRecord, ShardWritten
@@ -31,8 +34,40 @@ def _error(index: int, source: str = 'in/a.tar'):
                      f'image {index} ends early')
 
 
+# The TF-free reader, in a process of its own: the ``tfrecord`` package's
+# Example class cannot share a process with TensorFlow's, which other
+# tests of the suite load.
+_READ_BACK = """
+import json, sys
+import numpy as np
+from pipeline import read_features
+out = []
+for r in read_features.iter_file(sys.argv[1]):
+  label = r.label.decode('latin-1') if isinstance(r.label, bytes) else r.label
+  features = ({k: [v.tolist(), list(v.shape)] for k, v in r.features.items()}
+              if isinstance(r.features, dict) else
+              [r.features.tolist(), list(r.features.shape)])
+  out.append([r.key, label, isinstance(r.label, bytes), features])
+print(json.dumps(out))
+"""
+
+
 def _read_back(path: str) -> list:
-  return list(read_features.iter_file(path))
+  """``read_features.iter_file(path)``'s records, as ``Features``."""
+  result = subprocess.run([sys.executable, '-c', _READ_BACK, path],
+                          cwd=ROOT, capture_output=True, text=True,
+                          check=True)
+  records = []
+  for key, label, was_bytes, features in json.loads(result.stdout):
+    if was_bytes:
+      label = label.encode('latin-1')
+    if isinstance(features, dict):
+      features = {k: np.array(v, np.float32).reshape(s)
+                  for k, (v, s) in features.items()}
+    else:
+      features = np.array(features[0], np.float32).reshape(features[1])
+    records.append(read_features.Features(key, features, label))
+  return records
 
 
 def test_a_feature_record_is_one_framed_example(tmp_path):
@@ -73,7 +108,7 @@ def _bundle(fn, elements) -> list:
   each file, in the order they were closed."""
   fn.setup()
   fn.start_bundle()
-  written = []
+  written: list = []
   for element in elements:
     written.extend(fn.process(element) or [])
   written.extend(value.value for value in fn.finish_bundle())
