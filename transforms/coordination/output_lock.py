@@ -73,6 +73,14 @@ def lock_path(root: str) -> str:
   return FileSystems.join(root.rstrip('/'), LOCK)
 
 
+def _unreadable(written_at: Optional[datetime.datetime]) -> dict:
+  """The holder of a lock that is not JSON (a job killed between creating
+  and writing it): unknown, as old as the file."""
+  started = written_at or _now()
+  return {'job': 'job', 'holder': '(an unreadable lock)',
+          'started_at': started.isoformat(timespec='seconds')}
+
+
 def read(target: str) -> Tuple[Optional[dict], Optional[int]]:
   """The lock's content and GCS generation, or (None, None)."""
   if target.startswith('gs://'):
@@ -81,13 +89,22 @@ def read(target: str) -> Tuple[Optional[dict], Optional[int]]:
       return None, None
     blob.reload()
     generation = blob.generation  # The download may reset it.
-    return json.loads(blob.download_as_bytes(
-        if_generation_match=generation)), generation
+    data = blob.download_as_bytes(if_generation_match=generation)
+    try:
+      return json.loads(data), generation
+    except ValueError:
+      return _unreadable(blob.updated), generation
   try:
     with open(target) as f:
-      return json.load(f), None
+      text = f.read()
+    written_at = datetime.datetime.fromtimestamp(os.path.getmtime(target),
+                                                 datetime.timezone.utc)
   except FileNotFoundError:
     return None, None
+  try:
+    return json.loads(text), None
+  except ValueError:
+    return _unreadable(written_at), None
 
 
 def create(target: str, data: bytes, generation: Optional[int]) -> bool:
@@ -112,15 +129,27 @@ def create(target: str, data: bytes, generation: Optional[int]) -> bool:
   return True
 
 
-def _remove_stale(target: str, holder: dict) -> None:
-  """Moves a stale local lock aside, so that exactly one taker's
-  exclusive create then succeeds."""
-  aside = f'{target}.stale-{holder.get("holder")}-{os.getpid()}'
+def _remove_stale(target: str, holder: dict) -> bool:
+  """Moves the stale local lock of ``holder`` aside, so that exactly one
+  taker's exclusive create then succeeds; False where the lock there is
+  no longer that holder's (another taker's own, which is put back)."""
+  aside = f'{target}.stale-{os.getpid()}'
   try:
     os.rename(target, aside)
-    os.remove(aside)
   except FileNotFoundError:
-    pass
+    return True  # gone already: the exclusive create decides
+  moved, _ = read(aside)
+  if moved is not None and moved.get('holder') != holder.get('holder'):
+    # Another taker moved the stale lock first and made its own: put that
+    # back (the link fails where yet another lock is there now).
+    try:
+      os.link(aside, target)
+    except FileExistsError:
+      pass
+    os.remove(aside)
+    return False
+  os.remove(aside)
+  return True
 
 
 def acquire(root: str, holder_id: str, timeout_s: float = DEFAULT_TIMEOUT_S,
@@ -167,8 +196,10 @@ def acquire(root: str, holder_id: str, timeout_s: float = DEFAULT_TIMEOUT_S,
         f'{describe_holder(holder)}; its lock {target} is taken over after '
         f'{timeout_s / 3600:g} h, or now with --break-lock if that job is '
         'dead')
-  if not target.startswith('gs://'):
-    _remove_stale(target, holder)
+  if not target.startswith('gs://') and not _remove_stale(target, holder):
+    now_holder, _ = read(target)
+    raise Locked(f'{root}: another job took the stale lock first: '
+                 f'{describe_holder(now_holder or {})}')
   if not create(target, data, generation):
     now_holder, _ = read(target)
     raise Locked(f'{root}: another job took the stale lock first: '

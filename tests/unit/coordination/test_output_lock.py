@@ -153,3 +153,41 @@ def test_holder_is_gone_tells_a_reused_pid_and_another_host():
   assert output_lock.describe_holder(
       {'job': 'run', 'holder': 'h', 'host': 'm', 'pid': 7,
        'started_at': 't'}) == 'run h (host m, pid 7, since t)'
+
+
+def test_two_takers_of_one_stale_lock_cannot_both_win(tmp_path):
+  """Both read the same stale lock; the first moves it aside and makes
+  its own; the second must find that one, put it back and be refused
+  (it used to move the winner's lock aside too, and both held it)."""
+  root = str(tmp_path)
+  output_lock.acquire(root, 'dead-job', job='run')
+  _age(root, 10)
+  stale = _held(root)
+  target = _lock_file(root)
+  # The first taker, all the way.
+  assert output_lock._remove_stale(target, stale)  # pylint: disable=protected-access
+  mine = json.dumps({'holder': 'first-taker'}).encode()
+  assert output_lock.create(target, mine, None)
+  # The second, from the stale lock it read before.
+  assert not output_lock._remove_stale(target, stale)  # pylint: disable=protected-access
+  assert _held(root) == {'holder': 'first-taker'}
+  assert [n for n in os.listdir(root) if n != '.lock'] == []
+
+
+def test_an_unreadable_lock_is_stale_by_its_files_age(tmp_path):
+  """A lock created but never written (its job killed in between) is not
+  JSON: refused while young, taken over once old or with --break-lock."""
+  root = str(tmp_path)
+  target = _lock_file(root)
+  with open(target, 'w'):
+    pass  # empty
+  with pytest.raises(Locked, match='an unreadable lock'):
+    output_lock.acquire(root, 'job-b', job='run')
+  assert output_lock.acquire(root, 'job-b', job='run',
+                             break_lock=True)['holder'] == 'job-b'
+  with open(target, 'w') as f:
+    f.write('{"holder": "job')  # cut short
+  old = os.path.getmtime(target) - 10 * 3600
+  os.utime(target, (old, old))
+  assert output_lock.acquire(root, 'job-c', timeout_s=3600,
+                             job='run')['holder'] == 'job-c'
