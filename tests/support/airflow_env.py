@@ -202,6 +202,11 @@ def stop_together(services: Sequence[Service],
       service.process.wait(timeout=10)
     except subprocess.TimeoutExpired:
       pass
+  # A killed process leaves the process table a moment after the signal.
+  deadline = time.monotonic() + 30
+  while (any(s.running() for s in services) and
+         time.monotonic() < deadline):
+    time.sleep(0.2)
   return stubborn
 
 
