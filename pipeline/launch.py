@@ -158,7 +158,7 @@ class Launch:
       try:
         with watching, self._machine():
           result = pipeline.run()  # the whole job, on a local runner
-        if not self.wait:
+        if not self.wait or self.dry_run:  # a dry run has nothing to await
           return Finished(result, awaited=False)
         result.wait_until_finish()
       except (RunRefused, TooManyErrors):
