@@ -45,22 +45,27 @@ def _paths(args):
 
 
 def _model_config(args):
-  from transforms.extract import vgg16
-  return vgg16.ModelConfig(weights='random', precision=args.precision,
-                           layer=args.layer, batch_size=args.batch_size)
+  from transforms.extract import models
+  return models.ModelConfig(model=args.model, weights='random',
+                            precision=args.precision, layer=args.layer,
+                            batch_size=args.batch_size)
 
 
 def bare(args) -> dict:
   from transforms.decode import imaging
-  from transforms.extract import vgg16
-  config = imaging.DecodeConfig()
+  from transforms.extract import models
+  model_config = _model_config(args)
+  size = model_config.image_size
+  config = imaging.DecodeConfig(image_size=size,
+                                resize_shorter=imaging.shorter_side(size))
   pixels = []
   for path in _paths(args):
     with open(path, 'rb') as f:
       pixels.append(imaging.decode_image(f.read(), config))
-  batches = [vgg16.to_model_input(pixels[i:i + args.batch_size])
+  batches = [models.to_model_input(pixels[i:i + args.batch_size],
+                                   model_config.preprocess)
              for i in range(0, len(pixels), args.batch_size)]
-  model = vgg16.build_feature_model(_model_config(args))
+  model = models.build_feature_model(model_config)
   ready = _since_start()
   model.predict_on_batch(batches[0])  # first call builds the graph
   first = _since_start()
@@ -74,15 +79,16 @@ def bare(args) -> dict:
 
 def _naive_model(args, all_layers: bool):
   import keras
-  from transforms.extract import vgg16
+  from transforms.extract import models
   if args.precision == 'bfloat16':
     keras.config.set_dtype_policy('mixed_bfloat16')
   model = keras.applications.VGG16(include_top=False, weights=None)
-  vgg16._set_random_weights(model, 0)  # same weights as the others
+  models.keras_build.set_random_weights(model, 0)  # same weights as the others
   if all_layers:
     return keras.Model(model.input,
                        [layer.output for layer in model.layers[1:]])
-  return keras.Model(model.input, model.get_layer(args.layer).output)
+  return keras.Model(model.input,
+                     model.get_layer(args.layer or 'block5_pool').output)
 
 
 def naive(args, all_layers: bool = False) -> dict:
@@ -156,8 +162,9 @@ def featurize(args) -> dict:
   status = cli.main([
       'run', '--input', os.path.join(folder, '*.jpg'), '--output',
       os.path.join(args.output, 'features'), '--format', 'files',
-      '--weights', 'random', '--precision', args.precision, '--layer',
-      args.layer, '--batch-size', str(args.batch_size), '--config',
+      '--model', args.model, '--weights', 'random', '--precision',
+      args.precision, *(['--layer', args.layer] if args.layer else []),
+      '--batch-size', str(args.batch_size), '--config',
       demo.LOCAL_CONFIG, *extra])
   if status:
     raise SystemExit(status)
@@ -176,7 +183,11 @@ def main(argv=None) -> int:
   parser.add_argument('--output', required=True)
   parser.add_argument('--precision', default='float32')
   parser.add_argument('--batch-size', type=int, default=16)
-  parser.add_argument('--layer', default='block5_pool')
+  parser.add_argument('--model', default='vgg16',
+                      help='bare and featurize: the model (the others '
+                      'are VGG16 contenders)')
+  parser.add_argument('--layer', default='',
+                      help='default: the model\'s feature layer')
   parser.add_argument('--workers', type=int, default=1)
   args = parser.parse_args(argv)
   os.makedirs(args.output, exist_ok=True)

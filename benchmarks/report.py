@@ -1,7 +1,7 @@
 """Targets (PASS/FAIL), the Markdown table and the plots of a benchmark."""
 import json
 import os
-from typing import List
+from typing import Dict, List
 
 
 def _speed(summary, label):
@@ -62,6 +62,20 @@ def targets(summary: dict) -> List[dict]:
       'value': f'{first:.1f} s (float32, from process start)'
                if first is not None else 'not observed',
       'pass': True})
+  return result
+
+
+def model_targets(table: Dict[str, dict]) -> List[dict]:
+  """Per model: featurize end to end >= 0.9 x the bare model, float32."""
+  result = []
+  for model, row in table.items():
+    ours, ceiling = row['featurize_images_per_s'], row['bare_images_per_s']
+    ratio = ours / ceiling if ours and ceiling else 0.0
+    result.append({
+        'target': f'{model} float32 >= 0.9 x its bare-model ceiling',
+        'value': f'{ratio:.2f} x ({ours or 0:.1f} vs {ceiling or 0:.1f} '
+                 'images/s)',
+        'pass': ratio >= 0.9})
   return result
 
 

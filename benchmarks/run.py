@@ -45,12 +45,14 @@ class Bench:
 
   def run(self, name: str, *, count: int, images: str = 'imagenet',
           precision: str = 'float32', workers: int = 1,
-          batch_size: int = 16, repeat: int = 0) -> dict:
+          batch_size: int = 16, repeat: int = 0,
+          model: str = 'vgg16') -> dict:
     out = os.path.join(self.work, f'out-{name}-{count}-{time.time_ns()}')
     command = measure.python_command(
         'benchmarks.contenders', name, '--images', self.images[images],
         '--count', str(count), '--output', out, '--precision', precision,
-        '--batch-size', str(batch_size), '--workers', str(workers))
+        '--batch-size', str(batch_size), '--workers', str(workers),
+        '--model', model)
     # The first record on disk: a bundle's temporary file or, where a run
     # is so short that it was published between two samples, a final one.
     first_globs = [os.path.join(out, 'features', '.temp-featurize-*',
@@ -59,7 +61,8 @@ class Bench:
     result = measure.run_measured(
         command, cwd=ROOT, first_output_glob=first_globs,
         done_glob=os.path.join(out, 'features', '_SUCCESS'))
-    row = {'contender': name, 'count': count, 'images': images,
+    row = {'contender': name, 'model': model, 'count': count,
+           'images': images,
            'precision': precision, 'workers': workers,
            'batch_size': batch_size, 'repeat': repeat,
            'wall_s': round(result.wall_s, 3),
@@ -149,6 +152,31 @@ def throughput_suite(bench: Bench, args) -> Dict[str, dict]:
   return table
 
 
+# The models the CPU speed target covers: each end to end against the
+# same model's bare loop, in the same invocation.
+SPEED_MODELS = ('vgg16', 'resnet50', 'efficientnetb0', 'inceptionv3')
+
+
+def models_suite(bench: Bench, args) -> Dict[str, dict]:
+  """Images/s of featurize and of the bare model, float32, for each of
+  ``SPEED_MODELS`` at its own input size and feature layer."""
+  table = {}
+  for model in SPEED_MODELS:
+    print(f'models: {model}', flush=True)
+    bare, ours = [], []
+    for repeat in range(args.repeats):
+      row = bench.run('bare', count=args.large, batch_size=args.batch_size,
+                      repeat=repeat, model=model)
+      bare.append(row['loop_images_per_s'])
+      row = bench.run('featurize', count=args.large,
+                      batch_size=args.batch_size, repeat=repeat, model=model)
+      ours.append(streaming_throughput(row))
+    table[model] = {'bare_images_per_s': median(bare),
+                    'featurize_images_per_s': median(ours),
+                    'bare_runs': bare, 'featurize_runs': ours}
+  return table
+
+
 def memory_suite(bench: Bench, args) -> Dict[str, dict]:
   """Peak RSS against the number of images and against resolution.
 
@@ -208,6 +236,9 @@ def bfloat16_agreement(bench: Bench, args) -> dict:
 
 def parse_args(argv):
   parser = argparse.ArgumentParser(prog='python -m benchmarks.run')
+  parser.add_argument('--only', choices=('models',),
+                      help='models: only the per-model speed suite '
+                      '(writes models.json).')
   parser.add_argument('--quick', action='store_true',
                       help='A few images and one repeat: checks that every '
                       'contender runs, in about a minute. Numbers are noise.')
@@ -256,6 +287,8 @@ def main(argv=None) -> int:
                              (6000, 4000))
   bench = Bench(args.work, args.results, images)
   started = time.time()
+  if args.only == 'models':
+    return _models_only(bench, args, images, started)
   summary = {
       'machine': measure.machine(),
       'settings': {k: v for k, v in vars(args).items()
@@ -271,6 +304,25 @@ def main(argv=None) -> int:
                                 report.markdown(summary))
   report.plots(summary, args.results)
   return status
+
+
+def _models_only(bench: Bench, args, images, started: float) -> int:
+  """``--only models``: the per-model suite, its targets printed and
+  written to ``models.json``."""
+  summary = {'machine': measure.machine(),
+             'settings': {k: v for k, v in vars(args).items()
+                          if k not in ('work', 'results')},
+             'dataset': dataset.describe_folders(
+                 {'imagenet': images['imagenet']}),
+             'models': models_suite(bench, args)}
+  summary['targets'] = report.model_targets(summary['models'])
+  summary['duration_s'] = round(time.time() - started)
+  with open(os.path.join(args.results, 'models.json'), 'w') as f:
+    json.dump(summary, f, indent=1)
+  for target in summary['targets']:
+    print(f'{"PASS" if target["pass"] else "FAIL"}: {target["target"]}: '
+          f'{target["value"]}')
+  return 0 if all(t['pass'] for t in summary['targets']) else 1
 
 
 if __name__ == '__main__':

@@ -3,8 +3,9 @@
 ``featurize run ...`` runs a job; ``featurize demo`` runs the same job on a
 small dataset of real photos that it writes first; ``featurize refresh``
 brings a versioned dataset up to date. The other commands (``files``,
-``history``, ``inspect``, ``flink-local``) live with what they serve; each
-module adds its own with ``register(commands)`` (``REGISTERS``).
+``history``, ``inspect``, ``models``, ``layers``, ``flink-local``) live
+with what they serve; each module adds its own with
+``register(commands)`` (``REGISTERS``).
 """
 import argparse
 import functools
@@ -14,7 +15,8 @@ import sys
 import traceback
 from typing import Optional, Sequence
 
-from pipeline import console, demo, job_metrics, options, topology
+from pipeline import (console, demo, job_metrics, model_commands, options,
+                      topology)
 from pipeline.inspection import inspect_output
 from pipeline.refresh import commands as refresh_commands
 from pipeline.refresh import refresh_job
@@ -41,7 +43,8 @@ def _print_summary(summary: RunSummary) -> None:
       timing += f'; first record after {summary.first_record_s:.1f} s'
     print(timing)
   if summary.model_loads is not None:
-    print(f'featurize: VGG16 loaded {summary.model_loads} time(s) over all '
+    model = (summary.manifest or {}).get('model', 'the model')
+    print(f'featurize: {model} loaded {summary.model_loads} time(s) over all '
           'workers')
   if summary.metrics:
     for line in job_metrics.summary_lines(summary.metrics):
@@ -89,15 +92,16 @@ def register(commands) -> None:
 
 # Each module adds its commands with register(commands), setting
 # handler=f(argv, parser) -> exit status on each command's parser.
-REGISTERS = (register, refresh_commands.register, inspect_output.register,
-             flink_local_commands.register)
+REGISTERS = (register, model_commands.register, refresh_commands.register,
+             inspect_output.register, flink_local_commands.register)
 
 
 def _parser():
   """The top-level parser and its commands' (``argparse``'s subparsers)."""
   parser = argparse.ArgumentParser(
       prog='featurize',
-      description='Extract VGG16 features from image shards with Beam. '
+      description='Extract CNN features (VGG16, ResNet, EfficientNet... any '
+      'model of keras.applications) from image shards with Beam. '
       'Flags featurize does not know go to Beam (--runner, ...).')
   commands = parser.add_subparsers(dest='command', required=True)
   for add in REGISTERS:

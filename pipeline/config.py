@@ -9,7 +9,8 @@ import os
 from typing import Any, Dict, Optional
 
 from transforms.decode import imaging
-from transforms.extract import vgg16
+from transforms.extract import models
+from transforms.extract.models import preprocess
 from transforms.read.image_shards import ReadConfig
 from transforms.write import example_codec
 from transforms.write.output_files import OutputConfig
@@ -20,7 +21,7 @@ class JobConfig:
   """Everything one featurize job needs, per concern."""
   read: ReadConfig
   decode: imaging.DecodeConfig
-  model: vgg16.ModelConfig
+  model: models.ModelConfig
   output: OutputConfig
   # What --memory-budget planned (pipeline.memory_plan.MemoryPlan), if set.
   memory_plan: Optional[Any] = None
@@ -28,6 +29,16 @@ class JobConfig:
   def __post_init__(self):
     if self.model.image_size != self.decode.image_size:
       raise ValueError('model and decoding must agree on the image size')
+    # A job's model is always resolved: its layers in the model's order,
+    # its anatomy read once (transforms/extract/models/anatomy.py).
+    object.__setattr__(self, 'model', models.resolve(self.model))
+
+
+def preprocessing(job: JobConfig) -> dict:
+  """How an encoded image becomes the model's input: the decode rules
+  and the model's own preprocessing."""
+  return {**imaging.describe(job.decode),
+          'model_preprocessing': preprocess.describe(job.model)}
 
 
 # What computes the features on each device (transforms/extract/backend.py).
@@ -45,18 +56,19 @@ def _version(package: str) -> str:
 def describe(job: JobConfig) -> dict:
   """What produces the features, for the manifest (no I/O)."""
   model = job.model
-  if model.weights in ('imagenet', 'random'):
+  if model.weights in ('imagenet', 'random', ''):
     weights_file = (model.official_weights_file
                     if model.weights == 'imagenet' else None)
   else:
     weights_file = os.path.basename(model.weights)
   out: Dict[str, Any] = {
-      'model': 'VGG16',
+      'model': model.display_name,
+      'image_size': model.image_size,
       'layer': model.layer,
       'pooling': model.pooling,
       'precision': model.precision,
       'device': model.device,
-      'batch_size': vgg16.effective_batch_size(model),
+      'batch_size': models.effective_batch_size(model),
       'weights': {
           'source': model.weights,
           'file': weights_file,
@@ -64,8 +76,11 @@ def describe(job: JobConfig) -> dict:
           'size_bytes': model.weights_size,
           'seed': model.seed if model.weights == 'random' else None,
       },
-      'preprocessing': imaging.describe(job.decode),
+      'preprocessing': preprocessing(job),
       'input': {'pattern': job.read.pattern, 'format': job.read.format},
+      **({'model_file': {'source': model.model, 'sha256': model.model_sha256,
+                         'size_bytes': model.model_size}}
+         if model.is_file else {}),
       'versions': {
           package: _version(package)
           for package in ('featurize', 'apache-beam') + BACKEND_PACKAGES[
@@ -77,7 +92,7 @@ def describe(job: JobConfig) -> dict:
   if model.multi_layer:
     # Each kept layer: its pooling, shape and where a record holds it.
     out['outputs'] = []
-    for (layer, shape), pooling in zip(vgg16.feature_shapes(model).items(),
+    for (layer, shape), pooling in zip(models.feature_shapes(model).items(),
                                        model.poolings):
       features_key, shape_key = example_codec.layer_keys(layer)
       out['outputs'].append({'layer': layer, 'pooling': pooling,
@@ -85,5 +100,5 @@ def describe(job: JobConfig) -> dict:
                              'features_key': features_key,
                              'shape_key': shape_key})
   else:
-    out['feature_shape'] = list(vgg16.feature_shape(model))
+    out['feature_shape'] = list(models.feature_shape(model))
   return out

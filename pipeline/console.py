@@ -20,7 +20,7 @@ from transforms.coordination.output_lock import Locked
 from transforms.extract import backend
 from transforms.extract import quiet_import
 from pipeline.runners.local_gpu import mps
-from transforms.extract.vgg16 import ModelConfig
+from transforms.extract.models import ModelConfig
 from transforms.write.output_files import RunRefused, TooManyErrors
 
 EXIT_OK = 0
@@ -134,8 +134,9 @@ def precision_line(model: ModelConfig, given: bool) -> Optional[str]:
     return None
   if model.precision == 'bfloat16':
     why = ('the gpu default' if not given else '--precision bfloat16')
-    return (f'featurize: gpu: VGG16 in bfloat16 ({why}; --precision float32 '
-            'for true float32, about a tenth of the speed)')
+    return (f'featurize: gpu: {model.display_name} in bfloat16 ({why}; '
+            '--precision float32 for true float32, about a tenth of the '
+            'speed)')
   why = '--precision float32' if given else 'the gpu default'
-  return (f'featurize: gpu: VGG16 in true float32 ({why}; bfloat16, the gpu '
-          'default, runs about 10x faster)')
+  return (f'featurize: gpu: {model.display_name} in true float32 ({why}; '
+          'bfloat16, the gpu default, runs about 10x faster)')

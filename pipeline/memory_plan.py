@@ -14,10 +14,11 @@ a memory budget"):
 
 * the runtime: Python, Beam, TensorFlow and Keras imported, with the
   model's graph (``RUNTIME_BYTES``);
-* the weights: every variable of the VGG16 that is built, float32 in
-  either precision (Keras's mixed policy keeps variables float32);
+* the weights: every variable of the model that is built, float32 in
+  either precision (Keras's mixed policy keeps variables float32;
+  ``models.weights_bytes``);
 * the activations of one image: block 1's two largest tensors, plus each
-  kept output but the deepest (``vgg16.activation_bytes``),
+  kept output but the deepest (``models.activation_bytes``),
   times the measured overhead of TensorFlow's own buffers
   (``ACTIVATION_OVERHEAD``);
 * decode buffers: the largest image allowed, at the worst measured cost
@@ -72,7 +73,7 @@ import re
 from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 from transforms.decode import imaging
-from transforms.extract import vgg16
+from transforms.extract import models
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -95,9 +96,6 @@ DECODE_BYTES_PER_PIXEL = 19
 # (12 MP is a phone's photo).
 MIN_PLANNED_PIXELS = 12_000_000
 MARGIN = 0.10
-# VGG16's parameters: the convolutional part, and with the top.
-NOTOP_PARAMETERS = 14_714_688
-TOP_PARAMETERS = 138_357_544
 
 # What Dataflow keeps of a worker VM for the OS and its own processes:
 # "typically no larger than 1 GB" (Dataflow's guide "Troubleshoot
@@ -226,6 +224,11 @@ def _gib(value: int) -> str:
   return f'{value / GIB:.2f}'
 
 
+def _gib_up(value: int) -> str:
+  """GiB rounded up to the hundredth: a budget of that size holds it."""
+  return f'{math.ceil(value / GIB * 100) / 100:.2f}'
+
+
 @dataclasses.dataclass(frozen=True)
 class MemoryPlan:
   """What one worker process holds, and the settings that make it fit.
@@ -287,21 +290,21 @@ class MemoryPlan:
     return out
 
 
-def weights_bytes(model: vgg16.ModelConfig) -> int:
-  """The built VGG16's variables, float32 in either precision."""
-  return 4 * (TOP_PARAMETERS if model.needs_top else NOTOP_PARAMETERS)
+def weights_bytes(model: models.ModelConfig) -> int:
+  """The built model's variables, float32 in either precision."""
+  return models.weights_bytes(model)
 
 
-def per_image_bytes(model: vgg16.ModelConfig) -> int:
+def per_image_bytes(model: models.ModelConfig) -> int:
   """What one more image in a batch costs (see module docstring)."""
-  return int(vgg16.activation_bytes(model) * ACTIVATION_OVERHEAD)
+  return int(models.activation_bytes(model) * ACTIVATION_OVERHEAD)
 
 
 class BudgetError(ValueError):
   """A budget that cannot hold the run, or a flag that does not fit it."""
 
 
-def plan(budget: int, source: str, model: vgg16.ModelConfig,
+def plan(budget: int, source: str, model: models.ModelConfig,
          decode: imaging.DecodeConfig, threads: int = 1,
          batch_given: bool = False, pixels_given: bool = False
          ) -> MemoryPlan:
@@ -331,7 +334,7 @@ def plan(budget: int, source: str, model: vgg16.ModelConfig,
   per_image = per_image_bytes(model)
   usable = int(budget * (1 - MARGIN))
   room = usable - runtime - weights
-  wanted_batch = vgg16.effective_batch_size(model)
+  wanted_batch = models.effective_batch_size(model)
   smallest_pixels = min(decode.max_pixels, MIN_PLANNED_PIXELS)
   if pixels_given:
     smallest_pixels = decode.max_pixels
@@ -357,7 +360,7 @@ def plan(budget: int, source: str, model: vgg16.ModelConfig,
                     decode=threads * max_pixels * DECODE_BYTES_PER_PIXEL)
 
 
-def _too_small(budget: int, source: str, model: vgg16.ModelConfig,
+def _too_small(budget: int, source: str, model: models.ModelConfig,
                decode: imaging.DecodeConfig, threads: int, batch_given: bool,
                pixels_given: bool, weights: int, least: int) -> BudgetError:
   """Why ``budget`` cannot hold a worker of ``threads`` threads that needs
@@ -379,7 +382,7 @@ def _too_small(budget: int, source: str, model: vgg16.ModelConfig,
     fits = []
     if batch_given and pixels * DECODE_BYTES_PER_PIXEL * threads <= room:
       fits.append(f'--batch-size {room // (threads * per_image)}')
-    wanted_batch = vgg16.effective_batch_size(model)
+    wanted_batch = models.effective_batch_size(model)
     if pixels_given and (wanted_batch if batch_given else 1) * (
         per_image * threads) <= room:
       most = room // (threads * DECODE_BYTES_PER_PIXEL)
@@ -387,8 +390,8 @@ def _too_small(budget: int, source: str, model: vgg16.ModelConfig,
     return BudgetError(
         f'--memory-budget of {_gib(budget)} GiB ({source}) cannot hold '
         f'{" and ".join(given)}: {" or ".join(fits) or "neither"} would '
-        f'fit, or a budget of {_gib(needed)} GiB')
-  smallest_batch = vgg16.effective_batch_size(model) if batch_given else 1
+        f'fit, or a budget of {_gib_up(needed)} GiB')
+  smallest_batch = models.effective_batch_size(model) if batch_given else 1
   smallest_pixels = (decode.max_pixels if pixels_given else
                      min(decode.max_pixels, MIN_PLANNED_PIXELS))
   return BudgetError(
@@ -397,7 +400,7 @@ def _too_small(budget: int, source: str, model: vgg16.ModelConfig,
       f'({_gib(weights)} GiB), {threads} thread(s) of a batch of '
       f'{smallest_batch} at {per_image / 1e6:.0f} MB an image and a '
       f'{smallest_pixels / 1e6:.0f}-megapixel decode need '
-      f'{_gib(needed)} GiB at least')
+      f'{_gib_up(needed)} GiB at least')
 
 
 class Layout(NamedTuple):
@@ -418,7 +421,7 @@ def _counts(given: int, most: int) -> List[int]:
   return list(range(most, 0, -1)) if most else [given]
 
 
-def _open_layouts(text: str, workers: Workers, model: vgg16.ModelConfig,
+def _open_layouts(text: str, workers: Workers, model: models.ModelConfig,
                   large_model_given: bool
                   ) -> Iterator[Tuple[int, int, bool]]:
   """``(processes, threads, large_model)`` of every layout the run leaves
@@ -435,7 +438,7 @@ def _open_layouts(text: str, workers: Workers, model: vgg16.ModelConfig,
         yield processes, threads, shared
 
 
-def plan_layout(text: str, workers: Workers, model: vgg16.ModelConfig,
+def plan_layout(text: str, workers: Workers, model: models.ModelConfig,
                 decode: imaging.DecodeConfig, batch_given: bool = False,
                 pixels_given: bool = False,
                 large_model_given: bool = True) -> Layout:
@@ -460,7 +463,7 @@ def plan_layout(text: str, workers: Workers, model: vgg16.ModelConfig,
       which names the smallest budget that works), or a given worker
       count does not fit (the message says which count would).
   """
-  wanted_batch = vgg16.effective_batch_size(model)
+  wanted_batch = models.effective_batch_size(model)
   best, best_key, errors = None, None, {}
   for processes, threads, shared in _open_layouts(text, workers, model,
                                                   large_model_given):
@@ -503,7 +506,7 @@ def plan_layout(text: str, workers: Workers, model: vgg16.ModelConfig,
                 shared, tuple(flags))
 
 
-def _fewer_hint(text: str, workers: Workers, model: vgg16.ModelConfig,
+def _fewer_hint(text: str, workers: Workers, model: models.ModelConfig,
                 decode: imaging.DecodeConfig, batch_given: bool,
                 pixels_given: bool) -> str:
   """'; N worker processes would fit (--flag=N)' where a given count does
@@ -533,7 +536,7 @@ def _fewer_hint(text: str, workers: Workers, model: vgg16.ModelConfig,
 
 
 def budget_of(text: str, workers: Workers,
-              model: Optional[vgg16.ModelConfig] = None) -> Tuple[int, str]:
+              model: Optional[models.ModelConfig] = None) -> Tuple[int, str]:
   """``(bytes per worker process, where it came from)`` for the flag's
   value: a size (per worker process), or ``auto``: the machine's memory,
   less the runner's share and, with ``--large-model``, the model's own
@@ -564,7 +567,7 @@ def budget_of(text: str, workers: Workers,
           f'process(es) of {workers.threads} thread(s)')
 
 
-def shared_model_bytes(model: vgg16.ModelConfig) -> int:
+def shared_model_bytes(model: models.ModelConfig) -> int:
   """What ``--large-model``'s one model process per machine holds: a
   runtime and the weights (0 without ``--large-model``)."""
   if not model.large_model:

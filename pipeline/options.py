@@ -17,7 +17,8 @@ from pipeline import memory_plan, topology
 from pipeline.config import JobConfig
 from transforms.coordination import output_lock as lock
 from transforms.decode import imaging
-from transforms.extract import vgg16
+from transforms.extract import backend, models
+from transforms.extract.models import model_files
 from transforms.extract.gpu import settings as gpu_settings
 from transforms.read.image_shards import INPUT_FORMATS, ReadConfig
 from transforms.write.output_files import OutputConfig
@@ -51,31 +52,43 @@ def add_job_arguments(parser: argparse.ArgumentParser,
         help='Root of the versioned feature dataset, local or gs://.')
   add('--format', default='auto', choices=INPUT_FORMATS,
       help='Input format; auto decides per shard from its first bytes.')
+  add('--model', default=models.DEFAULT_MODEL, type=_model_name,
+      help='A model of keras.applications by name, any case (vgg16, '
+      'resnet50, efficientnetb0, convnexttiny...; `featurize models` lists '
+      'them), or the path / gs:// URL of your own Keras model file '
+      '(.keras) with one image input.')
+  add('--preprocess', choices=models.PREPROCESS_MODES,
+      help='How pixels become the model\'s input: caffe, tf, torch or none '
+      '(keras.applications.imagenet_utils modes). A named model has its '
+      'own; a model file needs it, unless the file records it.')
   add('--weights', default='imagenet',
-      help='imagenet, random, or a path / gs:// URL of an official Keras '
-      'VGG16 weight file.')
-  add('--layer', default='block5_pool', type=_NamesOf(vgg16.LAYERS, 'layer'),
-      help='VGG16 layer whose output is the feature, or several joined by '
-      '"," (block3_pool,block4_pool,block5_pool): one forward pass gives '
-      'each, and each record holds features/<layer> and shape/<layer>.')
-  add('--pooling', default='none', type=_NamesOf(vgg16.POOLINGS, 'pooling'),
+      help='imagenet, random (seeded), or a path / gs:// URL of the '
+      'model\'s official Keras weight file.')
+  add('--layer', type=_layer_names,
+      help='The model\'s layer whose output is the feature, or several '
+      'joined by "," (block3_pool,block4_pool,block5_pool): one forward '
+      'pass gives each, and each record holds features/<layer> and '
+      'shape/<layer>. Default: the output of the model\'s convolutional '
+      'base (block5_pool, conv5_block3_out, top_activation...); '
+      '`featurize layers MODEL` lists every layer and what it costs.')
+  add('--pooling', default='none', type=_NamesOf(models.POOLINGS, 'pooling'),
       help='Pool a convolutional layer\'s output over its spatial axes: '
       'none, avg or max, for every layer or one per layer joined by ",".')
-  add('--precision', choices=vgg16.PRECISIONS,
+  add('--precision', choices=models.PRECISIONS,
       help='Default float32 on cpu, bfloat16 on gpu (10x float32\'s speed '
       'there); bfloat16 is several times faster on CPUs with AMX.')
-  add('--device', default='cpu', choices=vgg16.DEVICES,
+  add('--device', default='cpu', choices=backend.DEVICES,
       help='cpu: Keras on TensorFlow, Pillow decoding. gpu: JPEGs decoded '
       'on the GPU (nvJPEG) and Keras on JAX, one model per GPU; needs '
       'featurize[gpu].')
   add('--batch-size', type=int,
       help='Images per model call (default '
-      f'{vgg16.DEFAULT_BATCH_SIZE["cpu"]} on cpu, '
-      f'{vgg16.DEFAULT_BATCH_SIZE["gpu"]} on gpu).')
+      f'{models.DEFAULT_BATCH_SIZE["cpu"]} on cpu, '
+      f'{models.DEFAULT_BATCH_SIZE["gpu"]} on gpu).')
   add('--max-batch-bytes', type=int,
       help='Upper bound on one batch\'s activation memory; lowers the '
-      f'batch size when needed (default {vgg16.DEFAULT_MAX_BATCH_BYTES["cpu"]}'
-      f' on cpu, {vgg16.DEFAULT_MAX_BATCH_BYTES["gpu"]} on gpu).')
+      f'batch size when needed (default {models.DEFAULT_MAX_BATCH_BYTES["cpu"]}'
+      f' on cpu, {models.DEFAULT_MAX_BATCH_BYTES["gpu"]} on gpu).')
   # default None: --memory-budget auto may choose it when it is not given.
   add('--large-model', action=argparse.BooleanOptionalAction, default=None,
       help='One model per machine, shared by its worker processes, instead '
@@ -84,8 +97,11 @@ def add_job_arguments(parser: argparse.ArgumentParser,
       '--memory-budget auto plans it.')
   add('--resize', default='center-crop', choices=imaging.RESIZE_POLICIES,
       help='How an image becomes a square model input.')
-  add('--image-size', type=int, default=224,
-      help='Side of the square model input, in pixels.')
+  add('--image-size', type=int,
+      help='Side of the square model input, in pixels (default: the '
+      'model\'s own, 224 for most, 299 for Inception and Xception, 331 for '
+      'NASNetLarge, 240-600 for EfficientNet B1-B7). center-crop resizes '
+      'the shorter side to size x 256/224 first.')
   add('--max-pixels', type=int,
       help='Largest width x height decoded (default 100,000,000, or what '
       '--memory-budget plans).')
@@ -121,6 +137,32 @@ def add_job_arguments(parser: argparse.ArgumentParser,
   return added
 
 
+def _model_name(text: str) -> str:
+  """An argparse type: a model of the catalog, in any case, or a model
+  file's path (checked once the other flags are known)."""
+  if not models.catalog.is_named(text):
+    return text.strip()
+  try:
+    return models.catalog.find(text).name
+  except ValueError as e:
+    raise argparse.ArgumentTypeError(str(e)) from e
+
+
+_model_name.__name__ = 'model'
+
+
+def _layer_names(text: str) -> str:
+  """An argparse type: layer names joined by ','. Whether the model has
+  them is checked once the model is known (``models.resolve``)."""
+  names = [name.strip() for name in text.split(',')]
+  if not all(names):
+    raise argparse.ArgumentTypeError(f'empty layer name in {text!r}')
+  return ','.join(names)
+
+
+_layer_names.__name__ = 'layer'
+
+
 class _NamesOf:
   """An argparse type: one name of ``allowed``, or several joined by ','.
 
@@ -146,31 +188,61 @@ def _or_default(value, default):
   return default if value is None else value
 
 
+def _model_fields(args: argparse.Namespace) -> dict:
+  """The ``ModelConfig`` fields ``--model``, ``--image-size`` and
+  ``--preprocess`` make: a model file is read once, here
+  (``model_files.configure``)."""
+  if not models.catalog.is_named(args.model):
+    if args.weights != 'imagenet':  # the default: the file's own
+      raise ValueError(f'--model {args.model} holds its own weights; '
+                       f'--weights {args.weights} does not apply to it')
+    return {**model_files.configure(args.model, args.image_size or 0,
+                                    args.preprocess or ''),
+            'weights': ''}
+  named = models.catalog.find(args.model)
+  if args.preprocess and args.preprocess != named.preprocess:
+    raise ValueError(f'{named.keras_name} was trained with '
+                     f'--preprocess {named.preprocess}, not '
+                     f'{args.preprocess}')
+  return {'model': named.name, 'weights': args.weights,
+          'image_size': args.image_size or named.input_size,
+          'preprocess': named.preprocess}
+
+
 def job_config_from_args(args: argparse.Namespace) -> JobConfig:
-  """Builds the frozen job configuration; every job flag reaches it."""
+  """Builds the frozen job configuration; every job flag reaches it.
+
+  Raises:
+    ValueError: the model has no such layer, or refuses the image size
+      (``models.resolve``).
+  """
+  model = _model_fields(args)
+  image_size = model['image_size']
   return JobConfig(
       read=ReadConfig(pattern=args.input, format=args.format,
                       image_feature=args.image_feature,
                       key_feature=args.key_feature,
                       label_feature=args.label_feature,
                       max_image_bytes=args.max_image_bytes),
-      decode=imaging.DecodeConfig(image_size=args.image_size,
+      decode=imaging.DecodeConfig(image_size=image_size,
                                   resize=args.resize,
+                                  resize_shorter=imaging.shorter_side(
+                                      image_size),
                                   max_pixels=_or_default(
                                       args.max_pixels,
                                       imaging.DecodeConfig.max_pixels)),
-      model=vgg16.ModelConfig(weights=args.weights, layer=args.layer,
+      model=models.ModelConfig(layer=args.layer or '',
                               pooling=args.pooling,
                               precision=_or_default(
                                   args.precision,
-                                  vgg16.DEFAULT_PRECISION[args.device]),
-                              image_size=args.image_size,
+                                  models.DEFAULT_PRECISION[args.device]),
+                              **model,
                               batch_size=_or_default(
                                   args.batch_size,
-                                  vgg16.DEFAULT_BATCH_SIZE[args.device]),
+                                  models.DEFAULT_BATCH_SIZE[args.device]),
                               max_batch_bytes=_or_default(
                                   args.max_batch_bytes,
-                                  vgg16.DEFAULT_MAX_BATCH_BYTES[args.device]),
+                                  models.DEFAULT_MAX_BATCH_BYTES[args.device]),
                               large_model=bool(args.large_model),
                               device=args.device,
                               gpu=gpu_settings.from_environ(os.environ)),

@@ -15,7 +15,7 @@ from pipeline.build import build_pipeline
 from pipeline.config import JobConfig
 from pipeline.topology import local_workers
 from transforms.coordination import output_lock
-from transforms.extract import vgg16
+from transforms.extract import models
 from transforms.write.output_files import (MANIFEST_FILE, SUCCESS_FILE,
                                            RunRefused, TooManyErrors,
                                            error_share_problem,
@@ -88,14 +88,15 @@ def with_weights_inspected(job: JobConfig) -> JobConfig:
   """
   weights = job.model.weights
   digest = size = None
-  if weights == 'imagenet':
+  official = job.model.official_weights_file
+  if weights == 'imagenet' and official:
     # Workers use their own Keras cache or download; where this machine has
     # the file cached, the manifest can still name exactly what it holds.
-    cached = vgg16.keras_cache_path(job.model.official_weights_file)
+    cached = models.keras_cache_path(official)
     if os.path.isfile(cached):
-      digest, size = vgg16.inspect_weight_file(cached)
-  elif weights != 'random':
-    digest, size = vgg16.inspect_weight_file(weights)
+      digest, size = models.inspect_weight_file(cached)
+  elif weights not in ('random', ''):  # '': a model file's own
+    digest, size = models.inspect_weight_file(weights)
   return dataclasses.replace(job, model=dataclasses.replace(
       job.model, weights_sha256=digest, weights_size=size))
 

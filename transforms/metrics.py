@@ -12,8 +12,8 @@ import functools
 import apache_beam as beam
 
 NAMESPACE = 'featurize'
-# VGG16FeatureHandler.get_metrics_namespace: RunInference's metrics.
-MODEL_NAMESPACE = 'featurize_vgg16'
+# FeatureModelHandler.get_metrics_namespace: RunInference's metrics.
+MODEL_NAMESPACE = 'featurize_model'
 
 # The extra outputs of the read, decode and extract steps.
 ERRORS_TAG = 'errors'

@@ -43,14 +43,14 @@ def featurize_model(precisions: Sequence[str], batches: Sequence[int],
   ``tf32_parity``)."""
   # pylint: disable=import-outside-toplevel
   import jax
-  from transforms.extract import vgg16
+  from transforms.extract import models
   from transforms.extract.gpu.device_model import DeviceModel, visible_devices
   device = visible_devices(False)[:1]
   out = {}
   for precision in list(precisions) + (['float32_tf32'] if tf32 else []):
     out[precision] = {}
     for batch in batches:
-      model = DeviceModel(vgg16.ModelConfig(
+      model = DeviceModel(models.ModelConfig(
           weights='random', precision=precision.split('_')[0],
           pooling=pooling, batch_size=batch, max_batch_bytes=1 << 40,
           device='gpu'), device)
@@ -73,11 +73,11 @@ def tf32_parity(reference_path: str, weights: str) -> Dict[str, float]:
   (TensorFlow's, in ``tests/gpu/reference.py``'s file)."""
   # pylint: disable=import-outside-toplevel
   import jax
-  from transforms.extract import vgg16
+  from transforms.extract import models
   from transforms.extract.gpu.device_model import DeviceModel, visible_devices
   reference = np.load(reference_path)
   want = reference['tf_f32_none']
-  model = DeviceModel(vgg16.ModelConfig(
+  model = DeviceModel(models.ModelConfig(
       weights=weights, batch_size=len(want), device='gpu'),
                       visible_devices(False)[:1])
   out = {}

@@ -214,10 +214,10 @@ def _model_worker(batch, seconds, processes, barrier) -> Rate:
   sharing.share_gpus(processes)
   backend.select('gpu')
   import jax
-  from transforms.extract import vgg16
+  from transforms.extract import models
   from transforms.extract.gpu.device_model import DeviceModel, visible_devices
   device = visible_devices(False)[:1]
-  model = DeviceModel(vgg16.ModelConfig(
+  model = DeviceModel(models.ModelConfig(
       weights='random', precision='bfloat16', batch_size=batch,
       max_batch_bytes=1 << 40, device='gpu'), device)
   pixels = jax.device_put(np.random.default_rng(0).integers(

@@ -103,8 +103,8 @@ def write_weights(folder: str) -> str:
   """The tests' seeded weight file (the one the reference was made with)."""
   # pylint: disable=import-outside-toplevel
   from tests.support.weights import write_official_weights
-  from transforms.extract import vgg16
-  path = os.path.join(folder, vgg16.WEIGHTS_FILE_NOTOP)
+  from transforms.extract import models
+  path = os.path.join(folder, models.NAMED_MODELS['vgg16'].weights_file_notop)
   if not os.path.exists(path):
     write_official_weights(path)
   return path

@@ -52,8 +52,9 @@ DEFAULTS: Dict[str, Any] = {
     'runner': 'local',
     'input': 'gs://YOUR-BUCKET/shards/*.tfrecord',
     'dataset': 'gs://YOUR-BUCKET/features',
+    'model': 'vgg16',
     'weights': 'imagenet',
-    'layer': 'block5_pool',
+    'layer': '',
     'pooling': 'none',
     'precision': 'float32',
     'max_error_fraction': 0.05,
@@ -70,16 +71,8 @@ DEFAULTS: Dict[str, Any] = {
 }
 
 PLACEHOLDER = 'YOUR-'
-# featurize's own choices (transforms/extract/vgg16.py);
+# featurize's own choices (transforms/extract/models/model_config.py);
 # tests/system/test_airflow_dag.py checks that they still agree.
-LAYERS = (
-    'block1_conv1', 'block1_conv2', 'block1_pool',
-    'block2_conv1', 'block2_conv2', 'block2_pool',
-    'block3_conv1', 'block3_conv2', 'block3_conv3', 'block3_pool',
-    'block4_conv1', 'block4_conv2', 'block4_conv3', 'block4_pool',
-    'block5_conv1', 'block5_conv2', 'block5_conv3', 'block5_pool',
-    'flatten', 'fc1', 'fc2', 'predictions',
-)
 POOLINGS = ('none', 'avg', 'max')
 PRECISIONS = ('float32', 'bfloat16')
 
@@ -102,11 +95,16 @@ SETTINGS: Dict[str, Tuple[Dict[str, Any], str]] = {
     'input': (_TEXT, 'Shard pattern, local or gs:// ("**" recurses).'),
     'dataset': (_TEXT, 'Root of the versioned feature dataset, local or '
                 'gs://.'),
-    'weights': (_TEXT, 'imagenet, random, or a path / gs:// URL of a Keras '
-                'VGG16 weight file.'),
-    'layer': ({'type': 'string', 'pattern': _list_of(LAYERS)},
-              'VGG16 layer whose output is the feature, or several joined '
-              'by "," (one pass gives each).'),
+    'model': (_TEXT, 'A model of keras.applications by name, any case '
+              '(vgg16, resnet50, efficientnetb0...; featurize models lists '
+              'them).'),
+    'weights': (_TEXT, 'imagenet, random, or a path / gs:// URL of the '
+                'model\'s official Keras weight file.'),
+    'layer': ({'type': 'string', 'pattern': r'^([\w.-]+(,[\w.-]+)*)?$'},
+              'The model\'s layer whose output is the feature, or several '
+              'joined by "," (one pass gives each); empty for the output '
+              'of its convolutional base (featurize layers MODEL lists '
+              'them).'),
     'pooling': ({'type': 'string', 'pattern': _list_of(POOLINGS)},
                 'Pooling over the spatial axes: one value, or one per layer '
                 'joined by ",".'),
@@ -140,8 +138,8 @@ if set(SETTINGS) != set(DEFAULTS):
       f'SETTINGS: {sorted(set(SETTINGS) - set(DEFAULTS))}')
 
 # The job flags both runners pass, in this order.
-JOB_FLAGS = ('input', 'dataset', 'weights', 'layer', 'pooling', 'precision',
-             'max_error_fraction')
+JOB_FLAGS = ('input', 'dataset', 'model', 'weights', 'layer', 'pooling',
+             'precision', 'max_error_fraction')
 # What each runner needs set to something other than a placeholder.
 REQUIRED = {'local': ('input', 'dataset', 'featurize'),
             'dataflow': ('input', 'dataset', 'project', 'region', 'template',
@@ -184,7 +182,9 @@ def featurize_missing(params: Mapping[str, Any]) -> Optional[str]:
 
 def _flag_values(params: Mapping[str, Any]) -> List[Tuple[str, str]]:
   """``(name, value)`` of every job flag a refresh is given, as text."""
-  values = [(name, str(params[name])) for name in JOB_FLAGS]
+  # An empty layer is the model's own feature layer: featurize's default.
+  values = [(name, str(params[name])) for name in JOB_FLAGS
+            if params[name] != '']
   if params['keep'] is not None:
     values.append(('keep', str(params['keep'])))
   return values

@@ -230,7 +230,10 @@ def inspect(path: str, version: Optional[str] = None) -> Inspected:
 
 def _plot(inspected: Inspected, plot_path: str, sample_size: int) -> str:
   from pipeline.inspection import plot as inspect_plot
-  sample = inspect_plot.sample_features(inspected.feature_files, sample_size)
+  model = inspected.summary.model
+  sample = inspect_plot.sample_features(
+      inspected.feature_files, sample_size,
+      deepest=model.layer.split(',')[-1] if model else '')
   inspect_plot.draw(plot_path, inspected.summary, sample)
   return (f'featurize: plot in {plot_path} (PCA of '
           f'{summary_lib.count_of(len(sample.keys), "feature")}: the first '

@@ -20,7 +20,6 @@ import numpy as np
 from pipeline import read_features
 from pipeline.inspection.summary import (FAILED, SUCCEEDED, UNFINISHED,
                                          FileCount, Summary, count_of)
-from transforms.extract import vgg16
 
 LEGEND_CLASSES = 20
 NO_LABEL_COLOUR = '#9a9a9a'
@@ -81,11 +80,12 @@ class ColourPlan(NamedTuple):
   legend: bool
 
 
-def plotted(features) -> np.ndarray:
+def plotted(features, deepest: str = '') -> np.ndarray:
   """The values a plot projects: a record's array, or for a record of
-  several layers the deepest one's."""
+  several layers the deepest one's (``deepest``, the last of the
+  manifest's layers; else the record's last)."""
   if isinstance(features, dict):
-    return features[max(features, key=vgg16.LAYERS.index)]
+    return features[deepest if deepest in features else list(features)[-1]]
   return features
 
 
@@ -124,7 +124,8 @@ def plan_sample(records: Sequence[int], size: int) -> List[int]:
 def sample_features(
     files: Sequence[FileCount], size: int,
     read_file: Callable[[str], Iterable[read_features.Features]] = (
-        read_features.iter_file)) -> FeatureSample:
+        read_features.iter_file),
+    deepest: str = '') -> FeatureSample:
   """Reads the first records of each file, as ``plan_sample`` says.
 
   Memory holds the sample only: one ``(size, d)`` array, filled in place.
@@ -133,6 +134,7 @@ def sample_features(
     files: Feature files (full paths) with their record counts.
     size: How many records to keep at most.
     read_file: Yields one file's records (``read_features.iter_file``).
+    deepest: Of records of several layers, the one plotted (``plotted``).
   """
   take = plan_sample([f.records for f in files], size)
   features: Optional[np.ndarray] = None
@@ -144,7 +146,7 @@ def sample_features(
       continue
     files_read += 1
     for record in read_file(file.path):
-      values = plotted(record.features)
+      values = plotted(record.features, deepest)
       if features is None:
         features = np.empty((sum(take), values.size), np.float32)
       features[len(keys)] = values.reshape(-1)

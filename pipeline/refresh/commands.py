@@ -32,9 +32,11 @@ def history_lines(root: str) -> List[str]:
     manifest = versions.read_manifest(root, name)
     counts = manifest['counts']
     mark = '  <- LATEST' if pointer and pointer.version == name else ''
+    described = manifest.get('describe') or {}
+    model = f'{described.get("model", "?")} {described.get("layer", "?")}'
     lines.append(
-        f'{name}  {manifest["created_at"]}  model '
-        f'{manifest["model_fingerprint"]}  {counts["shards"]} shards, '
+        f'{name}  {manifest["created_at"]}  {model} (fingerprint '
+        f'{manifest["model_fingerprint"]})  {counts["shards"]} shards, '
         f'{counts["images_in"]} images ({counts["images_processed"]} read), '
         f'{counts["features"]} features, {counts["errors"]} errors{mark}')
   return lines

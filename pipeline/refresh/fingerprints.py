@@ -11,8 +11,8 @@ from typing import Any, Dict
 
 from apache_beam.io.filesystem import FileMetadata
 
-from pipeline.config import JobConfig
-from transforms.decode import imaging
+from pipeline.config import JobConfig, preprocessing
+from transforms.extract import models
 
 
 def shard_fingerprint(metadata: FileMetadata) -> str:
@@ -43,12 +43,20 @@ def model_settings(job: JobConfig) -> dict:
       'layer': model.layer,
       'pooling': model.pooling,
       'precision': model.precision,
-      'preprocessing': imaging.describe(job.decode),
+      'preprocessing': preprocessing(job),
       'reading': {'format': read.format, 'image_feature': read.image_feature,
                   'key_feature': read.key_feature,
                   'label_feature': read.label_feature,
                   'max_image_bytes': read.max_image_bytes},
   }
+  if model.is_file:
+    # The file's content, whatever its name; its weights are in it.
+    settings['model'] = {'sha256': model.model_sha256}
+  elif model.model != models.DEFAULT_MODEL:
+    # Absent for VGG16, the one model there was: its datasets' older
+    # fingerprints stay valid. The image size and the model's
+    # preprocessing are in 'preprocessing'.
+    settings['model'] = model.display_name
   if model.device == 'gpu':
     # nvJPEG's pixels differ slightly from Pillow's (its IDCT and chroma
     # upsampling; no DCT-domain downscaling), so one dataset version never

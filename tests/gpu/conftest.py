@@ -36,8 +36,8 @@ def gpu_weights(tmp_path_factory, reference):
   # pylint: disable=import-outside-toplevel
   from tests.support.weights import write_official_weights
   from tests.gpu.reference import weights_digest
-  from transforms.extract import vgg16
-  path = write_official_weights(str(
-      tmp_path_factory.mktemp('weights') / vgg16.WEIGHTS_FILE_NOTOP))
+  from transforms.extract import models
+  name = models.NAMED_MODELS['vgg16'].weights_file_notop
+  path = write_official_weights(str(tmp_path_factory.mktemp('weights') / name))
   assert weights_digest(path) == str(reference['weights_digest'])
   return path

@@ -68,20 +68,20 @@ def main(out: str) -> None:
   import tempfile
   from tests.support.weights import write_official_weights
   from transforms.decode import imaging
-  from transforms.extract import vgg16
+  from transforms.extract import models
   jpegs = demo_jpegs()
   names = list(jpegs)
   pixels = np.stack([imaging.decode_image(jpegs[n], imaging.DecodeConfig())
                      for n in names])
   with tempfile.TemporaryDirectory() as folder:
     weights = write_official_weights(os.path.join(
-        folder, vgg16.WEIGHTS_FILE_NOTOP))
+        folder, models.NAMED_MODELS['vgg16'].weights_file_notop))
     features = {}
     for pooling in ('none', 'avg'):
-      model = vgg16.build_feature_model(vgg16.ModelConfig(
+      model = models.build_feature_model(models.ModelConfig(
           weights=weights, pooling=pooling, batch_size=len(names)))
       features[pooling] = np.asarray(
-          model.predict_on_batch(vgg16.to_model_input(list(pixels))),
+          model.predict_on_batch(models.to_model_input(list(pixels), 'caffe')),
           np.float32)
     digest = weights_digest(weights)
   data, offsets = pack([jpegs[n] for n in names])

@@ -4,14 +4,14 @@ import pytest
 
 from tests.support.arrays import cosines, relative_l2
 from transforms.decode import imaging
-from transforms.extract import vgg16
+from transforms.extract import models
 from transforms.extract.gpu import decoders, device_batches
 from transforms.extract.gpu.device_model import DeviceModel, visible_devices
 from transforms.records import ImageRecord
 
 
 def model(weights, precision, pooling, batch):
-  return DeviceModel(vgg16.ModelConfig(
+  return DeviceModel(models.ModelConfig(
       weights=weights, precision=precision, pooling=pooling,
       batch_size=batch, device='gpu'), visible_devices(False)[:1])
 

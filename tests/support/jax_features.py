@@ -29,8 +29,8 @@ def demo_pixels() -> np.ndarray:
 
 def model_config(weights: str, precision: str, pooling: str,
                  layer: str = 'block5_pool'):
-  from transforms.extract import vgg16  # pylint: disable=import-outside-toplevel
-  return vgg16.ModelConfig(weights=weights, precision=precision,
+  from transforms.extract import models  # pylint: disable=import-outside-toplevel
+  return models.ModelConfig(weights=weights, precision=precision,
                            pooling=pooling, layer=layer,
                            batch_size=len(PHOTOS), device='gpu')
 

@@ -23,7 +23,7 @@ import pytest
 from pipeline.refresh import versions
 from tests.support import airflow_env
 from tests.support.refresh_data import IMAGES_PER_SHARD, write_shard
-from transforms.extract import vgg16
+from transforms.extract import models
 
 DAG_FILE = os.path.join(airflow_env.ROOT, 'deploy', 'airflow',
                         'featurize_refresh_dag.py')
@@ -146,14 +146,18 @@ def test_the_dag_parses_and_agrees_with_featurize(airflow, tmp_path):
   assert (dag['catchup'], dag['max_active_runs']) == (False, 1)
   params = dag['params']
   assert params['runner']['enum'] == ['local', 'dataflow']
-  for name, allowed in (('layer', vgg16.LAYERS), ('pooling', vgg16.POOLINGS)):
+  layers = ('block5_pool', 'conv5_block3_out', 'top_activation',
+            'layer_normalization_1')
+  for name, allowed in (('layer', layers), ('pooling', models.POOLINGS)):
     # One value, or several joined by ',' (several layers from one pass).
     pattern = params[name]['pattern']
     assert all(re.match(pattern, value) for value in allowed), name
     assert re.match(pattern, ','.join(allowed[-2:]))
     assert not re.match(pattern, allowed[0] + ',')
-    assert not re.match(pattern, 'block9_pool')
-  assert params['precision']['enum'] == list(vgg16.PRECISIONS)
+    assert not re.match(pattern, 'block5_pool avg')
+  assert not re.match(params['pooling']['pattern'], 'block9_pool')
+  assert re.match(params['layer']['pattern'], '')  # the model's own
+  assert params['precision']['enum'] == list(models.PRECISIONS)
   assert params['keep']['type'] == ['null', 'integer']
   assert dag['branches'] == ['refresh_dataflow', 'refresh_local']
   assert dag['dataflow_operator'] == 'DataflowStartFlexTemplateOperator'
@@ -268,7 +272,8 @@ def test_dataflow_launches_the_refresh_flex_template(airflow, tmp_path,
   assert re.fullmatch(r'featurize-refresh-%s-[0-9a-f]{8}' %
                       date.replace('-', ''), request.pop('jobName'))
   parameters = {'input': 'gs://b/shards/*.tfrecord',
-                'dataset': 'gs://b/features', 'weights': 'gs://b/vgg16.h5',
+                'dataset': 'gs://b/features', 'model': 'vgg16',
+                'weights': 'gs://b/vgg16.h5',
                 'layer': 'fc2', 'pooling': 'none', 'precision': 'bfloat16',
                 'max_error_fraction': '0.05'}
   environment = {'tempLocation': 'gs://b/temp'}

@@ -113,7 +113,7 @@ def test_setup_file_is_staged_as_an_sdist_of_the_project(job):
     members = {m.split('/', 1)[1] for m in sdist.getnames() if '/' in m}
   assert {'setup.py', 'pipeline/run.py', 'pipeline/runners/flex_template.py',
           'transforms/extract/features.py',
-          'transforms/extract/vgg16.py'} <= members
+          'transforms/extract/models/keras_build.py'} <= members
 
 
 def test_worker_settings_from_the_run_config(job, dry_run_args):

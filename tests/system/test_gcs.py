@@ -157,12 +157,12 @@ def test_worker_processes_of_one_machine_download_the_weights_once(
   """Concurrent loads wait for one copy (Dataflow runs a process per vCPU)."""
   import threading
   from apache_beam.io.filesystems import FileSystems
-  from transforms.extract import vgg16
+  from transforms.extract import models
   source = f'gs://{BUCKET}/weights-once/{WEIGHTS_NAME}'
   gcs_env.bucket.blob(f'weights-once/{WEIGHTS_NAME}').upload_from_filename(
       notop_weights)
-  digest, size = vgg16.inspect_weight_file(source)
-  config = vgg16.ModelConfig(weights=source, weights_sha256=digest,
+  digest, size = models.inspect_weight_file(source)
+  config = models.ModelConfig(weights=source, weights_sha256=digest,
                              weights_size=size,
                              weights_cache_dir=str(tmp_path / 'cache'))
   opened, real_open = [], FileSystems.open
@@ -175,7 +175,7 @@ def test_worker_processes_of_one_machine_download_the_weights_once(
   monkeypatch.setattr(FileSystems, 'open', counting_open)
   paths = []
   threads = [threading.Thread(
-      target=lambda: paths.append(vgg16.local_weights_copy(config)))
+      target=lambda: paths.append(models.local_weights_copy(config)))
              for _ in range(3)]
   for thread in threads:
     thread.start()
@@ -183,9 +183,9 @@ def test_worker_processes_of_one_machine_download_the_weights_once(
     thread.join()
   assert len(paths) == 3 and len(set(paths)) == 1
   assert len(opened) == 1
-  assert vgg16.sha256_of(paths[0]) == digest
+  assert models.sha256_of(paths[0]) == digest
   # A copy that no longer matches is replaced, not trusted.
   with open(paths[0], 'r+b') as f:
     f.write(b'\0' * 16)
-  assert vgg16.sha256_of(vgg16.local_weights_copy(config)) == digest
+  assert models.sha256_of(models.local_weights_copy(config)) == digest
   assert len(opened) == 2

@@ -21,8 +21,9 @@ from tests.support import datasets, jax_features
 from tests.support.arrays import cosines, relative_l2
 from tests.support.outputs import read_errors, read_outputs
 from tests.support.paths import ROOT
+from tests.support.weights import write_model_weights
 from transforms.extract import backend
-from transforms.extract import vgg16
+from transforms.extract import models
 from transforms.extract.gpu import settings as gpu_settings
 
 
@@ -37,8 +38,9 @@ def on_cpu_env() -> dict:
 def tensorflow_features(weights: str, precision: str, pooling: str):
   # This process runs Keras on TensorFlow: the CPU path's own model.
   config = jax_features.model_config(weights, precision, pooling)
-  model = vgg16.build_feature_model(config)
-  x = vgg16.to_model_input(list(jax_features.demo_pixels()))
+  model = models.build_feature_model(config)
+  x = models.to_model_input(list(jax_features.demo_pixels()),
+                           'caffe')
   return np.asarray(model.predict_on_batch(x), dtype=np.float32)
 
 
@@ -74,8 +76,9 @@ def test_jax_gives_each_of_several_layers_as_tensorflow_does(tmp_path,
   layers, poolings = 'block2_pool,block4_conv3,block5_pool', 'max,none,avg'
   config = jax_features.model_config(notop_weights, 'float32', poolings,
                                      layers)
-  reference = vgg16.build_feature_model(config).predict_on_batch(
-      vgg16.to_model_input(list(jax_features.demo_pixels())))
+  reference = models.build_feature_model(config).predict_on_batch(
+      models.to_model_input(list(jax_features.demo_pixels()),
+                           'caffe'))
   out = str(tmp_path / 'layers.npz')
   subprocess.run([sys.executable, '-m', 'tests.support.jax_features',
                   notop_weights, out, 'float32', poolings, layers],
@@ -86,7 +89,7 @@ def test_jax_gives_each_of_several_layers_as_tensorflow_does(tmp_path,
       ['device'] + [f'features/{layer}' for layer in config.layers])
   for layer, want in zip(config.layers, reference):
     values = got[f'features/{layer}']
-    assert values.shape[1:] == vgg16.feature_shapes(config)[layer]
+    assert values.shape[1:] == models.feature_shapes(config)[layer]
     scale = np.abs(want).max()
     np.testing.assert_allclose(values, want, rtol=1e-3, atol=1e-4 * scale,
                                err_msg=layer)
@@ -173,7 +176,7 @@ def test_gpu_path_manifest_and_counts(gpu_and_cpu_runs):
 
 def test_unknown_devices_are_refused():
   with pytest.raises(ValueError, match='device must be one of'):
-    vgg16.ModelConfig(device='tpu')
+    models.ModelConfig(device='tpu')
 
 
 def test_batch_defaults_depend_on_the_device():
@@ -181,7 +184,7 @@ def test_batch_defaults_depend_on_the_device():
   job = options.parse_run_args(['--input', 'x', '--output', 'y',
                                 '--device', 'gpu']).job
   assert (job.model.batch_size, job.model.max_batch_bytes) == (256, 8 << 30)
-  assert vgg16.effective_batch_size(job.model) == 256
+  assert models.effective_batch_size(job.model) == 256
   job = options.parse_run_args(['--input', 'x', '--output', 'y']).job
   assert (job.model.batch_size, job.model.max_batch_bytes) == (16, 1 << 30)
   job = options.parse_run_args(['--input', 'x', '--output', 'y', '--device',
@@ -450,3 +453,36 @@ def test_the_local_gpu_config_runs_several_processes_on_the_gpu():
        '--input', 'x/*.tfrecord', '--output', 'out'])
   assert parsed.job.model.device == 'gpu'
   assert local_worker_processes(PipelineOptions(parsed.beam_args)) == 8
+
+
+@pytest.mark.parametrize('model', ['inceptionv3', 'efficientnetb0'])
+def test_other_models_give_the_cpu_paths_features(tmp_path, model):
+  """The GPU path resizes to each model's own input size (299 for
+  InceptionV3, with its shorter side to 342 first), preprocesses in its
+  mode on the device (tf; none for EfficientNet, which rescales itself),
+  and runs it on JAX: the CPU path's features, as for VGG16."""
+  named = models.catalog.find(model)
+  weights = write_model_weights(str(tmp_path / named.weights_file_notop),
+                                model)
+  ds = datasets.write_dataset(str(tmp_path / 'input'), ('files',), bad=False)
+  common = ['--config', demo.LOCAL_CONFIG, '--input',
+            str(tmp_path / 'input' / '**'), '--model', model, '--weights',
+            weights, '--precision', 'float32', '--pooling', 'avg',
+            '--batch-size', '4', '--quiet']
+  gpu_out, cpu_out = str(tmp_path / 'gpu'), str(tmp_path / 'cpu')
+  gpu = subprocess.run(
+      [sys.executable, '-m', 'pipeline.cli', 'run', *common, '--output',
+       gpu_out, '--device', 'gpu'],
+      cwd=ROOT, env=on_cpu_env(), capture_output=True, text=True, timeout=900)
+  assert gpu.returncode == 0, gpu.stderr
+  assert f'{named.keras_name} loaded 1 time(s)' in gpu.stdout
+  assert cli.main(['run', *common, '--output', cpu_out]) == 0
+  got, want = read_outputs(gpu_out), read_outputs(cpu_out)
+  assert sorted(got) == sorted(want) == sorted(ds.images)
+  keys = sorted(want)
+  got = np.stack([got[k][0] for k in keys])
+  want = np.stack([want[k][0] for k in keys])
+  assert got.shape[1:] == models.feature_shape(models.ModelConfig(
+      model=model, pooling='avg'))
+  assert cosines(got, want).min() >= 0.99
+  assert np.median(cosines(got, want)) >= 0.999

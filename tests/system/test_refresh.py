@@ -24,6 +24,7 @@ from tests.support.paths import ROOT
 from tests.support.refresh_data import (IMAGES_PER_SHARD, JOB, LOCAL,
                                         do_refresh, write_shard)
 from transforms.coordination import output_lock as lock
+from transforms.extract import models
 from transforms.write.output_files import TooManyErrors
 
 
@@ -194,6 +195,7 @@ def test_readers_history_and_keep(dataset, tmp_path, capsys):
   assert [line.split()[0] for line in lines] == [v1['version'],
                                                  v2['version']]
   assert lines[-1].endswith('<- LATEST') and '5 shards, 16 images' in lines[-1]
+  assert '  VGG16 block2_pool (fingerprint ' in lines[-1]
 
   # The TensorFlow-free reader follows the pointer, or a named version.
   script = ('import sys, json; from pipeline.read_features import '
@@ -304,3 +306,22 @@ def test_a_refresh_with_too_many_errors_keeps_its_error_lines(dataset):
                               str(again.value)).group(1))
   assert newer and not any(os.path.exists(path) for path in kept)
   assert len(glob.glob(os.path.join(root, versions.FAILED, '*'))) == 1
+
+
+def test_another_model_recomputes_every_shard_and_never_mixes(dataset):
+  root, pattern, _ = dataset
+  first = do_refresh(root, pattern)
+  layer = ('--layer',
+           models.catalog.find('mobilenetv3small').feature_layer)
+  other = do_refresh(root, pattern, '--model', 'MobileNetV3Small', *layer)
+  assert len(other.plan.changed) == 4 and not other.plan.reused
+  assert other.images_read == 4 * IMAGES_PER_SHARD
+  assert other.manifest['describe']['model'] == 'MobileNetV3Small'
+  assert other.manifest['model_fingerprint'] != first.manifest[
+      'model_fingerprint']
+  records, _ = read_version(root, other.manifest)
+  assert {features.shape for features, _ in records.values()} == {(576,)}
+  same = do_refresh(root, pattern, '--model', 'mobilenetv3small', *layer)
+  assert not same.published and same.images_read == 0
+  back = do_refresh(root, pattern)  # VGG16 again: every shard again
+  assert len(back.plan.changed) == 4 and not back.plan.reused

@@ -100,6 +100,13 @@ def sniff_format(data: bytes) -> str:
                    f'not a recognised image format (starts with {data[:8]!r})')
 
 
+def shorter_side(image_size: int) -> int:
+  """The shorter side ``center-crop`` resizes to before cropping
+  ``image_size``: 256 for 224, in the same ratio for other sizes (342
+  for Inception's 299), as ImageNet's evaluation crops."""
+  return round(image_size * 256 / 224)
+
+
 def crop_box(width: int, height: int,
              config: DecodeConfig) -> Tuple[float, float, float, float]:
   """The source region that the resize policy keeps, as a Pillow box."""
@@ -313,5 +320,4 @@ def describe(config: DecodeConfig) -> dict:
       'max_pixels': config.max_pixels,
       'color': ('8-bit RGB; alpha over white; 16-bit scaled; frame 0 of '
                 'animations; EXIF orientation applied'),
-      'model_preprocessing': 'keras.applications.vgg16.preprocess_input',
   }

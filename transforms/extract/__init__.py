@@ -1,13 +1,15 @@
-"""Stage 3, extract: images in, VGG16 features out, on the CPU or GPUs.
+"""Stage 3, extract: images in, the model's features out, on the CPU or
+GPUs.
 
 * ``features``: ``ExtractFeatures``, the stage's one transform for both
   devices: on ``cpu`` the decode stage, then Beam's RunInference
-  (``RunVGG16``); on ``gpu`` ``gpu.on_device.ExtractOnDevice``.
+  (``RunModel``); on ``gpu`` ``gpu.on_device.ExtractOnDevice``.
 * ``model_handler``: the RunInference model handler (one cached model a
   worker process, or a machine with ``--large-model``).
-* ``vgg16``: the model's configuration, weights and Keras graph.
+* ``models``: the models (every image model of ``keras.applications``),
+  their configuration, anatomy, weights and Keras graph.
 * ``backend``: which Keras backend a device uses, and how worker
   processes share GPUs (chosen before Keras loads).
 * ``quiet_import``: imports TensorFlow without its start-up noise.
-* ``gpu``: the GPU path (nvJPEG, the ragged resize, VGG16 on JAX).
+* ``gpu``: the GPU path (nvJPEG, the ragged resize, the model on JAX).
 """

@@ -1,5 +1,5 @@
-"""``ExtractFeatures``: encoded images in, VGG16 features out, on the
-device the model names.
+"""``ExtractFeatures``: encoded images in, the model's features out, on
+the device the model names.
 
 The one extract step of every job, for both devices, as Beam's model
 handlers take ``device=``:
@@ -19,9 +19,9 @@ from apache_beam.ml.inference.base import RunInference
 from transforms import metrics
 from transforms.decode import imaging
 from transforms.decode.decode_images import DecodeImages
-from transforms.extract import vgg16
+from transforms.extract import models
 from transforms.extract.gpu.on_device import ExtractOnDevice
-from transforms.extract.model_handler import VGG16FeatureHandler
+from transforms.extract.model_handler import FeatureModelHandler
 from transforms.records import DecodedImage, ErrorRecord
 
 
@@ -41,14 +41,14 @@ def batch_failure_to_errors(failure) -> Iterator[ErrorRecord]:
                       str(message))
 
 
-class RunVGG16(beam.PTransform):
+class RunModel(beam.PTransform):
   """Runs the CPU model over ``DecodedImage``s in small batches.
 
   Returns a dict with ``features`` (``FeatureRecord``) and ``errors``
   (``ErrorRecord``).
   """
 
-  def __init__(self, config: vgg16.ModelConfig):
+  def __init__(self, config: models.ModelConfig):
     super().__init__()
     self.config = config
 
@@ -56,7 +56,7 @@ class RunVGG16(beam.PTransform):
     features, failures = (
         images
         | 'RunInference' >> RunInference(
-            VGG16FeatureHandler(self.config)).with_exception_handling())
+            FeatureModelHandler(self.config)).with_exception_handling())
     errors = (
         failures.failed_inferences
         | 'FailedBatchesToErrors' >> beam.FlatMap(batch_failure_to_errors))
@@ -64,13 +64,13 @@ class RunVGG16(beam.PTransform):
 
 
 class ExtractFeatures(beam.PTransform):
-  """Turns ``ImageRecord``s into VGG16 features on ``model.device``.
+  """Turns ``ImageRecord``s into features on ``model.device``.
 
   Returns a dict with ``features`` (``FeatureRecord``) and ``errors``
   (``ErrorRecord``: the images that could not be decoded or run).
   """
 
-  def __init__(self, model: vgg16.ModelConfig, decode: imaging.DecodeConfig):
+  def __init__(self, model: models.ModelConfig, decode: imaging.DecodeConfig):
     super().__init__()
     self.model = model
     self.decode = decode
@@ -81,7 +81,7 @@ class ExtractFeatures(beam.PTransform):
       return images | 'ExtractOnDevice' >> ExtractOnDevice(self.model,
                                                           self.decode)
     decoded = images | 'DecodeImages' >> DecodeImages(self.decode)
-    extracted = decoded.decoded | 'VGG16' >> RunVGG16(self.model)
+    extracted = decoded.decoded | 'RunModel' >> RunModel(self.model)
     errors = ((decoded.errors, extracted['errors'])
               | 'GatherErrors' >> beam.Flatten())
     return {'features': extracted['features'], 'errors': errors}

@@ -57,3 +57,11 @@ def import_quietly(device: str = 'cpu') -> None:
   with stderr_captured():
     importlib.import_module('keras')
     importlib.import_module(backend_name)
+
+
+def keras_ready(device: str = 'cpu') -> None:
+  """Keras imported: on ``device``'s backend unless this process already
+  runs Keras (a test, a worker). For what is the same on every backend:
+  reading a model's graph and shapes."""
+  if 'keras' not in sys.modules:
+    import_quietly(device)

@@ -12,10 +12,10 @@ from pipeline.memory_plan import (DECODE_BYTES_PER_PIXEL, GIB, MARGIN, MIB,
 from tests.support import datasets
 from tests.support.paths import ROOT
 from transforms.decode import imaging
-from transforms.extract import vgg16
+from transforms.extract import models
 
 
-MODEL = vgg16.ModelConfig()
+MODEL = models.ModelConfig()
 DECODE = imaging.DecodeConfig()
 
 
@@ -71,7 +71,7 @@ def test_a_roomy_budget_keeps_the_defaults():
   plan = memory_plan.plan(6 * GIB, 'given', MODEL, DECODE)
   assert (plan.batch_size, plan.max_pixels) == (16, 100_000_000)
   assert plan.predicted_peak <= 6 * GIB * (1 - MARGIN)
-  assert plan.weights == 4 * memory_plan.NOTOP_PARAMETERS
+  assert plan.weights == 4 * 14_714_688  # VGG16's convolutional part
   # block 1's two tensors, float32, and TensorFlow's overhead: 33 MB.
   assert plan.per_image == int(2 * 224 * 224 * 64 * 4 * 1.3)
 
@@ -93,9 +93,9 @@ def test_a_tighter_budget_lowers_the_batch_and_max_pixels():
 
 def test_bfloat16_several_layers_and_threads_change_the_plan():
   bf16 = memory_plan.per_image_bytes(
-      vgg16.ModelConfig(precision='bfloat16'))
+      models.ModelConfig(precision='bfloat16'))
   assert abs(bf16 * 2 - memory_plan.per_image_bytes(MODEL)) <= 1
-  layers = vgg16.ModelConfig(layer='block1_pool,block5_pool')
+  layers = models.ModelConfig(layer='block1_pool,block5_pool')
   assert memory_plan.per_image_bytes(layers) == int(
       (2 * 224 * 224 * 64 + 112 * 112 * 64) * 4 * 1.3)
   one = memory_plan.plan(3 * GIB, 'given', MODEL, DECODE, threads=1)
@@ -108,27 +108,27 @@ def test_bfloat16_several_layers_and_threads_change_the_plan():
 def test_too_small_a_budget_is_refused_with_the_smallest_that_works():
   with pytest.raises(BudgetError, match=r'need 1\.19 GiB at least'):
     memory_plan.plan(700 * MIB, 'given', MODEL, DECODE)
-  top = vgg16.ModelConfig(layer='fc2')
+  top = models.ModelConfig(layer='fc2')
   with pytest.raises(BudgetError, match=r'weights \(0\.52 GiB\)'):
     memory_plan.plan(int(1.5 * GIB), 'given', top, DECODE)
 
 
 def test_given_flags_are_kept_or_refused_with_what_would_fit():
   kept = memory_plan.plan(3 * GIB, 'given',
-                          vgg16.ModelConfig(batch_size=4), DECODE,
+                          models.ModelConfig(batch_size=4), DECODE,
                           batch_given=True)
   assert kept.batch_size == 4
   with pytest.raises(BudgetError, match=r'--batch-size 64: --batch-size '
                      r'1[0-9] would fit'):
     memory_plan.plan(int(1.5 * GIB), 'given',
-                     vgg16.ModelConfig(batch_size=64), DECODE,
+                     models.ModelConfig(batch_size=64), DECODE,
                      batch_given=True)
   with pytest.raises(BudgetError, match=r'--max-pixels 100,000,000: '
                      r'--max-pixels [0-9,]+ would fit'):
     memory_plan.plan(int(1.5 * GIB), 'given', MODEL, DECODE,
                      pixels_given=True)
   with pytest.raises(BudgetError, match='--device cpu'):
-    memory_plan.plan(6 * GIB, 'given', vgg16.ModelConfig(device='gpu'),
+    memory_plan.plan(6 * GIB, 'given', models.ModelConfig(device='gpu'),
                      DECODE)
 
 
@@ -287,7 +287,7 @@ def test_the_top_shares_one_model_when_copies_do_not_fit():
   """fc2 keeps the top's 553 MB of weights: six copies of it and a
   runtime each do not fit 10 GiB, one shared copy does, so the planner
   plans --large-model, unless the run says --no-large-model."""
-  top = vgg16.ModelConfig(layer='fc2')
+  top = models.ModelConfig(layer='fc2')
   layout = memory_plan.plan_layout('auto', _local(6, 10), top, DECODE,
                                    large_model_given=False)
   assert layout.large_model and layout.plan.weights == 0

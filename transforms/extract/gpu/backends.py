@@ -20,7 +20,7 @@ import time
 from typing import Any, Callable, Optional, Protocol
 
 from transforms.decode import imaging
-from transforms.extract import backend, vgg16
+from transforms.extract import backend, models
 from transforms.extract.gpu import (batching, device_batches, gpu_slot,
                                     runtime, server)
 
@@ -93,7 +93,7 @@ class Served:
     return prepared
 
 
-def connect(model_config: vgg16.ModelConfig,
+def connect(model_config: models.ModelConfig,
             decode_config: imaging.DecodeConfig,
             acquire: Callable[[Callable[[], Any], str], Any]
             ) -> DeviceBackend:

@@ -14,7 +14,8 @@ from typing import Any, List, Sequence
 
 import numpy as np
 
-from transforms.extract import quiet_import, vgg16
+from transforms.extract import models, quiet_import
+from transforms.extract.models import preprocess
 
 
 class DeviceModel:
@@ -27,11 +28,10 @@ class DeviceModel:
   without waiting for them.
   """
 
-  def __init__(self, config: vgg16.ModelConfig, devices: Sequence[Any]):
+  def __init__(self, config: models.ModelConfig, devices: Sequence[Any]):
     quiet_import.import_quietly('gpu')
     import jax  # pylint: disable=import-outside-toplevel
     import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-    from keras.applications import vgg16 as keras_vgg16  # pylint: disable=import-outside-toplevel
     if config.precision == 'float32':
       # XLA's default float32 convolution on Ampere and later GPUs is TF32
       # (10-bit mantissa), which lands near the 1e-3 parity bound with the
@@ -39,9 +39,9 @@ class DeviceModel:
       # before the first trace: it is part of the jit cache key.
       jax.config.update('jax_default_matmul_precision', 'highest')
     self.config = config
-    self.batch_size = vgg16.effective_batch_size(config)
+    self.batch_size = models.effective_batch_size(config)
     self.devices = list(devices)
-    model = vgg16.build_feature_model(config)
+    model = models.build_feature_model(config)
     trainable = [v.value for v in model.trainable_variables]
     non_trainable = [v.value for v in model.non_trainable_variables]
     self._replicas = [(jax.device_put(trainable, device),
@@ -49,9 +49,10 @@ class DeviceModel:
                       for device in self.devices]
 
     def infer(trainable, non_trainable, pixels):
-      # The same preprocessing as the CPU path (vgg16.to_model_input),
-      # here on the device: uint8 -> float32, RGB -> BGR, minus the mean.
-      inputs = keras_vgg16.preprocess_input(pixels.astype(jnp.float32))
+      # The same preprocessing as the CPU path (models.to_model_input),
+      # here on the device: uint8 -> float32, then the model's mode.
+      inputs = preprocess.preprocess(pixels.astype(jnp.float32),
+                                     config.preprocess)
       outputs, _ = model.stateless_call(trainable, non_trainable, inputs,
                                         training=False)
       if config.multi_layer:  # a list in config.layers' order: by name
@@ -65,7 +66,8 @@ class DeviceModel:
     for index in range(len(self.devices)):  # compile now, not mid-run
       jax.block_until_ready(self(
           np.zeros((self.batch_size, size, size, 3), np.uint8), index))
-    logging.info('VGG16 on %d device(s): %s', len(self.devices),
+    logging.info('%s on %d device(s): %s', config.display_name,
+                 len(self.devices),
                  ', '.join(str(d) for d in self.devices))
 
   def __call__(self, pixels, replica: int):

@@ -1,7 +1,7 @@
 """``ExtractOnDevice``: encoded images in, VGG16 features out, on GPUs.
 
 ``ExtractFeatures`` runs it for ``--device gpu``, where the CPU path runs
-``DecodeImages`` + ``RunVGG16``: what crosses the Beam boundary is the
+``DecodeImages`` + ``RunModel``: what crosses the Beam boundary is the
 encoded bytes (``ImageRecord``). The bundle's thread reads each image's
 header (``routing``) and sends it to one of two decoders: baseline JPEGs
 wait, encoded, for nvJPEG's batched hardware decoder; everything else
@@ -27,7 +27,7 @@ from apache_beam.utils import shared
 from transforms import metrics
 from transforms.decode import imaging
 from transforms.decode.decode_images import decode_record
-from transforms.extract import vgg16
+from transforms.extract import models
 from transforms.extract.gpu import (backends, batching, device_batches,
                                     routing, runtime)
 from transforms.records import ErrorRecord, ImageRecord
@@ -51,7 +51,7 @@ _Submitted = Tuple[float, futures.Future, batching.Batch]
 class _ExtractOnDeviceFn(beam.DoFn):
   """Batches encoded images and runs them through a ``DeviceBackend``."""
 
-  def __init__(self, model_config: vgg16.ModelConfig,
+  def __init__(self, model_config: models.ModelConfig,
                decode_config: imaging.DecodeConfig):
     self._model_config = model_config
     self._decode_config = decode_config
@@ -212,10 +212,10 @@ class ExtractOnDevice(beam.PTransform):
   """Decodes and runs VGG16 on GPUs.
 
   Returns a dict with ``features`` (``FeatureRecord``) and ``errors``
-  (``ErrorRecord``), like ``DecodeImages`` + ``RunVGG16``.
+  (``ErrorRecord``), like ``DecodeImages`` + ``RunModel``.
   """
 
-  def __init__(self, model_config: vgg16.ModelConfig,
+  def __init__(self, model_config: models.ModelConfig,
                decode_config: imaging.DecodeConfig):
     super().__init__()
     self.model_config = model_config

@@ -18,7 +18,7 @@ from concurrent import futures
 from typing import Any, List
 
 from transforms.decode import imaging
-from transforms.extract import backend, vgg16
+from transforms.extract import backend, models
 from transforms.extract.gpu import decoders
 from transforms.extract.gpu.device_model import DeviceModel, visible_devices
 
@@ -37,7 +37,7 @@ class DeviceRuntime:
       return next(self._turns) % len(self.decoders)
 
 
-def load_runtime(model_config: vgg16.ModelConfig,
+def load_runtime(model_config: models.ModelConfig,
                  decode_config: imaging.DecodeConfig) -> DeviceRuntime:
   """Builds the model on every visible GPU and a decoder for each."""
   # nvJPEG's batched decode gives the GIL up and takes it back many times

@@ -23,7 +23,7 @@ from typing import Optional
 from apache_beam.utils import multi_process_shared
 
 from transforms.decode import imaging
-from transforms.extract import vgg16
+from transforms.extract import models
 from transforms.extract.gpu import batching, device_batches, runtime
 
 
@@ -32,7 +32,7 @@ class DeviceServer:
   processes. Its methods run on the server's threads, one per caller's
   thread, so that batches from several workers overlap on the GPUs."""
 
-  def __init__(self, model_config: vgg16.ModelConfig,
+  def __init__(self, model_config: models.ModelConfig,
                decode_config: imaging.DecodeConfig):
     started = time.perf_counter()
     self._runtime = runtime.load_runtime(model_config, decode_config)
@@ -63,7 +63,7 @@ class DeviceServer:
         self._decode_config)
 
 
-def tag(model_config: vgg16.ModelConfig,
+def tag(model_config: models.ModelConfig,
         decode_config: imaging.DecodeConfig) -> str:
   """The server's name on this machine: one per model and decode rules
   (Beam names its lock and address files after it)."""
@@ -72,7 +72,7 @@ def tag(model_config: vgg16.ModelConfig,
   return f'featurize-gpu-server-{digest}'
 
 
-def connect(model_config: vgg16.ModelConfig,
+def connect(model_config: models.ModelConfig,
             decode_config: imaging.DecodeConfig):
   """A proxy of this machine's ``DeviceServer``, started if need be."""
   return multi_process_shared.MultiProcessShared(
