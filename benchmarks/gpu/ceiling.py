@@ -36,11 +36,12 @@ def _rate(step: Callable[[], object], sync: Callable[[object], None],
 
 def featurize_model(precisions: Sequence[str], batches: Sequence[int],
                     seconds: float, pooling: str = 'none',
-                    tf32: bool = True) -> Dict[str, Dict[int, float]]:
-  """images/s of ``DeviceModel`` (block5_pool, ``pooling``) per precision
-  and batch size; with ``tf32`` also ``float32_tf32``: float32 with XLA's
-  default TF32 convolutions, which featurize does not use (see
-  ``tf32_parity``)."""
+                    tf32: bool = True, model: str = 'vgg16'
+                    ) -> Dict[str, Dict[int, float]]:
+  """images/s of ``DeviceModel`` (``model`` at its feature layer and
+  input size, ``pooling``) per precision and batch size; with ``tf32``
+  also ``float32_tf32``: float32 with XLA's default TF32 convolutions,
+  which featurize does not use (see ``tf32_parity``)."""
   # pylint: disable=import-outside-toplevel
   import jax
   from transforms.extract import models
@@ -50,20 +51,22 @@ def featurize_model(precisions: Sequence[str], batches: Sequence[int],
   for precision in list(precisions) + (['float32_tf32'] if tf32 else []):
     out[precision] = {}
     for batch in batches:
-      model = DeviceModel(models.ModelConfig(
-          weights='random', precision=precision.split('_')[0],
+      config = models.ModelConfig(
+          model=model, weights='random', precision=precision.split('_')[0],
           pooling=pooling, batch_size=batch, max_batch_bytes=1 << 40,
-          device='gpu'), device)
+          device='gpu')
+      on_device = DeviceModel(config, device)
+      side = config.image_size
       pixels = jax.device_put(
-          np.random.default_rng(0).integers(0, 256, (batch, 224, 224, 3),
+          np.random.default_rng(0).integers(0, 256, (batch, side, side, 3),
                                             dtype=np.uint8), device[0])
       with jax.default_matmul_precision(
           'tensorfloat32' if precision.endswith('tf32') else 'highest'):
         out[precision][batch] = round(_rate(
-            lambda: model(pixels, 0),  # noqa: B023 (called in this turn)
+            lambda: on_device(pixels, 0),  # noqa: B023 (called in this turn)
             lambda y: y.block_until_ready(), batch,
             seconds), 1)
-      print(f'ceiling featurize {precision} {pooling} batch {batch}: '
+      print(f'ceiling {model} {precision} {pooling} batch {batch}: '
             f'{out[precision][batch]} images/s', flush=True)
   return out
 

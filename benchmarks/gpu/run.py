@@ -12,7 +12,10 @@ sharing the GPU; ``4s`` would be 4 feeding one server process that owns
 it, ``--large-model``), and the profiles' runs use the fastest. A run's
 steady rate is the slope of its progress (``end_to_end``). It prints each
 target with PASS/FAIL and writes ``summary.json`` (figures under
-``profiles.<name>``) to ``--out``.
+``profiles.<name>``) to ``--out``. Then each model of ``--models``
+(ResNet50 and EfficientNetB0 by default) runs on ``imagenet`` with
+``--pooling avg`` at its own input size, against its own ceiling, with
+the same layout (figures under ``models.<name>``).
 """
 import argparse
 import json
@@ -154,6 +157,54 @@ def _profile_runs(args, patterns, out, extra, processes, server, env):
   return few, many
 
 
+def _model_run(args, model: str, patterns, out, layout, summary):
+  """``model`` end to end on imagenet avg (one run of the large size,
+  memory compared within it) against its own ceiling; its figures go to
+  ``summary['models'][model]``, its targets are returned."""
+  processes, server, env = layout
+  small, large = (int(s) for s in args.sizes.split(','))
+  entry = summary.setdefault('models', {})[model] = {
+      'profile': 'imagenet', 'pooling': 'avg', 'precision': 'bfloat16'}
+  extra = ['--model', model, '--pooling', 'avg', '--precision', 'bfloat16',
+           '--batch-size', str(args.batch_size)]
+  if args.image_size != 224:  # CPU smoke runs; else the model's own size
+    extra += ['--image-size', str(args.image_size)]
+  try:
+    many = end_to_end.featurize_run(patterns[large], out, large, extra,
+                                    processes=processes, server=server,
+                                    env=env, memory_from=small)
+  except RuntimeError as e:
+    entry['failed'] = str(e)[-3000:]
+    return [(f'{model} imagenet avg: the run completes '
+             f'({str(e).splitlines()[0]})', False)]
+  rate = end_to_end.steady(many)
+  entry.update({
+      'end_to_end_images_per_s': rate,
+      'all_busy_images_per_s': many.get('all_busy_images_per_s'),
+      'after_first_record_images_per_s':
+          end_to_end.after_first_record_rate(many),
+      'host_peak_rss_mib': many['host_peak_rss_mib'],
+      'gpu_memory_peak_mib': many['gpu_memory_peak_mib'],
+      'memory_until': many.get('memory_until'), 'run': many})
+  targets = [(f'{model} imagenet avg: the run completes, {large} images',
+              True)]
+  until = many.get('memory_until') or {}
+  if until.get('host_peak_rss_mib'):
+    grew = many['host_peak_rss_mib'] / until['host_peak_rss_mib']
+    targets.append((f'{model} imagenet avg: host RSS flat from '
+                    f'{until.get("images", small)} to {large} images '
+                    f'(x{grew:.2f} <= 1.10)', grew <= 1.10))
+  if not args.skip_ceilings:
+    top = ceiling.featurize_model(['bfloat16'], [args.batch_size],
+                                  args.seconds, pooling='avg', tf32=False,
+                                  model=model)['bfloat16'][args.batch_size]
+    entry['ceiling_images_per_s'] = top
+    entry['end_to_end_ratio'] = round(rate / top, 3) if rate else None
+    print(f'{model} imagenet avg: end to end {rate or 0:.0f} images/s, '
+          f'ceiling {top:.0f} ({entry["end_to_end_ratio"]} x)', flush=True)
+  return targets
+
+
 def parse_layout(label: str):
   """``4s:VAR=1+OTHER=2`` -> (4, True, environment with those set)."""
   layout, _, settings = label.partition(':')
@@ -214,6 +265,10 @@ def main(argv=None) -> int:
                       'the first N GPUs for each, --gpu-processes worker '
                       'processes a GPU, and write multi_gpu.<n> '
                       '(benchmarks/gpu/multi_gpu.py); then stop.')
+  parser.add_argument('--models', default='resnet50,efficientnetb0',
+                      help='Models other than VGG16 to run end to end on '
+                      'imagenet avg against their own ceilings, after the '
+                      'profiles ("" for none).')
   parser.add_argument('--gpu-processes', type=int, default=8,
                       help='Worker processes a GPU for --multi-gpu.')
   args = parser.parse_args(argv)
@@ -414,6 +469,12 @@ def main(argv=None) -> int:
                         f'{few["gpu_memory_peak_mib"]} -> '
                         f'{many["gpu_memory_peak_mib"]} MiB, '
                         f'x{gpu_grew:.2f} <= 1.10)', gpu_grew <= 1.10))
+      save()
+
+  if 'imagenet' in names:
+    for model in [m for m in args.models.split(',') if m]:
+      targets.extend(_model_run(args, model, patterns['imagenet'], out,
+                                (processes, server, layout_env), summary))
       save()
 
   if args.profile_run:

@@ -8,7 +8,10 @@ there and check its digest against the one recorded here.
 The file holds JPEGs made from the demo photos (their bytes, so that both
 machines decode the very same files), the CPU path's pixels of them, and
 TensorFlow's float32 features of those pixels at block5_pool, unpooled
-and average-pooled.
+and average-pooled; and, for each of ``OTHER_MODELS``, the CPU path's
+features at the model's feature layer, unpooled, with its weight file's
+digest and the pixels (``<model>_f32_none``, ``<model>_weights_digest``,
+``<model>_pixels``).
 """
 import hashlib
 import io
@@ -24,6 +27,11 @@ SIZES = {'astronaut': (500, 375), 'chelsea': (375, 500),
          'coffee': (1600, 1200), 'rocket': (200, 150),
          'motorcycle_left': (640, 480), 'hubble_deep_field': (500, 333),
          'retina': (512, 512), 'camera': (512, 512)}
+# Models other than VGG16 whose GPU features are checked: other
+# preprocessing (caffe's BGR means for ResNet50, none for EfficientNetB0,
+# which rescales inside), other layers (batch normalisation, depthwise
+# convolutions, squeeze-and-excitation).
+OTHER_MODELS = ('resnet50', 'efficientnetb0')
 
 
 def demo_jpegs():
@@ -84,13 +92,45 @@ def main(out: str) -> None:
           model.predict_on_batch(models.to_model_input(list(pixels), 'caffe')),
           np.float32)
     digest = weights_digest(weights)
+    for name in OTHER_MODELS:
+      (features[name], features[f'{name}_pixels'],
+       features[f'{name}_digest']) = _model_features(name, jpegs, folder)
   data, offsets = pack([jpegs[n] for n in names])
   os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
   np.savez_compressed(out, names=np.array(names), jpeg_data=data,
                       jpeg_offsets=offsets, pixels=pixels,
                       tf_f32_none=features['none'],
                       tf_f32_avg=features['avg'],
-                      weights_digest=np.array(digest))
+                      weights_digest=np.array(digest),
+                      **{f'{name}_f32_none': features[name]
+                         for name in OTHER_MODELS},
+                      **{f'{name}_pixels': features[f'{name}_pixels']
+                         for name in OTHER_MODELS},
+                      **{f'{name}_weights_digest': np.array(
+                          features[f'{name}_digest'])
+                         for name in OTHER_MODELS})
+
+
+def _model_features(name: str, jpegs, folder: str):
+  """The CPU path's float32 features of ``jpegs`` by ``name`` with the
+  tests' seeded weights, the pixels they were computed from (decoded at
+  the model's own input size) and the weight file's digest."""
+  # pylint: disable=import-outside-toplevel
+  from tests.support.weights import write_model_weights
+  from transforms.decode import imaging
+  from transforms.extract import models
+  config = models.ModelConfig(model=name, weights=write_model_weights(
+      os.path.join(folder, models.catalog.find(name).weights_file_notop),
+      name), batch_size=len(jpegs))
+  size = config.image_size
+  decode = imaging.DecodeConfig(image_size=size,
+                                resize_shorter=imaging.shorter_side(size))
+  pixels = np.stack([imaging.decode_image(data, decode)
+                     for data in jpegs.values()])
+  model = models.build_feature_model(config)
+  features = np.asarray(model.predict_on_batch(
+      models.to_model_input(list(pixels), config.preprocess)), np.float32)
+  return features, pixels, weights_digest(config.weights)
 
 
 if __name__ == '__main__':
