@@ -378,9 +378,15 @@ def featurize_run(input_pattern: str, out: str, images: int,
   if child.returncode != 0:
     said = [line for line in stderr.splitlines()
             if line.startswith('featurize: error')]
+    # A worker's own cause comes long before the shutdown's noise that
+    # ends the log: its first lines that look like one.
+    causes = [line for line in stderr.splitlines()
+              if re.search(r'Error|RESOURCE_EXHAUSTED|Check failed|Fatal|'
+                           r'[Oo]ut of memory|Segmentation|Aborted', line)]
     raise RuntimeError(f'featurize failed ({child.returncode}): '
-                       f'{" ".join(said)}\n{stdout[-3000:]}\n'
-                       f'{stderr[-3000:]}')
+                       f'{" ".join(said)}\n'
+                       + '\n'.join(causes[:30])[-4000:] +
+                       f'\n{stdout[-3000:]}\n{stderr[-3000:]}')
   rss = re.search(r'PEAK_RSS_KB (\d+)', stdout)
   steps = re.search(r'host time a GPU batch: (.*)', stdout)
   per_image = re.search(r'host time an image: (.*)', stdout)

@@ -269,6 +269,8 @@ def main(argv=None) -> int:
                       help='Models other than VGG16 to run end to end on '
                       'imagenet avg against their own ceilings, after the '
                       'profiles ("" for none).')
+  parser.add_argument('--models-only', action='store_true',
+                      help='Skip the profiles\' VGG16 runs: only --models.')
   parser.add_argument('--gpu-processes', type=int, default=8,
                       help='Worker processes a GPU for --multi-gpu.')
   args = parser.parse_args(argv)
@@ -405,7 +407,7 @@ def main(argv=None) -> int:
   print(f'end to end with {processes} worker process(es)'
         f'{" and a GPU server process" if server else ""}', flush=True)
 
-  for name in names:
+  for name in [] if args.models_only else names:
     entry = summary['profiles'][name]
     poolings = ['avg'] + (['none'] if name in none_profiles else [])
     for pooling in poolings:

@@ -48,14 +48,19 @@ def demo_jpegs():
 
 
 def weights_digest(path: str) -> str:
-  """sha256 of the weight arrays' values (HDF5 files carry timestamps)."""
+  """sha256 of the weight arrays' values (HDF5 files carry timestamps).
+  Integers count as int64: Keras on JAX stores a counter (EfficientNet's
+  normalisation ``count``) as int32 where TensorFlow stores int64."""
   import h5py  # pylint: disable=import-outside-toplevel
   digest = hashlib.sha256()
   with h5py.File(path, 'r') as f:
     def visit(name, item):
       if isinstance(item, h5py.Dataset):
+        values = np.asarray(item[()])
+        if np.issubdtype(values.dtype, np.integer):
+          values = values.astype(np.int64)
         digest.update(name.encode())
-        digest.update(np.ascontiguousarray(item[()]).tobytes())
+        digest.update(np.ascontiguousarray(values).tobytes())
     f.visititems(visit)
   return digest.hexdigest()
 
