@@ -80,3 +80,49 @@ def test_features_match_the_models_own_predict(tmp_path, model, size, family,
 def named_shape(model: str, size: int) -> tuple:
   config = models.resolve(models.ModelConfig(model=model, image_size=size))
   return models.feature_shape(config)
+
+
+# The TF-free reader in a process of its own (the ``tfrecord`` package
+# cannot share one with TensorFlow, which this module's runs load).
+_READ_BACK = """
+import json, sys
+from pipeline import read_features
+print(json.dumps({r.key: {k: list(v.shape) for k, v in r.features.items()}
+                  for r in read_features.iter_features(sys.argv[1])}))
+"""
+
+
+def test_inspect_plot_and_the_tf_free_reader_know_another_model(tmp_path):
+  """A MobileNetV3Small run of two of its own layers: ``featurize inspect``
+  names the model and its layers, ``--plot`` draws the deepest layer, and
+  ``read_features`` gives each layer at the model's shapes."""
+  layers = 'expanded_conv_project_bn,conv_1_bn'
+  ds = datasets.write_dataset(str(tmp_path / 'input'), ('files',), bad=False)
+  out = str(tmp_path / 'out')
+  assert featurize('--input', str(tmp_path / 'input' / '**'), '--output',
+                   out, '--model', 'mobilenetv3small', '--weights', 'random',
+                   '--layer', layers, '--pooling', 'none,avg',
+                   '--batch-size', '4') == 0
+  shapes = models.feature_shapes(models.resolve(models.ModelConfig(
+      model='mobilenetv3small', layer=layers, pooling='none,avg')))
+  assert shapes['conv_1_bn'] == (576,)
+  result = _subprocess('-c', _READ_BACK, out)
+  assert json.loads(result.stdout) == {
+      key: {layer: list(shape) for layer, shape in shapes.items()}
+      for key in ds.images}
+  result = _subprocess('-m', 'pipeline.cli', 'inspect', out, '--plot',
+                       str(tmp_path / 'plot.png'))
+  assert ('MobileNetV3Small expanded_conv_project_bn,conv_1_bn'
+          in result.stdout), result.stdout
+  assert f'PCA of {len(ds.images)} features' in result.stdout
+  assert os.path.getsize(tmp_path / 'plot.png') > 0
+
+
+def _subprocess(*args: str):
+  import subprocess
+  import sys
+  from tests.support.paths import ROOT
+  result = subprocess.run([sys.executable, *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr
+  return result
