@@ -3,6 +3,7 @@ planned run that prints, records and shows its plan."""
 import io
 import json
 import os
+import re
 
 import pytest
 
@@ -111,6 +112,24 @@ def test_too_small_a_budget_is_refused_with_the_smallest_that_works():
   top = models.ModelConfig(layer='fc2')
   with pytest.raises(BudgetError, match=r'weights \(0\.52 GiB\)'):
     memory_plan.plan(int(1.5 * GIB), 'given', top, DECODE)
+
+
+@pytest.mark.parametrize('model, budget, weights', [
+    ('convnextxlarge', 2 * GIB, '1.30'),  # 350 M parameters
+    ('efficientnetb7', 1 * GIB, '0.24'),  # at its own 600 px
+])
+def test_a_big_model_is_refused_with_the_smallest_budget_that_plans(
+    model, budget, weights):
+  config = models.ModelConfig(model=model)
+  with pytest.raises(BudgetError) as refused:
+    memory_plan.plan(budget, 'given', config, DECODE)
+  assert f'the weights ({weights} GiB)' in str(refused.value)
+  smallest = re.search(r'need ([0-9.]+) GiB at least', str(refused.value))
+  assert smallest, refused.value
+  fits = memory_plan.plan(int(float(smallest.group(1)) * GIB), 'given',
+                          config, DECODE)
+  assert fits.batch_size >= 1
+  assert fits.weights == memory_plan.weights_bytes(config)
 
 
 def test_given_flags_are_kept_or_refused_with_what_would_fit():
