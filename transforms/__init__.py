@@ -6,7 +6,8 @@ chains them; docs/architecture.md draws it):
 
 * ``records``: the typed elements that pass between the stages.
 * ``read``: shards (TFRecord, WebDataset, plain files) to encoded images.
-* ``extract``: encoded images to VGG16 features, on either device; on
+* ``extract``: encoded images to the model's features (VGG16 by default, any
+  ``keras.applications`` model or a .keras file), on either device; on
   the CPU path it decodes first with ``decode``.
 * ``decode``: encoded images to model-sized pixels (the one decode rule,
   which the GPU path's CPU decoder uses too).
