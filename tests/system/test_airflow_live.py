@@ -366,7 +366,7 @@ def test_a_live_airflow_refreshes_through_its_scheduler(
                              'choose_runner')
   assert airflow_env.logged_by(log, 'featurize')[-1].startswith(
       "unknown setting(s) in the run's conf: inputs; the settings are: "
-      'runner, input, dataset, weights, layer, pooling, precision, '
+      'runner, input, dataset, model, weights, layer, pooling, precision, '
       'max_error_fraction, keep, featurize, extra_flags'), log[-5:]
   assert versions.latest(root)['version'] == second['version']
 
