@@ -137,6 +137,9 @@ def _launch(command: str, rest: Sequence[str],
   try:
     flags, beam_flags = options.parse_flags(
         rest, parser, 'refresh' if command == 'refresh' else 'run')
+    # Before the job is built: building it reads the model's graph, which
+    # imports Keras, whose start-up lines only --verbose shows.
+    console.quiet_start(flags.verbose, model_here=False)
     if command == 'demo':  # local: the model runs in this process
       console.quiet_start(flags.verbose, model_here=True,
                           device=flags.device)
