@@ -25,14 +25,19 @@ a memory budget"):
   per pixel (an RGBA PNG composited onto white, ``DECODE_BYTES_PER_PIXEL``),
   one for each thread that decodes;
 * batches in flight: one for each worker thread of the process;
+* decoding ahead: one small decode and a batch of decoded images for each
+  worker thread (``ahead_bytes``);
 * a margin (``MARGIN``) for what the model leaves out.
 
-A thread decodes an image or runs a batch, never both at once: the fused
-stage takes one element at a time, and a batch runs when its last image
-has been decoded. So a thread's peak is the larger of its batch and its
-decode, not their sum. ``benchmarks/memory_budget.py`` measured this:
-with the sum, the predictions ran 11-16% above the measured peaks; with
-the larger, they came within 2%.
+A thread's large decode and its batch are never held at once: the fused
+stage takes one element at a time, and an image too large to decode
+ahead (``decode_images.DECODE_AHEAD_BYTES``) is decoded on the thread
+itself, after everything ahead of it has gone downstream. So a thread's
+peak is the larger of its batch (with what it decodes ahead beside it,
+``ahead_bytes``: one small decode and a batch of decoded images) and its
+large decode, not their sum. ``benchmarks/memory_budget.py`` measured
+this: with the sum, the predictions ran 11-16% above the measured peaks;
+with the larger, they came within 2%.
 
 The plan is printed in the run's first lines, recorded in the manifest
 (``memory_plan``; under ``describe`` in a dataset version's) and shown by
@@ -72,7 +77,7 @@ import math
 import re
 from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple
 
-from transforms.decode import imaging
+from transforms.decode import decode_images, imaging
 from transforms.extract import models
 
 MIB = 1 << 20
@@ -88,12 +93,9 @@ RUNTIME_BYTES = 880 * MIB
 # batch 16, 33 MB an image in float32 against 25.7 MB of block-1
 # activations, 16 MB against 12.8 MB in bfloat16 (docs/PERFORMANCE.md).
 ACTIVATION_OVERHEAD = 1.3
-# Peak memory of decoding one image, per pixel, over what the process held
-# before: 3.0 for an RGB PNG, 4.3 for a grayscale one and 18.8 for an RGBA
-# PNG, which is composited onto white (6000x4000, ``imaging.decode_image``,
-# measured on this project's 2-core AMD). JPEGs decode reduced in the DCT
-# and cost far less. The worst case is what a budget must hold.
-DECODE_BYTES_PER_PIXEL = 19
+# The worst measured decode cost per pixel (an RGBA PNG composited onto
+# white; ``imaging.DECODE_BYTES_PER_PIXEL`` says how it was measured).
+DECODE_BYTES_PER_PIXEL = imaging.DECODE_BYTES_PER_PIXEL
 # A budget that cannot hold a decode of this many pixels is refused
 # (12 MP is a phone's photo).
 MIN_PLANNED_PIXELS = 12_000_000
@@ -248,6 +250,8 @@ class MemoryPlan:
     per_image: Bytes one image adds to a batch.
     decode: Bytes of the decode buffers (all threads; a thread's decode
       and its batch are not held at once).
+    ahead: Bytes a thread's decoding ahead adds
+      (``decode_images.ahead_bytes``): held beside its batch.
     margin: The share of the budget left unplanned.
     processes: Worker processes on the machine.
     chosen: The layout settings the planner chose because the run left
@@ -262,6 +266,7 @@ class MemoryPlan:
   weights: int
   per_image: int
   decode: int
+  ahead: int = 0
   margin: float = MARGIN
   processes: int = 1
   chosen: Tuple[str, ...] = ()
@@ -269,9 +274,11 @@ class MemoryPlan:
   @property
   def predicted_peak(self) -> int:
     """The worker's peak memory as planned (without the margin): each
-    thread holds its batch or its decode, whichever is larger."""
+    thread holds its batch and what it decodes ahead, or its large
+    decode, whichever is larger."""
     return self.runtime + self.weights + self.threads * max(
-        self.batch_size * self.per_image, self.decode // self.threads)
+        self.batch_size * self.per_image + self.ahead,
+        self.decode // self.threads)
 
   def line(self) -> str:
     """The run's first line about memory."""
@@ -280,7 +287,8 @@ class MemoryPlan:
             f'runtime {_gib(self.runtime)}, '
             f'{self.threads} thread(s) x batch {self.batch_size} x '
             f'{self.per_image / 1e6:.0f} MB, decode {_gib(self.decode)} '
-            f'(--max-pixels {self.max_pixels:,}), margin '
+            f'(--max-pixels {self.max_pixels:,}), decoding ahead '
+            f'{self.ahead / MIB:.0f} MiB a thread, margin '
             f'{self.margin:.0%}; predicted peak '
             f'{_gib(self.predicted_peak)} GiB' +
             (f'; planned {" ".join(self.chosen)}' if self.chosen else ''))
@@ -295,6 +303,12 @@ class MemoryPlan:
 def weights_bytes(model: models.ModelConfig) -> int:
   """The built model's variables, float32 in either precision."""
   return models.weights_bytes(model)
+
+
+def ahead_bytes(model: models.ModelConfig, batch_size: int) -> int:
+  """What decoding a batch ahead adds to a worker thread (the CPU path's
+  ``DecodeImages``, as ``ExtractFeatures`` sets it up)."""
+  return decode_images.ahead_bytes(batch_size, model.image_size)
 
 
 def per_image_bytes(model: models.ModelConfig) -> int:
@@ -334,24 +348,28 @@ def plan(budget: int, source: str, model: models.ModelConfig,
   runtime = RUNTIME_BYTES
   weights = 0 if model.large_model else weights_bytes(model)
   per_image = per_image_bytes(model)
+  wanted_batch = models.effective_batch_size(model)
+  # Decoding ahead is held beside a batch (at most the wanted batch's
+  # images ahead: a smaller batch decodes fewer ahead).
+  ahead = ahead_bytes(model, wanted_batch)
   usable = int(budget * (1 - MARGIN))
   room = usable - runtime - weights
-  wanted_batch = models.effective_batch_size(model)
   smallest_pixels = min(decode.max_pixels, MIN_PLANNED_PIXELS)
   if pixels_given:
     smallest_pixels = decode.max_pixels
   smallest_batch = wanted_batch if batch_given else 1
-  least = threads * max(smallest_batch * per_image,
+  least = threads * max(smallest_batch * per_image + ahead,
                         smallest_pixels * DECODE_BYTES_PER_PIXEL)
   if room < least:
     raise _too_small(budget, source, model, decode, threads, batch_given,
-                     pixels_given, weights, least)
-  # A thread holds its batch or its decode: each may take the thread's
-  # whole room. The batch up to the device's default, then the largest
-  # decode that fits.
+                     pixels_given, weights, ahead, least)
+  # A thread holds its batch (with what it decodes ahead) or its large
+  # decode: each may take the thread's whole room. The batch up to the
+  # device's default, then the largest decode that fits.
   batch = wanted_batch
   if not batch_given:
-    batch = max(1, min(wanted_batch, room // (threads * per_image)))
+    batch = max(1, min(wanted_batch,
+                       (room - threads * ahead) // (threads * per_image)))
   max_pixels = decode.max_pixels
   if not pixels_given:
     max_pixels = int(min(decode.max_pixels,
@@ -359,15 +377,18 @@ def plan(budget: int, source: str, model: models.ModelConfig,
   return MemoryPlan(budget=budget, source=source, batch_size=batch,
                     threads=threads, max_pixels=max_pixels,
                     runtime=runtime, weights=weights, per_image=per_image,
-                    decode=threads * max_pixels * DECODE_BYTES_PER_PIXEL)
+                    decode=threads * max_pixels * DECODE_BYTES_PER_PIXEL,
+                    ahead=ahead_bytes(model, batch))
 
 
 def _too_small(budget: int, source: str, model: models.ModelConfig,
                decode: imaging.DecodeConfig, threads: int, batch_given: bool,
-               pixels_given: bool, weights: int, least: int) -> BudgetError:
+               pixels_given: bool, weights: int, ahead: int,
+               least: int) -> BudgetError:
   """Why ``budget`` cannot hold a worker of ``threads`` threads that needs
-  ``least`` bytes beside the runtime and ``weights``: the flags given that
-  do not fit and what would, or the smallest budget that works."""
+  ``least`` bytes beside the runtime, ``weights`` and each thread's
+  ``ahead``: the flags given that do not fit and what would, or the
+  smallest budget that works."""
   runtime = RUNTIME_BYTES
   per_image = per_image_bytes(model)
   room = int(budget * (1 - MARGIN)) - runtime - weights
@@ -377,16 +398,18 @@ def _too_small(budget: int, source: str, model: models.ModelConfig,
     given.append(f'--batch-size {model.batch_size}')
   if pixels_given:
     given.append(f'--max-pixels {decode.max_pixels:,}')
-  bare = threads * max(per_image, MIN_PLANNED_PIXELS * DECODE_BYTES_PER_PIXEL)
+  bare = threads * max(per_image + ahead,
+                       MIN_PLANNED_PIXELS * DECODE_BYTES_PER_PIXEL)
   if given and room >= bare:
     # The budget holds a worker, not with the flags given: say what fits.
     pixels = decode.max_pixels if pixels_given else MIN_PLANNED_PIXELS
     fits = []
     if batch_given and pixels * DECODE_BYTES_PER_PIXEL * threads <= room:
-      fits.append(f'--batch-size {room // (threads * per_image)}')
+      most_batch = (room - threads * ahead) // (threads * per_image)
+      fits.append(f'--batch-size {most_batch}')
     wanted_batch = models.effective_batch_size(model)
-    if pixels_given and (wanted_batch if batch_given else 1) * (
-        per_image * threads) <= room:
+    if pixels_given and threads * ((wanted_batch if batch_given else 1) *
+                                   per_image + ahead) <= room:
       most = room // (threads * DECODE_BYTES_PER_PIXEL)
       fits.append(f'--max-pixels {most:,}')
     return BudgetError(
@@ -400,8 +423,9 @@ def _too_small(budget: int, source: str, model: models.ModelConfig,
       f'--memory-budget of {_gib(budget)} GiB ({source}) cannot hold a '
       f'worker: the runtime ({_gib(runtime)} GiB), the weights '
       f'({_gib(weights)} GiB), {threads} thread(s) of a batch of '
-      f'{smallest_batch} at {per_image / 1e6:.0f} MB an image and a '
-      f'{smallest_pixels / 1e6:.0f}-megapixel decode need '
+      f'{smallest_batch} at {per_image / 1e6:.0f} MB an image with '
+      f'decoding ahead ({_gib(ahead)} GiB), or of a '
+      f'{smallest_pixels / 1e6:.0f}-megapixel decode, need '
       f'{_gib_up(needed)} GiB at least')
 
 

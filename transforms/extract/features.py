@@ -80,7 +80,9 @@ class ExtractFeatures(beam.PTransform):
       # Encoded bytes go to the GPUs, which decode and run the model.
       return images | 'ExtractOnDevice' >> ExtractOnDevice(self.model,
                                                           self.decode)
-    decoded = images | 'DecodeImages' >> DecodeImages(self.decode)
+    # The next batch decodes while the model runs this one.
+    decoded = images | 'DecodeImages' >> DecodeImages(
+        self.decode, ahead=models.effective_batch_size(self.model))
     extracted = decoded.decoded | 'RunModel' >> RunModel(self.model)
     errors = ((decoded.errors, extracted['errors'])
               | 'GatherErrors' >> beam.Flatten())

@@ -78,15 +78,20 @@ def test_a_roomy_budget_keeps_the_defaults():
 
 
 def test_a_tighter_budget_lowers_the_batch_and_max_pixels():
-  """A thread holds its batch or its decode, never both (the fused stage
-  runs one element at a time): each may take the thread's whole room."""
+  """A thread holds its batch or its large decode, never both (the fused
+  stage runs one element at a time): each may take the thread's whole
+  room, less what it decodes ahead beside its batch."""
   budget = int(1.5 * GIB)
   small = memory_plan.plan(budget, 'given', MODEL, DECODE)
+  # Decoding ahead: one decode of at most 32 MiB and, at the planned
+  # batch, that many 224 px images.
+  assert small.ahead == 32 * MIB + small.batch_size * 224 * 224 * 3
+  ahead_16 = 32 * MIB + 16 * 224 * 224 * 3  # room is set aside for 16
   room = int(budget * (1 - MARGIN)) - RUNTIME_BYTES - small.weights
-  assert small.batch_size == room // small.per_image < 16
+  assert small.batch_size == (room - ahead_16) // small.per_image < 16
   assert small.max_pixels == room // DECODE_BYTES_PER_PIXEL < 100_000_000
   assert small.predicted_peak == RUNTIME_BYTES + small.weights + max(
-      small.batch_size * small.per_image, small.decode)
+      small.batch_size * small.per_image + small.ahead, small.decode)
   assert small.predicted_peak <= budget * (1 - MARGIN)
   three = memory_plan.plan(3 * GIB, 'given', MODEL, DECODE)
   assert (three.batch_size, three.max_pixels) == (16, 100_000_000)
@@ -103,11 +108,13 @@ def test_bfloat16_several_layers_and_threads_change_the_plan():
   two = memory_plan.plan(3 * GIB, 'given', MODEL, DECODE, threads=2)
   assert two.decode == 2 * two.max_pixels * DECODE_BYTES_PER_PIXEL
   assert two.max_pixels < one.max_pixels == 100_000_000
+  assert two.ahead == one.ahead > 0  # each thread decodes ahead
   assert two.predicted_peak <= 3 * GIB * (1 - MARGIN)
 
 
 def test_too_small_a_budget_is_refused_with_the_smallest_that_works():
-  with pytest.raises(BudgetError, match=r'need 1\.26 GiB at least'):
+  with pytest.raises(BudgetError, match=r'with decoding ahead \(0\.03 GiB\), '
+                     r'or of a 12-megapixel decode, need 1\.26 GiB at least'):
     memory_plan.plan(700 * MIB, 'given', MODEL, DECODE)
   top = models.ModelConfig(layer='fc2')
   with pytest.raises(BudgetError, match=r'weights \(0\.52 GiB\)'):
