@@ -19,6 +19,7 @@ on its own:
 """
 import argparse
 import json
+import math
 import os
 import shutil
 import statistics
@@ -157,21 +158,41 @@ def throughput_suite(bench: Bench, args) -> Dict[str, dict]:
 SPEED_MODELS = ('vgg16', 'resnet50', 'efficientnetb0', 'inceptionv3')
 
 
+def images_for(rate: float, seconds: float, least: int, most: int,
+               batch_size: int) -> int:
+  """Whole batches of images that keep a model ``seconds`` busy at
+  ``rate`` images/s, within [least, most]."""
+  wanted = math.ceil(rate * seconds / batch_size) * batch_size
+  return max(least, min(most // batch_size * batch_size, wanted))
+
+
 def models_suite(bench: Bench, args) -> Dict[str, dict]:
   """Images/s of featurize and of the bare model, float32, for each of
-  ``SPEED_MODELS`` at its own input size and feature layer."""
+  ``SPEED_MODELS`` at its own input size and feature layer.
+
+  Each model gets as many images as keep its bare loop busy for
+  ``--model-seconds`` (at least ``--large``), from one bare run of
+  ``--large`` images first: a light model's 256 images last a few
+  seconds, against which the fixed costs around a run's last record (its
+  publish step) and this machine's drift weigh more than on VGG16.
+  """
   table = {}
   for model in SPEED_MODELS:
     print(f'models: {model}', flush=True)
+    probe = bench.run('bare', count=args.large, batch_size=args.batch_size,
+                      repeat=-1, model=model)
+    count = images_for(probe['loop_images_per_s'], args.model_seconds,
+                       args.large, args.images_made, args.batch_size)
     bare, ours = [], []
     for repeat in range(args.repeats):
-      row = bench.run('bare', count=args.large, batch_size=args.batch_size,
+      row = bench.run('bare', count=count, batch_size=args.batch_size,
                       repeat=repeat, model=model)
       bare.append(row['loop_images_per_s'])
-      row = bench.run('featurize', count=args.large,
+      row = bench.run('featurize', count=count,
                       batch_size=args.batch_size, repeat=repeat, model=model)
       ours.append(streaming_throughput(row))
-    table[model] = {'bare_images_per_s': median(bare),
+    table[model] = {'images': count,
+                    'bare_images_per_s': median(bare),
                     'featurize_images_per_s': median(ours),
                     'bare_runs': bare, 'featurize_runs': ours}
   return table
@@ -246,6 +267,9 @@ def parse_args(argv):
   parser.add_argument('--batch-size', type=int, default=16,
                       help='Every contender\'s batch size (the resolution '
                       'runs use 4: 24 MP photos).')
+  parser.add_argument('--model-seconds', type=float, default=30,
+                      help='--only models: images enough to keep each '
+                      'bare model busy this long (at least --large).')
   parser.add_argument('--small', type=int, default=32)
   parser.add_argument('--large', type=int, default=256)
   parser.add_argument('--memory-counts', type=int, nargs='+',
@@ -273,6 +297,7 @@ def main(argv=None) -> int:
   if os.path.exists(os.path.join(args.results, 'measurements.jsonl')):
     os.remove(os.path.join(args.results, 'measurements.jsonl'))
   most = max([args.large] + args.memory_counts)
+  args.images_made = most
   print(f'making {most} ImageNet-sized and {args.resolution_count} '
         '12/24-megapixel JPEGs ...', flush=True)
   images = {
