@@ -37,7 +37,7 @@ peak is the larger of its batch (with what it decodes ahead beside it,
 ``ahead_bytes``: one small decode and a batch of decoded images) and its
 large decode, not their sum. ``benchmarks/memory_budget.py`` measured
 this: with the sum, the predictions ran 11-16% above the measured peaks;
-with the larger, they came within 2%.
+with the larger, they come within 3%.
 
 The plan is printed in the run's first lines, recorded in the manifest
 (``memory_plan``; under ``describe`` in a dataset version's) and shown by
