@@ -315,8 +315,8 @@ def decode_opened(image: Image.Image, data: bytes,
       image = plain  # no EXIF or XMP: nothing to turn
     else:
       image.load()
-      # In place: turning the image only where its EXIF says so, without
-      # copying every upright one (a tenth of a JPEG's decode time).
+      # In place: turns the image only where its EXIF says so, without
+      # copying every upright one (same pixels either way).
       ImageOps.exif_transpose(image, in_place=True)
     image = _to_rgb(image)
   except Exception as e:
