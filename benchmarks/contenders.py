@@ -65,7 +65,8 @@ def bare(args) -> dict:
   batches = [models.to_model_input(pixels[i:i + args.batch_size],
                                    model_config.preprocess)
              for i in range(0, len(pixels), args.batch_size)]
-  model = models.build_feature_model(model_config)
+  # Called as featurize calls it, so that the ratio is the pipeline's.
+  model = models.batch_predictor(models.build_feature_model(model_config))
   ready = _since_start()
   model.predict_on_batch(batches[0])  # first call builds the graph
   first = _since_start()

@@ -1,9 +1,12 @@
 """The benchmark's own images: real photos cut and resized to ImageNet's
-typical size (500x375, ~110 KB JPEG), and 12/24-megapixel versions.
+typical size (500x375, ~110 KB JPEG), and 12/24-megapixel versions; and
+folders of a profile's images (``write_profile_folder``), whose sizes,
+encodings and formats vary image by image as users' datasets do.
 
 Made from scikit-image's photos (no download): each image is a different
 crop, mirror and scale of one of them, so no two images are the same.
 """
+import json
 import os
 from typing import Iterator, List, Tuple
 
@@ -43,6 +46,38 @@ def write_image_folder(folder: str, count: int,
         f.write(sample.data)
     paths.append(path)
   return paths
+
+
+def write_profile_folder(folder: str, count: int,
+                         profile: str = 'imagenet', seed: int = 0) -> dict:
+  """Writes ``count`` distinct images of a profile
+  (``benchmarks.gpu.profiles``) as files ``img-00000.jpg`` ..., cached.
+
+  Every file is named ``.jpg`` whatever its format, as ImageNet's PNGs
+  and CMYK JPEGs are. Returns the images' statistics (``describe``).
+  """
+  from benchmarks.gpu import profiles
+  from benchmarks.gpu.profiles.encoding import process_pool
+  from benchmarks.gpu.profiles.shards import GENERATOR_VERSION
+  os.makedirs(folder, exist_ok=True)
+  sidecar = os.path.join(folder, '.profile.json')
+  config = {'profile': profile, 'seed': seed, 'count': count,
+            'generator': GENERATOR_VERSION}
+  if os.path.exists(sidecar):
+    with open(sidecar) as f:
+      cached = json.load(f)
+    if cached['config'] == config:
+      return cached['stats']
+  plans = profiles.draw_plans(profile, count, seed)
+  with process_pool(None, count) as pool:
+    encoded = profiles.encode_all(plans, pool)
+  for index, data in enumerate(encoded):
+    with open(os.path.join(folder, f'img-{index:05d}.jpg'), 'wb') as f:
+      f.write(data)
+  stats = profiles.describe(encoded)
+  with open(sidecar, 'w') as f:
+    json.dump({'config': config, 'stats': stats}, f, indent=1)
+  return stats
 
 
 def write_tfrecord_shard(path: str, count: int,

@@ -170,6 +170,11 @@ def models_suite(bench: Bench, args) -> Dict[str, dict]:
   """Images/s of featurize and of the bare model, float32, for each of
   ``SPEED_MODELS`` at its own input size and feature layer.
 
+  The images are ``--models-profile``'s (``benchmarks.gpu.profiles``):
+  sizes, encodings and formats that vary as a real dataset's do, which
+  the bare model never sees (it is given decoded tensors) and featurize
+  decodes on the way.
+
   Each model gets as many images as keep its bare loop busy for
   ``--model-seconds`` (at least ``--large``), from one bare run of
   ``--large`` images first: a light model's 256 images last a few
@@ -180,16 +185,16 @@ def models_suite(bench: Bench, args) -> Dict[str, dict]:
   for model in SPEED_MODELS:
     print(f'models: {model}', flush=True)
     probe = bench.run('bare', count=args.large, batch_size=args.batch_size,
-                      repeat=-1, model=model)
+                      repeat=-1, model=model, images='models')
     count = images_for(probe['loop_images_per_s'], args.model_seconds,
                        args.large, args.images_made, args.batch_size)
     bare, ours = [], []
     for repeat in range(args.repeats):
       row = bench.run('bare', count=count, batch_size=args.batch_size,
-                      repeat=repeat, model=model)
+                      repeat=repeat, model=model, images='models')
       bare.append(row['loop_images_per_s'])
-      row = bench.run('featurize', count=count,
-                      batch_size=args.batch_size, repeat=repeat, model=model)
+      row = bench.run('featurize', count=count, batch_size=args.batch_size,
+                      repeat=repeat, model=model, images='models')
       ours.append(streaming_throughput(row))
     table[model] = {'images': count,
                     'bare_images_per_s': median(bare),
@@ -270,6 +275,10 @@ def parse_args(argv):
   parser.add_argument('--model-seconds', type=float, default=30,
                       help='--only models: images enough to keep each '
                       'bare model busy this long (at least --large).')
+  parser.add_argument('--models-profile', default='imagenet',
+                      choices=('imagenet', 'web', 'uniform'),
+                      help='--only models: the images\' profile '
+                      '(benchmarks.gpu.profiles).')
   parser.add_argument('--small', type=int, default=32)
   parser.add_argument('--large', type=int, default=256)
   parser.add_argument('--memory-counts', type=int, nargs='+',
@@ -298,6 +307,8 @@ def main(argv=None) -> int:
     os.remove(os.path.join(args.results, 'measurements.jsonl'))
   most = max([args.large] + args.memory_counts)
   args.images_made = most
+  if args.only == 'models':
+    return _models_only(args, most)
   print(f'making {most} ImageNet-sized and {args.resolution_count} '
         '12/24-megapixel JPEGs ...', flush=True)
   images = {
@@ -312,8 +323,6 @@ def main(argv=None) -> int:
                              (6000, 4000))
   bench = Bench(args.work, args.results, images)
   started = time.time()
-  if args.only == 'models':
-    return _models_only(bench, args, images, started)
   summary = {
       'machine': measure.machine(),
       'settings': {k: v for k, v in vars(args).items()
@@ -331,14 +340,21 @@ def main(argv=None) -> int:
   return status
 
 
-def _models_only(bench: Bench, args, images, started: float) -> int:
-  """``--only models``: the per-model suite, its targets printed and
-  written to ``models.json``."""
+def _models_only(args, most: int) -> int:
+  """``--only models``: the per-model suite on ``most`` images of
+  ``--models-profile``, its targets printed and written to
+  ``models.json``."""
+  folder = os.path.join(args.work, f'models-{args.models_profile}')
+  print(f'making {most} images of the {args.models_profile} profile ...',
+        flush=True)
+  stats = dataset.write_profile_folder(folder, most, args.models_profile)
+  print(f'  {stats}', flush=True)
+  bench = Bench(args.work, args.results, {'models': folder})
+  started = time.time()
   summary = {'machine': measure.machine(),
              'settings': {k: v for k, v in vars(args).items()
                           if k not in ('work', 'results')},
-             'dataset': dataset.describe_folders(
-                 {'imagenet': images['imagenet']}),
+             'dataset': {args.models_profile: stats},
              'models': models_suite(bench, args)}
   summary['targets'] = report.model_targets(summary['models'])
   summary['duration_s'] = round(time.time() - started)

@@ -37,7 +37,7 @@ class FeatureModelHandler(ModelHandler[DecodedImage, FeatureRecord, Any]):
     logging.info('Loading %s in process %d', self._config.display_name,
                  os.getpid())
     quiet_import.import_quietly(self._config.device)
-    return models.build_feature_model(self._config)
+    return models.batch_predictor(models.build_feature_model(self._config))
 
   def run_inference(
       self,

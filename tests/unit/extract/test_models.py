@@ -244,3 +244,26 @@ def test_the_peak_counts_every_tensor_a_later_layer_still_needs():
 def test_inputs_smaller_than_the_model_takes_are_refused():
   with pytest.raises(ValueError):
     models.resolve(models.ModelConfig(model='inceptionv3', image_size=64))
+
+
+def test_the_cpu_predictor_traces_once_and_gives_keras_bytes():
+  """Batches of every size through one trace, with the features Keras's
+  own ``predict_on_batch`` gives, one layer or several."""
+  x = _inputs(('chelsea', 'coffee', 'astronaut'))
+  for layer, pooling in (('block2_pool', 'avg'),
+                         ('block1_pool,block2_pool', 'max,none')):
+    model = models.build_feature_model(models.ModelConfig(
+        weights='random', layer=layer, pooling=pooling))
+    predictor = models.batch_predictor(model)
+    assert isinstance(predictor, models.AnyBatchSize)
+    for batch in (x, x[:1], x[:2]):
+      ours, keras_own = (predictor.predict_on_batch(batch),
+                         model.predict_on_batch(batch))
+      if ',' in layer:
+        assert len(ours) == len(keras_own) == 2
+      for got, want in zip(*((ours, keras_own) if ',' in layer
+                             else ([ours], [keras_own]))):
+        assert isinstance(got, np.ndarray)
+        np.testing.assert_array_equal(got, want)
+    # pylint: disable=protected-access
+    assert predictor._forward.experimental_get_tracing_count() == 1

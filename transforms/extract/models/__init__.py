@@ -7,7 +7,8 @@
 * ``anatomy``: the graph read once at launch, without weights: layers,
   shapes, the activation peak of one image, parameters (``resolve``).
 * ``keras_build``: the model built with its weights and cut at the
-  deepest requested layer.
+  deepest requested layer; ``batch_predictor``, its forward pass traced
+  once for every batch size.
 * ``preprocess``: pixels to model input, in the family's mode.
 * ``weight_files``: a weight file checked at launch and copied once per
   worker machine.
@@ -22,7 +23,9 @@ from transforms.extract.models.batch_memory import (activation_bytes,
                                                     weights_bytes)
 from transforms.extract.models.catalog import (DEFAULT_MODEL, NAMED_MODELS,
                                                PREPROCESS_MODES)
-from transforms.extract.models.keras_build import build_feature_model
+from transforms.extract.models.keras_build import (AnyBatchSize,
+                                                  batch_predictor,
+                                                  build_feature_model)
 from transforms.extract.models.model_config import (DEFAULT_BATCH_SIZE,
                                                     DEFAULT_MAX_BATCH_BYTES,
                                                     DEFAULT_PRECISION,
@@ -35,11 +38,11 @@ from transforms.extract.models.weight_files import (inspect_weight_file,
                                                     sha256_of)
 
 __all__ = [
-    'Anatomy', 'DEFAULT_BATCH_SIZE', 'DEFAULT_MAX_BATCH_BYTES',
+    'Anatomy', 'AnyBatchSize', 'DEFAULT_BATCH_SIZE', 'DEFAULT_MAX_BATCH_BYTES',
     'DEFAULT_MODEL', 'DEFAULT_PRECISION', 'NAMED_MODELS', 'POOLINGS',
     'PRECISIONS', 'PREPROCESS_MODES', 'ModelConfig', 'activation_bytes',
-    'build_feature_model', 'effective_batch_size', 'feature_shape',
-    'feature_shapes', 'inspect_weight_file', 'keras_cache_path',
-    'local_weights_copy', 'resolve', 'sha256_of', 'to_model_input',
-    'weights_bytes',
+    'batch_predictor', 'build_feature_model', 'effective_batch_size',
+    'feature_shape', 'feature_shapes', 'inspect_weight_file',
+    'keras_cache_path', 'local_weights_copy', 'resolve', 'sha256_of',
+    'to_model_input', 'weights_bytes',
 ]
