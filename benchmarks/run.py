@@ -36,11 +36,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 class Bench:
   """Runs and records measurements; one per (contender, setting, repeat)."""
 
-  def __init__(self, work: str, results: str, images: Dict[str, str]):
+  def __init__(self, work: str, results: str, images: Dict[str, str],
+               log: str = ''):
     self.work = work
     self.results = results
     self.images = images
-    self.log = os.path.join(results, 'measurements.jsonl')
+    self.log = log or os.path.join(results, 'measurements.jsonl')
     self.rows: List[dict] = []
     os.makedirs(results, exist_ok=True)
 
@@ -303,12 +304,12 @@ def parse_args(argv):
 def main(argv=None) -> int:
   args = parse_args(argv)
   os.makedirs(args.results, exist_ok=True)
-  if os.path.exists(os.path.join(args.results, 'measurements.jsonl')):
-    os.remove(os.path.join(args.results, 'measurements.jsonl'))
   most = max([args.large] + args.memory_counts)
   args.images_made = most
   if args.only == 'models':
     return _models_only(args, most)
+  if os.path.exists(os.path.join(args.results, 'measurements.jsonl')):
+    os.remove(os.path.join(args.results, 'measurements.jsonl'))
   print(f'making {most} ImageNet-sized and {args.resolution_count} '
         '12/24-megapixel JPEGs ...', flush=True)
   images = {
@@ -349,7 +350,12 @@ def _models_only(args, most: int) -> int:
         flush=True)
   stats = dataset.write_profile_folder(folder, most, args.models_profile)
   print(f'  {stats}', flush=True)
-  bench = Bench(args.work, args.results, {'models': folder})
+  # Every run's row goes to the work folder: the results' own
+  # measurements.jsonl is the full benchmark's (models.json holds these).
+  log = os.path.join(args.work, 'models-measurements.jsonl')
+  if os.path.exists(log):
+    os.remove(log)
+  bench = Bench(args.work, args.results, {'models': folder}, log=log)
   started = time.time()
   summary = {'machine': measure.machine(),
              'settings': {k: v for k, v in vars(args).items()
