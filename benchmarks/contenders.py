@@ -7,7 +7,8 @@ and its VmHWM. The outer runner (``benchmarks.run``) measures wall time
 and the memory of the whole process tree.
 
 * ``bare``: the ceiling. Decoded, preprocessed tensors already in memory;
-  the same Keras VGG16 called in a loop. No pipeline can beat it.
+  the same Keras model (``--model``), called as featurize calls it
+  (``models.batch_predictor``), in a loop. No pipeline can beat it.
 * ``naive``: the classic answer's code: load every image into one array,
   ``model.predict`` over it, save the features.
 * ``naive_all_layers``: the same, keeping every layer's activations.
