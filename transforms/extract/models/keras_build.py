@@ -185,7 +185,6 @@ class AnyBatchSize:
 
   def __init__(self, model):
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    self.model = model
     spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
     self._forward = tf.function(lambda x: model(x, training=False),
                                 input_signature=[spec])
